@@ -1,0 +1,223 @@
+"""Chain EMD² (rho = 2) value + projected gradient: our Numba kernel against the rest.
+
+For each batch shape and dtype, measured in one run:
+
+  ours      emdcli.kernels.chain.chain_value_grad on prepared, normalised, C-contiguous
+            arrays with preallocated outputs (the batch driver alone)
+  emd2      the public emdcli.emd2(p, q, gradient=True): validation + l1 normalisation
+            + allocation + the kernel (and emd2(..., check=False))
+  (a) numpy the same value and projected gradient, vectorised numpy: cumsum, square,
+            suffix sum by a cumsum of the reversed array, minus the mean
+  (b) POT   ot.wasserstein_1d(x, x, p, q, p=2), value only. That is W_2² between the
+            two histograms (|quantile difference|² integrated over mass), NOT our
+            EMD² = Σ d_i φ_i² (|CDF difference|² integrated over space): the numbers
+            differ. For p = 1 both are W_1 and must agree, which is checked. With the
+            numpy backend it gives no gradient (torch/jax backends give one by autograd).
+  (c) copy  the memory floor: numpy moving the kernel's bytes once — G = P − Q reads p
+            and q and writes one (B, N) array, exactly the kernel's traffic
+            (class targets: np.copyto(G, P)). numpy is single-threaded.
+
+and the same for class-index (int) targets. Values (and gradients) are checked against
+the numpy version before anything is timed. Run:
+
+    python benchmarks/bench_chain.py [--quick] [--budget SECONDS] [--no-pot]
+"""
+
+import argparse
+import os
+import platform
+import sys
+
+import numpy as np
+
+from emdcli.timing import format_seconds, format_table, measure
+
+CASES = [(100_000, 32), (512, 1000)]
+QUICK_CASES = [(2_000, 32), (64, 200)]
+RHO = 2.0
+
+
+def numpy_value_grad(P, Q, d):
+    """EMD² and its projected gradient, written the way a numpy user would."""
+    phi = np.cumsum(P - Q, axis=1)[:, :-1]  # (B, N−1)
+    value = (d * phi * phi).sum(axis=1)
+    a = 2.0 * d * phi
+    r = np.zeros_like(P)
+    r[:, :-1] = np.cumsum(a[:, ::-1], axis=1)[:, ::-1]  # suffix sums S_k
+    return value, r - r.mean(axis=1, keepdims=True)
+
+
+def numpy_value_grad_class(P, c, d):
+    """As :func:`numpy_value_grad` against one-hot targets of classes ``c`` (B,)."""
+    step = np.arange(P.shape[1] - 1) >= c[:, None]  # CDF of the one-hot target
+    phi = np.cumsum(P, axis=1)[:, :-1] - step
+    value = (d * phi * phi).sum(axis=1)
+    a = 2.0 * d * phi
+    r = np.zeros_like(P)
+    r[:, :-1] = np.cumsum(a[:, ::-1], axis=1)[:, ::-1]
+    return value, r - r.mean(axis=1, keepdims=True)
+
+
+def rows(rng, b, n, dtype):
+    x = rng.random((b, n)) + 1e-3
+    return np.ascontiguousarray(x / x.sum(axis=1, keepdims=True), dtype=dtype)
+
+
+def check_close(name, got, want, dtype):
+    rtol = 1e-9 if dtype == np.float64 else 2e-4
+    atol = rtol * float(np.abs(want).max())
+    if not np.allclose(got, want, rtol=rtol, atol=atol):
+        err = float(np.abs(np.asarray(got, np.float64) - want).max())
+        raise AssertionError(f"{name}: max abs difference {err:.3g} (rtol {rtol})")
+
+
+def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
+    import emdcli
+    from emdcli.kernels import chain as K
+
+    dt = np.dtype(dtype).type
+    case = f"{b}x{n}"
+    P, Q = rows(rng, b, n, dt), rows(rng, b, n, dt)
+    c = rng.integers(0, n, size=b).astype(np.int64)
+    d = emdcli.Chain.uniform(n).gaps  # float64, (N−1,)
+    d_np = d.astype(dt)
+    assert P.flags.c_contiguous and Q.flags.c_contiguous and d.flags.c_contiguous
+    vals, G = np.empty(b, dt), np.empty((b, n), dt)
+    size = np.dtype(dt).itemsize
+    dname = np.dtype(dt).name
+    kw = dict(min_time=args.min_time, budget=args.budget, repeat=args.repeat)
+
+    for target in ("rows", "class"):
+        if target == "rows":
+            ours = lambda: K.chain_value_grad(P, Q, d, RHO, vals, G)  # noqa: E731
+            ref = lambda: numpy_value_grad(P, Q, d_np)  # noqa: E731
+            api = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname)  # noqa: E731
+            api_nc = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname, check=False)  # noqa: E731
+            floor = lambda: np.subtract(P, Q, out=G)  # noqa: E731
+            moved = 3 * b * n * size + b * size
+        else:
+            ours = lambda: K.chain_value_grad_class(P, c, d, RHO, vals, G)  # noqa: E731
+            ref = lambda: numpy_value_grad_class(P, c, d_np)  # noqa: E731
+            api = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname)  # noqa: E731
+            api_nc = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname, check=False)  # noqa: E731
+            floor = lambda: np.copyto(G, P)  # noqa: E731
+            moved = 2 * b * n * size + b * (size + 8)
+
+        # Correctness first: ours and the public API against the numpy version.
+        t_first = measure(ours, repeat=1, warmup=0, min_time=0, budget=0, min_repeat=1)
+        want_v, want_g = ref()
+        check_close(f"{case} {dname} {target}: value", vals, want_v, dt)
+        check_close(f"{case} {dname} {target}: gradient", G, want_g, dt)
+        v_api, g_api = api()
+        check_close(f"{case} {dname} {target}: emd2 value", v_api, want_v, dt)
+        check_close(f"{case} {dname} {target}: emd2 gradient", g_api, want_g, dt)
+
+        methods = [("ours (kernel)", ours, 1), ("emd2 (public)", api, 1),
+                   ("emd2 check=False", api_nc, 1), ("(a) numpy", ref, 1)]
+        pot = None
+        if target == "rows" and dt == np.float64 and not args.no_pot:
+            pot = make_pot(P, Q, d, K, notes)
+            if pot is not None:
+                methods.append(("(b) POT w1d p=2", pot, 0))
+        methods.append(("(c) copy floor", floor, 1))
+
+        res = {}
+        for name, fn, warmup in methods:
+            t = measure(fn, warmup=warmup, **kw)
+            if name.startswith("ours"):  # its first call came before the checks
+                t = type(t)(**{**t.__dict__, "first_call_s": t_first.first_call_s})
+            res[name] = t
+            timings.append({
+                "case": case, "dtype": dname, "target": target, "method": name,
+                "first call": format_seconds(t.first_call_s),
+                "median": format_seconds(t.median_s), "min": format_seconds(t.min_s),
+                "IQR %": 100 * t.rel_iqr, "loops x reps": f"{t.loops}x{t.repeats}",
+                "GB/s": moved / t.median_s / 1e9,
+            })
+            print(f"  {case:>10} {dname} {target:5} {name:18} {format_seconds(t.median_s)}",
+                  file=sys.stderr, flush=True)
+
+        o = res["ours (kernel)"].median_s
+        pot_t = res.get("(b) POT w1d p=2")
+        ratios.append({
+            "case": case, "dtype": dname, "target": target,
+            "ours": format_seconds(o),
+            "ours/(a) numpy": o / res["(a) numpy"].median_s,
+            "ours/(b) POT": o / pot_t.median_s if pot_t else None,
+            "ours/(c) copy": o / res["(c) copy floor"].median_s,
+            "emd2/ours": res["emd2 (public)"].median_s / o,
+            "emd2 nocheck/ours": res["emd2 check=False"].median_s / o,
+        })
+
+
+def make_pot(P, Q, d, K, notes):
+    """A no-argument POT call on the same rows (positions 0…N−1), after checking p = 1."""
+    try:
+        import ot
+    except ImportError:
+        print("POT not installed: skipping (b)", file=sys.stderr)
+        return None
+    b, n = P.shape
+    x = np.broadcast_to(np.arange(n, dtype=np.float64)[:, None], (n, b))  # sorted already
+    PT, QT = np.ascontiguousarray(P.T), np.ascontiguousarray(Q.T)  # POT batches on axis 1
+    w1 = np.empty(b)
+    K.chain_value(P, Q, d, 1.0, w1)
+    pot_w1 = ot.wasserstein_1d(x, x, PT, QT, p=1, require_sort=False)
+    check_close(f"{b}x{n}: POT p=1 vs our EMD", pot_w1, w1, np.float64)
+    pot_w22 = ot.wasserstein_1d(x, x, PT, QT, p=2, require_sort=False)
+    emd2 = np.empty(b)
+    K.chain_value(P, Q, d, 2.0, emd2)
+    rel = np.abs(pot_w22 - emd2) / emd2
+    notes.append(f"{b}x{n}: POT p=1 equals our EMD (checked, rtol 1e-9); POT p=2 (W_2^2) vs "
+                 f"our EMD^2: median |rel. difference| {np.median(rel):.3g} (other quantity)")
+    return lambda: ot.wasserstein_1d(x, x, PT, QT, p=2, require_sort=False)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, short budget")
+    ap.add_argument("--budget", type=float, default=None, help="seconds per measurement")
+    ap.add_argument("--repeat", type=int, default=7, help="samples per measurement")
+    ap.add_argument("--min-time", type=float, default=0.02, help="least seconds per sample")
+    ap.add_argument("--no-pot", action="store_true", help="skip POT")
+    ap.add_argument("--dtypes", default="float64,float32")
+    args = ap.parse_args(argv)
+    if args.budget is None:
+        args.budget = 1.0 if args.quick else 5.0
+
+    import numba
+
+    cases = QUICK_CASES if args.quick else CASES
+    rng = np.random.default_rng(0)
+    timings, ratios, notes = [], [], []
+    for b, n in cases:
+        for dtype in args.dtypes.split(","):
+            bench_case(b, n, dtype, args, rng, timings, ratios, notes)
+
+    try:
+        import ot
+        pot_version = ot.__version__
+    except ImportError:
+        pot_version = "absent"
+    print(f"# bench_chain: EMD^2 (rho=2) value + projected gradient, chain spaces, unit gaps")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; numba "
+          f"{numba.__version__} with {numba.get_num_threads()} threads "
+          f"({numba.threading_layer()} layer), NUMBA_NUM_THREADS="
+          f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')}; numpy {np.__version__} "
+          f"(single-threaded here); POT {pot_version}")
+    print("# times are per call; GB/s = the kernel's minimal traffic (p, q in; g, values "
+          "out) / median time")
+    print("# 'first call' of ours includes Numba compile or cache load; later methods reuse "
+          "the loaded kernel")
+    print("# checked before timing: ours and emd2 == (a) numpy, values and gradients")
+    for note in notes:
+        print(f"# {note}")
+    print()
+    print(format_table(timings))
+    print()
+    print("# ratios of median times (< 1: ours is faster); emd2/ours = cost of the public API")
+    print(format_table(ratios))
+
+
+if __name__ == "__main__":
+    main()

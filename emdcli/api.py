@@ -1,0 +1,193 @@
+"""Public library functions: validate, normalise, dispatch to the kernels.
+
+Everything here works on in-memory arrays; nothing knows about files or terminals.
+"""
+
+import numpy as np
+
+from . import rows
+from .errors import EMDInputError
+from .spaces import Chain, Ground, Tree
+
+GRAD_WRT = ("distribution", "input")
+
+
+def _space_for(space, positions, n):
+    """The validated space for rows of ``n`` bins: a Chain (default), Tree or Ground."""
+    if space is None:
+        space = Chain.uniform(n) if positions is None else positions
+    if isinstance(space, (Chain, Tree, Ground)):
+        if space.n != n:
+            kind = type(space).__name__.lower()
+            raise EMDInputError(
+                f"the {kind} has {space.n} bins but the rows have {n}",
+                source="positions" if kind == "chain" else (space.source or kind),
+                hint="the space needs one bin per column",
+            )
+        return space
+    if positions is not None and space is positions:
+        return Chain.from_positions(positions, n)
+    raise EMDInputError(f"space must be a Chain, Tree or Ground, got {type(space).__name__}")
+
+
+def _check_rho(rho):
+    try:
+        rho = float(rho)
+    except (TypeError, ValueError):
+        raise EMDInputError(f"rho must be a number >= 1, got {rho!r}") from None
+    if not (rho >= 1.0 and np.isfinite(rho)):
+        raise EMDInputError(f"rho must be a finite number >= 1, got {rho!r}")
+    return rho
+
+
+def emd(
+    pred,
+    target,
+    *,
+    space=None,
+    positions=None,
+    rho=1.0,
+    normalize="l1",
+    dtype="float64",
+    gradient=False,
+    grad_wrt="distribution",
+    check=True,
+):
+    """EMD^rho between each prediction row and its target, on a chain, a tree or a matrix.
+
+    Chain (default, or ``positions``): ``Σ_i d_i |φ_i|^rho`` with ``φ_i = Σ_{j≤i}(p_j − q_j)``
+    and gaps ``d_i = x_{i+1} − x_i``. Tree (``space=Tree``): ``Σ_{v≠root} w_v |φ̃_v|^rho`` with
+    φ̃_v the mass difference in the subtree of v. rho = 1 is the exact EMD (1-Wasserstein
+    distance under the chain's or tree's path metric), rho = 2 the relaxed EMD² loss.
+    Ground matrix (``space=Ground``, rho = 1 only): ``Σ_i p_i D_ic`` for class targets, the
+    transport LP (needs POT, ``pip install 'emdcli[lp]'``) for soft targets.
+
+    pred: (B, N) masses (or logits with ``normalize="softmax"``).
+    target: (B, N) masses, or (B,) integer class indices (one-hot targets, never built).
+    space: a :class:`Chain`, :class:`Tree` or :class:`Ground` with N bins.
+    positions: (N,) strictly increasing bin positions (a chain); default 0…N−1.
+    normalize: ``"l1"`` (divide by the row sum), ``"softmax"``, or ``"none"`` (rows must
+    already carry equal mass). Target rows are l1-normalised except under ``"none"``.
+    dtype: ``"float64"`` (default) or ``"float32"`` for the data and results.
+    gradient: also return the gradient (B, N) with respect to the normalised distribution
+    (``grad_wrt="distribution"``: projected to sum zero per row) or the raw input
+    (``grad_wrt="input"``: chain rule through the normalisation).
+    check: validate the inputs (set False in a hot training loop you trust).
+
+    Returns the distances (B,), or ``(distances, gradients)`` when ``gradient`` is true.
+    """
+    rho = _check_rho(rho)
+    if grad_wrt not in GRAD_WRT:
+        raise EMDInputError(f"grad_wrt must be one of {', '.join(GRAD_WRT)}, got {grad_wrt!r}")
+    dt = rows.resolve_dtype(dtype)
+    p = rows.prepare_pred(pred, normalize, dt, check)
+    b, n = p.shape
+    kind, q = rows.prepare_target(target, b, n, normalize, dt, check)
+    if check and normalize == "none":
+        rows.check_equal_mass(p, kind, q)
+    sp = _space_for(space, positions, n)
+    values = np.empty(b, dtype=dt)
+    g = np.empty((b, n), dtype=dt) if gradient else None
+    if isinstance(sp, Chain):
+        _chain(p, kind, q, sp, rho, values, g)
+    elif isinstance(sp, Tree):
+        _tree(p, kind, q, sp, rho, values, g)
+    else:
+        _ground(p, kind, q, sp, rho, values, g)
+    if not gradient:
+        return values
+    if grad_wrt == "input":
+        g = rows.input_gradient(g, p, pred, normalize)
+    return values, g
+
+
+def _chain(p, kind, q, chain, rho, values, g):
+    from .kernels import chain as kernels
+
+    d = chain.gaps
+    if g is None:
+        if kind == "classes":
+            kernels.chain_value_class(p, q, d, rho, values)
+        else:
+            kernels.chain_value(p, q, d, rho, values)
+    elif kind == "classes":
+        kernels.chain_value_grad_class(p, q, d, rho, values, g)
+    else:
+        kernels.chain_value_grad(p, q, d, rho, values, g)
+
+
+def _tree(p, kind, q, tree, rho, values, g):
+    from .kernels import tree as kernels
+
+    if kind == "classes":
+        c, q = q, p  # q is not read for class targets
+    else:
+        c = np.full(p.shape[0], -1, dtype=np.int64)
+    import numba
+
+    scratch = np.empty((4 * numba.get_num_threads(), tree.n_nodes), dtype=np.float64)
+    args = (p, q, c, tree.parent, tree.weight, tree.bin_node)
+    if g is None:
+        kernels.tree_value(*args, rho, values, scratch)
+    else:
+        kernels.tree_value_grad(*args, tree.count, rho, values, g, scratch)
+
+
+def _one_hot_classes(q):
+    """Class indices if every row of ``q`` has exactly one non-zero bin, else None."""
+    nonzero = q != 0
+    if (nonzero.sum(axis=1) == 1).all():
+        return np.argmax(nonzero, axis=1).astype(np.int64)
+    return None
+
+
+def _ground(p, kind, q, ground, rho, values, g):
+    from .kernels import ground as kernels
+
+    if rho != 1.0:
+        raise EMDInputError(
+            "a ground matrix supports only the exact EMD (rho = 1)",
+            hint="EMD^rho for rho > 1 needs a chain or a tree",
+        )
+    D = ground.matrix
+    c = q if kind == "classes" else _one_hot_classes(q)
+    if c is not None:
+        if g is None:
+            kernels.ground_value_class(p, c, D, values)
+        else:
+            kernels.ground_value_grad_class(p, c, D, values, g)
+        return
+    try:
+        kernels.ground_lp(p, q, D, values, g)
+    except ImportError:
+        raise EMDInputError(
+            "soft targets under a ground matrix need the transport LP, which needs POT",
+            hint="pip install 'emdcli[lp]', use class-index targets, or use a chain or tree",
+        ) from None
+
+
+def emd2(pred, target, **kwargs):
+    """The relaxed EMD² loss: :func:`emd` with rho = 2."""
+    return emd(pred, target, rho=2.0, **kwargs)
+
+
+def chain_hessian(positions):
+    """Hessian of EMD² on the simplex, projected: (N, N), constant in p and q.
+
+    ``H_kl = 2 Σ_{i=1}^{N−1} d_i ([k ≤ i] − i/N)([l ≤ i] − i/N)`` (the paper's eq. 12
+    with its missing 1/N² restored). ``positions``: (N,) bin positions, a :class:`Chain`,
+    or an int N for unit gaps.
+    """
+    if isinstance(positions, (int, np.integer)):
+        if positions < 1:
+            raise EMDInputError(f"the number of bins must be >= 1, got {positions}")
+        chain = Chain.uniform(int(positions))
+    elif isinstance(positions, Chain):
+        chain = positions
+    else:
+        chain = Chain.from_positions(positions)
+    n = chain.n
+    i = np.arange(1, n)[:, None]  # 1 … N−1
+    k = np.arange(1, n + 1)[None, :]  # 1 … N
+    a = (k <= i) - i / n  # (N−1, N)
+    return 2.0 * (a.T * chain.gaps) @ a

@@ -1,0 +1,249 @@
+"""The ``emd`` command line: parse, call the library, write. Nothing else.
+
+Heavy modules (numpy, Numba, pyarrow) are imported inside the commands so that
+``emd --help`` stays fast.
+"""
+
+import sys
+from enum import Enum
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    name="emd",
+    help="Exact Earth Mover's Distances (and gradients) between batches of predicted "
+    "distributions and targets whose classes are ordered (a chain) or form a hierarchy (a tree).",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_BAD_INPUT = 2
+
+
+@app.callback()
+def _root():
+    """Exact Earth Mover's Distances (and gradients) on ordered class spaces."""
+
+
+class Metric(str, Enum):
+    emd = "emd"
+    emd2 = "emd2"
+    emd_rho = "emd-rho"
+
+
+class Normalize(str, Enum):
+    l1 = "l1"
+    softmax = "softmax"
+    none = "none"
+
+
+class DType(str, Enum):
+    float64 = "float64"
+    float32 = "float32"
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    tsv = "tsv"
+    jsonl = "jsonl"
+
+
+class GradWrt(str, Enum):
+    distribution = "distribution"
+    input = "input"
+
+
+def fail(message):
+    """One line on stderr, exit code 2, no traceback."""
+    typer.echo(f"emd: error: {message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+class _Progress:
+    """A Rich progress bar on stderr, shown only for long jobs on a terminal."""
+
+    MIN_ROWS = 500_000
+
+    def __init__(self, console):
+        self.console, self.bar, self.task = console, None, None
+
+    def start(self, total):
+        if total >= self.MIN_ROWS and self.console.is_terminal:
+            from rich.progress import Progress
+
+            self.bar = Progress(console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("rows", total=total)
+
+    def advance(self, n):
+        if self.bar:
+            self.bar.advance(self.task, n)
+
+    def stop(self):
+        if self.bar:
+            self.bar.stop()
+
+
+COMPUTE_EPILOG = """
+Examples:
+
+  emd compute pred.npy labels.npy                      # per-row EMD, CSV when piped
+
+  emd compute sample_data/signal.parquet --target-column level --metric emd2 --quiet | head
+
+  emd compute hist_pred.npy hist_target.npy --positions hist_positions.txt -o out.parquet
+
+  emd compute logits.npy labels.npy --normalize softmax --metric emd2 --gradient g.npy --grad-wrt input
+
+  cat pred.npy | emd compute - labels.npy | sort -t, -k2 -g | tail -n 5
+
+  emd compute sample_data/imagenet_pred.parquet --tree sample_data/imagenet_wordnet_tree.csv --bins sample_data/imagenet_bins.txt --target-column label -m emd2
+"""
+
+
+@app.command(epilog=COMPUTE_EPILOG)
+def compute(
+    pred: str = typer.Argument(..., help="Predictions: .npy (rows × bins) or .parquet; - for stdin."),
+    target: Optional[str] = typer.Argument(
+        None,
+        help="Targets: .npy rows or 1-D integer class indices, or .parquet. "
+        "Omit when the prediction Parquet file has a target column.",
+    ),
+    metric: Metric = typer.Option(Metric.emd, "--metric", "-m", help="emd (exact, rho=1), emd2 (rho=2) or emd-rho."),
+    rho: Optional[float] = typer.Option(None, "--rho", help="The exponent rho >= 1 for --metric emd-rho."),
+    positions: Optional[str] = typer.Option(
+        None, "--positions", help="Chain: bin positions, a .npy 1-D array, a text file (one per line) or x1,x2,…; default 0,1,…"
+    ),
+    tree: Optional[str] = typer.Option(
+        None, "--tree", "-t", help="Tree space: an edge-list CSV node,parent[,weight], Newick, or JSON file."
+    ),
+    bins: Optional[str] = typer.Option(
+        None, "--bins", help="With --tree: a file naming the bin nodes, one per line, in column order (default: the leaves in file order)."
+    ),
+    tree_weights: Optional[str] = typer.Option(
+        None, "--tree-weights", help="With a CSV --tree: the column holding edge weights (default 'weight', or 1)."
+    ),
+    ground: Optional[str] = typer.Option(
+        None, "--ground", help="Ground-distance matrix N × N (.npy or .csv); exact EMD only (class targets, or soft targets with POT)."
+    ),
+    normalize: Normalize = typer.Option(
+        Normalize.l1, "--normalize", help="How predictions become distributions: l1 (divide by sum), softmax (logits), none (already equal mass)."
+    ),
+    dtype: DType = typer.Option(DType.float64, "--dtype", help="Precision of the computation and results."),
+    pred_column: Optional[str] = typer.Option(None, "--pred-column", help="Parquet: the list column of predictions, or a comma list of bin columns."),
+    target_column: Optional[str] = typer.Option(None, "--target-column", help="Parquet: the target column (list of masses or integer class); default 'target' if present."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="Parquet: a column carried into the report instead of 'row'."),
+    gradient: Optional[str] = typer.Option(None, "--gradient", "-g", help="Write per-row gradients (rows × bins) to this .npy or .parquet file."),
+    grad_wrt: GradWrt = typer.Option(
+        GradWrt.distribution, "--grad-wrt", help="Gradient w.r.t. the normalised distribution (projected, sums to 0) or the raw input (chain rule through --normalize)."
+    ),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to .csv, .tsv, .jsonl, .parquet or .npy instead of stdout."),
+    fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="Stdout format; default: a table on a terminal, CSV when piped."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per batch (default: about 2M values per batch)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary or progress on stderr."),
+):
+    """Per-row EMD / EMD² / EMD^rho between predictions and targets on a chain, a tree or a ground matrix.
+
+    Chain: EMD^rho(p, q) = Σ_i d_i |φ_i|^rho, with φ_i = Σ_{j≤i}(p_j − q_j) and d_i the gaps between bin positions. Tree: HEMD^rho = Σ_v w_v |φ_v|^rho over the edges, φ_v the mass difference below v.
+
+    Rows go to stdout (or --output), the summary and messages to stderr. Bad input exits with code 2.
+    """
+    from rich.console import Console
+
+    from . import pipeline
+    from .errors import EMDInputError
+
+    job = pipeline.ComputeJob(
+        pred=pred, target=target, metric=metric.value, rho=rho, positions=positions,
+        tree=tree, bins=bins, tree_weights=tree_weights, ground=ground,
+        normalize=normalize.value, dtype=dtype.value, pred_column=pred_column,
+        target_column=target_column, id_column=id_column, gradient=gradient,
+        grad_wrt=grad_wrt.value, output=output, fmt=fmt.value if fmt else None,
+        batch_size=batch_size,
+    )
+    err = Console(stderr=True)
+    progress = None if quiet else _Progress(err)
+    try:
+        summary = pipeline.run_compute(
+            job, stdout=sys.stdout, console=Console(), stdout_is_tty=sys.stdout.isatty(),
+            progress=progress, warn=lambda m: typer.echo(f"emd: warning: {m}", err=True),
+        )
+    except EMDInputError as e:
+        fail(e.describe(e.source))
+    finally:
+        if progress:
+            progress.stop()
+    if not quiet:
+        typer.echo(summary.line(), err=True)
+
+
+TREE_EPILOG = """
+Examples:
+
+  emd tree sample_data/imagenet_wordnet_tree.csv
+
+  emd tree sample_data/imagenet_wordnet_tree.csv --bins sample_data/imagenet_bins.txt --ground-out D.npy
+
+  emd tree tree.nwk --list-bins > bins.txt
+"""
+
+
+@app.command("tree", epilog=TREE_EPILOG)
+def tree_command(
+    tree: str = typer.Argument(..., help="Tree file: edge-list CSV node,parent[,weight], Newick, or JSON."),
+    bins: Optional[str] = typer.Option(None, "--bins", help="A file naming the bin nodes, one per line (default: the leaves in file order)."),
+    tree_weights: Optional[str] = typer.Option(None, "--tree-weights", help="CSV: the column holding edge weights (default 'weight')."),
+    ground_out: Optional[str] = typer.Option(None, "--ground-out", help="Write the bins' N × N path-length matrix to this .npy file."),
+    list_bins: bool = typer.Option(False, "--list-bins", help="Print the bin order, one node per line, instead of the statistics."),
+):
+    """Check a tree file and describe it: nodes, leaves, depth, the largest bin-to-bin distance and the bin order."""
+    from . import report, treefiles
+    from .errors import EMDInputError
+
+    try:
+        names = treefiles.read_bins(bins) if bins else None
+        t = treefiles.load_tree(tree, bins=names, weight_column=tree_weights or "weight")
+        if list_bins:
+            typer.echo("\n".join(t.bin_names))
+            return
+        if ground_out:
+            if not ground_out.endswith(".npy"):
+                raise EMDInputError("the ground matrix is written as .npy", source="--ground-out")
+            import numpy as np
+
+            atomic = report.AtomicPath(ground_out)
+            try:
+                with open(atomic.tmp, "wb") as f:
+                    np.save(f, t.ground_matrix())
+                atomic.commit()
+            except BaseException:
+                atomic.abort()
+                raise
+    except EMDInputError as e:
+        fail(e.describe(e.source))
+    for key, value in t.stats().items():
+        shown = report.format_float(value) if isinstance(value, float) else value
+        typer.echo(f"{key}: {shown}")
+    first = ", ".join(t.bin_names[:5])
+    typer.echo(f"bin_order: {first}{', …' if t.n > 5 else ''} (--list-bins for all {t.n})")
+    if ground_out:
+        typer.echo(f"emd: wrote the {t.n} × {t.n} ground matrix to {ground_out}", err=True)
+
+
+def main():
+    """Console-script entry point; a closed pipe (``| head``) ends quietly."""
+    try:
+        app()
+    except BrokenPipeError:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

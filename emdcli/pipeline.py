@@ -1,0 +1,252 @@
+"""The streaming job behind ``emd compute``: files → batches → library → writers.
+
+It reads aligned batches of predictions and targets, calls :func:`emdcli.api.emd` on
+each, and writes rows (and gradients) as they come. Errors come back as
+:class:`EMDInputError` naming the file and the absolute row.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import io, report, treefiles
+from .api import emd
+from .errors import EMDInputError
+from .spaces import Chain, Ground
+
+METRICS = {"emd": ("emd", 1.0), "emd2": ("emd2", 2.0), "emd-rho": ("emd_rho", None)}
+GRADIENT_FORMATS = (".npy", ".parquet")
+TARGET_ELEMENTS = 1 << 21  # default batch: about 2M values (16 MB at float64) per array
+
+
+@dataclass
+class ComputeJob:
+    """Everything ``emd compute`` was asked to do."""
+
+    pred: str
+    target: str | None = None
+    metric: str = "emd"
+    rho: float | None = None
+    positions: str | None = None
+    tree: str | None = None
+    bins: str | None = None
+    tree_weights: str | None = None
+    ground: str | None = None
+    normalize: str = "l1"
+    dtype: str = "float64"
+    pred_column: str | None = None
+    target_column: str | None = None
+    id_column: str | None = None
+    gradient: str | None = None
+    grad_wrt: str = "distribution"
+    output: str | None = None
+    fmt: str | None = None
+    batch_size: int | None = None
+
+
+def metric_rho(metric, rho):
+    """(column name, rho) for ``--metric``/``--rho``."""
+    if metric not in METRICS:
+        raise EMDInputError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    column, fixed = METRICS[metric]
+    if fixed is None:
+        if rho is None:
+            raise EMDInputError("--metric emd-rho needs --rho R (R >= 1)")
+        return column, float(rho)
+    if rho is not None and float(rho) != fixed:
+        raise EMDInputError(f"--rho {rho} conflicts with --metric {metric}; use --metric emd-rho")
+    return column, fixed
+
+
+def open_sources(job):
+    """(prediction Source, target Source) — the same object when one file holds both."""
+    pred = io.open_input(
+        job.pred, "pred", column=job.pred_column,
+        target_column=None if job.target else job.target_column, id_column=job.id_column,
+    )
+    if job.target is None:
+        if not pred.has("target"):
+            raise EMDInputError(
+                "no targets", source=pred.name,
+                hint="give a TARGET file, or --target-column naming a column of this file",
+            )
+        return pred, pred
+    if job.target == "-" and job.pred == "-":
+        raise EMDInputError("only one input can come from standard input", source="-")
+    target = io.open_input(job.target, "target", target_column=job.target_column)
+    if target.n_rows != pred.n_rows:
+        raise EMDInputError(
+            f"has {target.n_rows} rows but {pred.name} has {pred.n_rows}", source=target.name,
+            hint="give one target per prediction row",
+        )
+    return pred, target
+
+
+def build_space(job, pred, target, warn):
+    """The Tree or Ground of ``job``, or None for a chain (built once the width is known).
+
+    With a tree, Parquet bin columns named after tree nodes are matched by name and read
+    in the tree's bin order (``--bins``, else the nodes' order in the tree file).
+    """
+    given = [f for f, v in (("--positions", job.positions), ("--tree", job.tree),
+                            ("--ground", job.ground)) if v]
+    if len(given) > 1:
+        raise EMDInputError(f"{' and '.join(given)} both describe the space; give one")
+    for flag, value in (("--bins", job.bins), ("--tree-weights", job.tree_weights)):
+        if value and not job.tree:
+            raise EMDInputError(f"{flag} needs --tree")
+    if job.ground:
+        ground = Ground.from_matrix(io.load_ground(job.ground), source=job.ground)
+        for note in ground.notes:
+            warn(f"{job.ground}: {note}")
+        return ground
+    if not job.tree:
+        return None
+    bins = treefiles.read_bins(job.bins) if job.bins else None
+    tree = treefiles.load_tree(job.tree, bins=bins, weight_column=job.tree_weights or "weight")
+    names = pred.bin_names
+    if names and set(names) & set(tree.names):
+        if bins is None:
+            tree = tree.with_bins(tree.in_file_order(names))
+        pred.order_bins("pred", tree.bin_names)
+        if target is not pred and target.bin_names:
+            target.order_bins("target", tree.bin_names)
+    return tree
+
+
+def _aligned(pred, target, size):
+    """Yield (offset, pred rows, target rows, ids or None) in chunks of ``size`` rows."""
+    roles = ["pred", "target"] + (["id"] if pred.has("id") else [])
+    if target is pred:
+        chunks = pred.batches(size, roles)
+    else:
+        chunks = (
+            {**a, **b}
+            for a, b in zip(pred.batches(size, roles[:1] + roles[2:]), target.batches(size, ["target"]))
+        )
+    offset = 0
+    for chunk in chunks:
+        yield offset, chunk["pred"], chunk["target"], chunk.get("id")
+        offset += len(chunk["pred"])
+
+
+def _open_writer(path, fmt, columns, n_rows, dtypes, stdout, console, title, width=None):
+    """A writer and, for files, the AtomicPath it writes to."""
+    if path and path != "-":
+        atomic = report.AtomicPath(path)
+        if fmt == "parquet":
+            return report.ParquetWriter(atomic.tmp, columns), atomic
+        if fmt == "npy":
+            cols = columns[1:] if width is None else columns[-1:]
+            return report.NpyWriter(atomic.tmp, cols, n_rows, dtypes, width), atomic
+        stream = open(atomic.tmp, "w", newline="")
+        writer = report.TextWriter(stream, fmt, columns)
+        writer.close = lambda: stream.close()
+        return writer, atomic
+    if fmt == "table":
+        return report.TableWriter(console, columns, title), None
+    return report.TextWriter(stdout, fmt, columns), None
+
+
+def check_paths(job):
+    """Refuse unwritable or clashing output paths before any work is done."""
+    for flag, path in (("--output", job.output), ("--gradient", job.gradient)):
+        if path and path != "-":
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                raise EMDInputError(f"folder {folder!r} does not exist", source=flag)
+    if job.gradient:
+        if os.path.splitext(job.gradient)[1].lower() not in GRADIENT_FORMATS:
+            raise EMDInputError(
+                f"gradients are written to {' or '.join(GRADIENT_FORMATS)} files",
+                source="--gradient",
+            )
+        if job.output and os.path.abspath(job.output) == os.path.abspath(job.gradient):
+            raise EMDInputError("--output and --gradient name the same file", source="--gradient")
+
+
+def run_compute(job, *, stdout, console, stdout_is_tty=False, progress=None, warn=print):
+    """Run ``job``; returns the :class:`report.Summary` of the distances."""
+    column, rho = metric_rho(job.metric, job.rho)
+    fmt = report.output_format(job.output, job.fmt, stdout_is_tty)
+    check_paths(job)
+    positions = io.read_positions(job.positions) if job.positions else None
+    pred, target = open_sources(job)
+    names = {"pred": pred.name, "target": target.name, "positions": _positions_name(job.positions)}
+    space = build_space(job, pred, target, warn)
+    size = job.batch_size or max(1024, min(65536, TARGET_ELEMENTS // max(pred.width or 32, 1)))
+    id_name = job.id_column or "row"
+    summary = report.Summary(column)
+    dtype = np.dtype(job.dtype)
+    writers, atomics = [], []
+    if progress:
+        progress.start(pred.n_rows)
+    try:
+        for offset, p, q, ids in _aligned(pred, target, size):
+            n = p.shape[1] if p.ndim == 2 else 0
+            try:
+                if space is None:
+                    space = Chain.uniform(n) if positions is None else Chain.from_positions(positions, n)
+                out = emd(
+                    p, q, space=space, rho=rho, normalize=job.normalize, dtype=dtype,
+                    gradient=bool(job.gradient), grad_wrt=job.grad_wrt,
+                )
+            except EMDInputError as e:
+                raise e.shifted(offset) if e.row is not None else e
+            values, grads = out if job.gradient else (out, None)
+            if ids is None:
+                ids = np.arange(offset, offset + len(values))
+            if not writers:
+                writers, atomics = _start(job, fmt, column, id_name, pred.n_rows, n, dtype,
+                                          stdout, console)
+            batch = {id_name: ids, column: values, "gradient": grads}
+            for w in writers:
+                w.write(batch)
+            summary.add(values)
+            if progress:
+                progress.advance(len(values))
+        if not writers:  # no rows at all
+            writers, atomics = _start(job, fmt, column, id_name, 0, 0, dtype, stdout, console)
+        for w in writers:
+            w.close()
+        for a in atomics:
+            a.commit()
+    except EMDInputError as e:
+        _abort(writers, atomics)
+        e.source = names.get(e.source, e.source)
+        raise
+    except BaseException:
+        _abort(writers, atomics)
+        raise
+    return summary
+
+
+def _positions_name(spec):
+    if spec is None or os.path.exists(spec):
+        return spec
+    return f"--positions {spec}"
+
+
+def _start(job, fmt, column, id_name, n_rows, width, dtype, stdout, console):
+    dtypes = {column: dtype, "gradient": dtype}
+    title = f"{column} of {os.path.basename(job.pred)}"
+    w, a = _open_writer(job.output, fmt, [id_name, column], n_rows, dtypes, stdout, console, title)
+    writers, atomics = [w], [a]
+    if job.gradient:
+        gfmt = os.path.splitext(job.gradient)[1].lower()[1:]
+        g, ga = _open_writer(job.gradient, gfmt, [id_name, "gradient"], n_rows, dtypes, stdout,
+                             console, title, width=width)
+        writers.append(g)
+        atomics.append(ga)
+    return writers, [a for a in atomics if a is not None]
+
+
+def _abort(writers, atomics):
+    for w in writers:
+        try:
+            getattr(w, "discard", w.close)()
+        except Exception:  # noqa: BLE001 - best effort before deleting the file
+            pass
+    for a in atomics:
+        a.abort()

@@ -1,0 +1,245 @@
+"""Per-row results out: CSV/TSV/JSONL streams, Parquet, NPY, Rich tables, summaries.
+
+Rows are written as they come. Files are written to a temporary name beside the target and
+renamed only on success, so a failed run leaves no half-written file. Floats are written
+at full precision (the shortest text that reads back to the same float64/float32).
+"""
+
+import json
+import math
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from .errors import EMDInputError
+
+FORMATS = ("table", "csv", "tsv", "jsonl")
+FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy"}
+TABLE_ROWS = 20
+
+
+def format_float(v):
+    """Shortest round-trip text of a float64 or float32 value; ``nan``/``inf``/``-inf``."""
+    if isinstance(v, np.float32):
+        return str(v) if np.isfinite(v) else _nonfinite(float(v))
+    v = float(v)
+    return repr(v) if math.isfinite(v) else _nonfinite(v)
+
+
+def _nonfinite(v):
+    return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+
+
+def _cell(v):
+    if isinstance(v, (float, np.floating)):
+        return format_float(v)
+    if isinstance(v, (np.bool_, bool)):
+        return "true" if v else "false"
+    if isinstance(v, np.generic):
+        return str(v.item())
+    return str(v)
+
+
+def _json_value(v):
+    if isinstance(v, np.floating):
+        return json.loads(format_float(v)) if np.isfinite(v) else None
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+class AtomicPath:
+    """A temporary path beside ``path``; ``commit()`` renames it into place."""
+
+    def __init__(self, path):
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
+        os.close(fd)
+
+    def commit(self):
+        os.replace(self.tmp, self.path)
+
+    def abort(self):
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
+def output_format(output, fmt, stdout_is_tty):
+    """The format to write: from ``--output``'s extension, else ``--format``, else by tty."""
+    if output and output != "-":
+        ext = os.path.splitext(output)[1].lower()
+        if ext not in FILE_FORMATS:
+            raise EMDInputError(
+                f"cannot tell the format of {output!r} from its extension",
+                source="--output", hint=f"use one of {', '.join(FILE_FORMATS)}",
+            )
+        return FILE_FORMATS[ext]
+    if fmt:
+        return fmt
+    return "table" if stdout_is_tty else "csv"
+
+
+class TextWriter:
+    """CSV, TSV or JSONL rows to a text stream."""
+
+    def __init__(self, stream, fmt, columns):
+        self.stream, self.fmt, self.columns = stream, fmt, columns
+        if fmt in ("csv", "tsv"):
+            self.sep = "," if fmt == "csv" else "\t"
+            stream.write(self.sep.join(columns) + "\n")
+
+    def write(self, batch):
+        cols = [batch[c] for c in self.columns]
+        n = len(cols[0])
+        if self.fmt == "jsonl":
+            lines = (
+                json.dumps({c: _json_value(col[i]) for c, col in zip(self.columns, cols)})
+                for i in range(n)
+            )
+        else:
+            sep = self.sep
+            lines = (sep.join(_cell(col[i]) for col in cols) for i in range(n))
+        self.stream.write("".join(line + "\n" for line in lines))
+
+    def close(self):
+        self.stream.flush()
+
+
+class ParquetWriter:
+    """Rows to a Parquet file, one row group per batch."""
+
+    def __init__(self, path, columns):
+        self.path, self.columns, self.writer = path, columns, None
+
+    def write(self, batch):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({c: _arrow_column(batch[c]) for c in self.columns})
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+
+    def close(self):
+        if self.writer is None:  # no rows: still write a valid, empty file
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({c: pa.array([], pa.float64()) for c in self.columns}), self.path)
+        else:
+            self.writer.close()
+
+
+def _arrow_column(values):
+    import pyarrow as pa
+
+    values = np.asarray(values)
+    if values.ndim == 2:  # gradients: one fixed-size list per row
+        flat = pa.array(values.ravel())
+        return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+    return pa.array(values)
+
+
+class NpyWriter:
+    """Rows into a preallocated ``.npy``: 1-D for one column, (rows, N) for gradients,
+    a structured array when there are several columns."""
+
+    def __init__(self, path, columns, n_rows, dtypes, width=None):
+        self.columns = columns
+        if width is not None:
+            shape, dtype = (n_rows, width), dtypes[columns[0]]
+        elif len(columns) == 1:
+            shape, dtype = (n_rows,), dtypes[columns[0]]
+        else:
+            shape, dtype = (n_rows,), np.dtype([(c, dtypes[c]) for c in columns])
+        self.array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        self.row = 0
+
+    def write(self, batch):
+        n = len(batch[self.columns[0]])
+        target = self.array[self.row : self.row + n]
+        if self.array.dtype.names:
+            for c in self.columns:
+                target[c] = batch[c]
+        else:
+            target[...] = batch[self.columns[0]]
+        self.row += n
+
+    def close(self):
+        self.array.flush()
+        del self.array
+
+
+class TableWriter:
+    """A Rich table of the first rows, printed at the end (for terminals)."""
+
+    def __init__(self, console, columns, title):
+        self.console, self.columns, self.title = console, columns, title
+        self.rows, self.count = [], 0
+
+    def discard(self):
+        """Called instead of ``close`` when the run fails: print nothing."""
+
+    def write(self, batch):
+        n = len(batch[self.columns[0]])
+        take = max(0, min(n, TABLE_ROWS - len(self.rows)))
+        for i in range(take):
+            self.rows.append([_cell(batch[c][i]) for c in self.columns])
+        self.count += n
+
+    def close(self):
+        from rich.table import Table
+
+        caption = None
+        if self.count > len(self.rows):
+            caption = f"first {len(self.rows)} of {self.count} rows; use --format csv or --output for all"
+        table = Table(title=self.title, caption=caption)
+        for c in self.columns:
+            table.add_column(c, justify="left" if c == self.columns[0] else "right")
+        for r in self.rows:
+            table.add_row(*r)
+        self.console.print(table)
+
+
+class Summary:
+    """Running statistics of one value column: count, mean, std, min, p50, p95, max.
+
+    Keeps the values (8 bytes a row) for exact quantiles; non-finite values are counted
+    apart and left out of the statistics.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self.parts = []
+
+    def add(self, values):
+        self.parts.append(np.asarray(values, dtype=np.float64).copy())
+
+    def stats(self):
+        v = np.concatenate(self.parts) if self.parts else np.empty(0)
+        finite = v[np.isfinite(v)]
+        out = {"count": int(v.size), "nonfinite": int(v.size - finite.size)}
+        if finite.size:
+            out.update(
+                mean=float(finite.mean()), std=float(finite.std()), min=float(finite.min()),
+                p50=float(np.quantile(finite, 0.5)), p95=float(np.quantile(finite, 0.95)),
+                max=float(finite.max()),
+            )
+        return out
+
+    def line(self):
+        s = self.stats()
+        parts = [f"{k}={format_float(v) if isinstance(v, float) else v}" for k, v in s.items()
+                 if not (k == "nonfinite" and v == 0)]
+        return f"{self.name}: " + " ".join(parts)
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(file=sys.stderr)

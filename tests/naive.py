@@ -1,0 +1,75 @@
+"""Slow, obviously-correct references written straight from SPEC.md section 1.
+
+Everything is plain numpy/Python loops over one row, float64, 1-based indices where the
+SPEC uses them. No cleverness: these are what the kernels are checked against.
+"""
+
+import numpy as np
+
+
+def chain_ground(x):
+    """Ground matrix of a chain: ``M_ij = |x_i − x_j|``."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    m = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            m[i, j] = abs(x[i] - x[j])
+    return m
+
+
+def _gaps_and_phi(p, q, x):
+    """``d_i = x_{i+1} − x_i`` and ``φ_i = Σ_{j≤i} (p_j − q_j)``, for i = 1 … N−1."""
+    p, q, x = (np.asarray(a, dtype=np.float64) for a in (p, q, x))
+    n = len(p)
+    d = [x[i + 1] - x[i] for i in range(n - 1)]  # d[i-1] is d_i
+    phi = [sum(p[j] - q[j] for j in range(i + 1)) for i in range(n - 1)]  # phi[i-1] is φ_i
+    return d, phi
+
+
+def emd_rho(p, q, x, rho=1.0):
+    """``EMD^ρ(p, q) = Σ_{i=1}^{N−1} d_i |φ_i|^ρ`` for one row."""
+    d, phi = _gaps_and_phi(p, q, x)
+    return float(sum(d[i] * abs(phi[i]) ** rho for i in range(len(d))))
+
+
+def emd_rho_grad(p, q, x, rho=1.0):
+    """The literal double sum ``g_k = ρ Σ_i d_i sgn(φ_i)|φ_i|^{ρ−1} ([k ≤ i] − i/N)``.
+
+    k = 1 … N and i = 1 … N−1 (1-based, as in SPEC); sgn(0) = 0.
+    """
+    d, phi = _gaps_and_phi(p, q, x)
+    n = len(d) + 1
+    g = np.zeros(n)
+    for k in range(1, n + 1):
+        total = 0.0
+        for i in range(1, n):
+            slope = np.sign(phi[i - 1]) * abs(phi[i - 1]) ** (rho - 1.0)
+            total += d[i - 1] * slope * ((1.0 if k <= i else 0.0) - i / n)
+        g[k - 1] = rho * total
+    return g
+
+
+def onehot_emd(p, c, D):
+    """EMD against a one-hot target at class ``c``: ``(Σ_i p_i D_ic, D[:, c] − mean)``."""
+    p = np.asarray(p, dtype=np.float64)
+    D = np.asarray(D, dtype=np.float64)
+    value = float(sum(p[i] * D[i, c] for i in range(len(p))))
+    col = D[:, c].copy()
+    return value, col - col.mean()
+
+
+def hessian_emd2(x):
+    """``H_kl = 2 Σ_{i=1}^{N−1} d_i ([k ≤ i] − i/N)([l ≤ i] − i/N)`` as a literal loop."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    h = np.zeros((n, n))
+    for k in range(1, n + 1):
+        for l in range(1, n + 1):
+            total = 0.0
+            for i in range(1, n):
+                a = (1.0 if k <= i else 0.0) - i / n
+                b = (1.0 if l <= i else 0.0) - i / n
+                total += (x[i] - x[i - 1]) * a * b
+            h[k - 1, l - 1] = 2.0 * total
+    return h
