@@ -24,6 +24,7 @@ the numpy version before anything is timed. Run:
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -112,7 +113,12 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
         check_close(f"{case} {dname} {target}: emd2 value", v_api, want_v, dt)
         check_close(f"{case} {dname} {target}: emd2 gradient", g_api, want_g, dt)
 
-        methods = [("ours (kernel)", ours, 1), ("emd2 (public)", api, 1),
+        def ours_1thread():
+            with one_thread():
+                ours()
+
+        methods = [("ours (kernel)", ours, 1), ("ours, 1 thread", ours_1thread, 1),
+                   ("emd2 (public)", api, 1),
                    ("emd2 check=False", api_nc, 1), ("(a) numpy", ref, 1)]
         pot = None
         if target == "rows" and dt == np.float64 and not args.no_pot:
@@ -124,7 +130,7 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
         res = {}
         for name, fn, warmup in methods:
             t = measure(fn, warmup=warmup, **kw)
-            if name.startswith("ours"):  # its first call came before the checks
+            if name == "ours (kernel)":  # its first call came before the checks
                 t = type(t)(**{**t.__dict__, "first_call_s": t_first.first_call_s})
             res[name] = t
             timings.append({
@@ -137,17 +143,32 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
             print(f"  {case:>10} {dname} {target:5} {name:18} {format_seconds(t.median_s)}",
                   file=sys.stderr, flush=True)
 
-        o = res["ours (kernel)"].median_s
-        pot_t = res.get("(b) POT w1d p=2")
+        st = {name: getattr(t, f"{args.stat}_s") for name, t in res.items()}
+        o = st["ours (kernel)"]
+        pot_t = st.get("(b) POT w1d p=2")
         ratios.append({
             "case": case, "dtype": dname, "target": target,
             "ours": format_seconds(o),
-            "ours/(a) numpy": o / res["(a) numpy"].median_s,
-            "ours/(b) POT": o / pot_t.median_s if pot_t else None,
-            "ours/(c) copy": o / res["(c) copy floor"].median_s,
-            "emd2/ours": res["emd2 (public)"].median_s / o,
-            "emd2 nocheck/ours": res["emd2 check=False"].median_s / o,
+            "ours/(a) numpy": o / st["(a) numpy"],
+            "ours/(b) POT": o / pot_t if pot_t else None,
+            "ours/(c) copy": o / st["(c) copy floor"],
+            "ours 1thr/(c)": st["ours, 1 thread"] / st["(c) copy floor"],
+            "emd2/ours": st["emd2 (public)"] / o,
+            "emd2 nocheck/ours": st["emd2 check=False"] / o,
         })
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run Numba parallel kernels on one thread inside the block."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def make_pot(P, Q, d, K, notes):
@@ -173,6 +194,13 @@ def make_pot(P, Q, d, K, notes):
     return lambda: ot.wasserstein_1d(x, x, PT, QT, p=2, require_sort=False)
 
 
+def _load():
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "n/a"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, short budget")
@@ -180,6 +208,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=7, help="samples per measurement")
     ap.add_argument("--min-time", type=float, default=0.02, help="least seconds per sample")
     ap.add_argument("--no-pot", action="store_true", help="skip POT")
+    ap.add_argument("--stat", choices=("median", "min"), default="median",
+                    help="statistic used for the ratios (min resists a busy machine)")
     ap.add_argument("--dtypes", default="float64,float32")
     args = ap.parse_args(argv)
     if args.budget is None:
@@ -188,6 +218,7 @@ def main(argv=None):
     import numba
 
     cases = QUICK_CASES if args.quick else CASES
+    load0 = _load()
     rng = np.random.default_rng(0)
     timings, ratios, notes = [], [], []
     for b, n in cases:
@@ -205,6 +236,8 @@ def main(argv=None):
           f"({numba.threading_layer()} layer), NUMBA_NUM_THREADS="
           f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')}; numpy {np.__version__} "
           f"(single-threaded here); POT {pot_version}")
+    print(f"# load average (1 min) at start / end: {load0} / {_load()} — this run counts about "
+          f"1; more means other processes shared the CPUs and timings are noisier")
     print("# times are per call; GB/s = the kernel's minimal traffic (p, q in; g, values "
           "out) / median time")
     print("# 'first call' of ours includes Numba compile or cache load; later methods reuse "
@@ -215,7 +248,8 @@ def main(argv=None):
     print()
     print(format_table(timings))
     print()
-    print("# ratios of median times (< 1: ours is faster); emd2/ours = cost of the public API")
+    print(f"# ratios of {args.stat} times (< 1: ours is faster); ours 1thr = ours on one Numba "
+          "thread; emd2/ours = cost of the public API")
     print(format_table(ratios))
 
 
