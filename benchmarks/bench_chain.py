@@ -20,11 +20,15 @@ For each batch shape and dtype, measured in one run:
 and the same for class-index (int) targets. Values (and gradients) are checked against
 the numpy version before anything is timed. Run:
 
-    python benchmarks/bench_chain.py [--quick] [--budget SECONDS] [--no-pot]
+    python benchmarks/bench_chain.py [--quick] [--budget SECONDS] [--no-pot] [--stat min]
+
+On a small shared machine a 2-thread Numba call can stall for a scheduler slice while
+another process holds a core: compare the "ours, 1 thread" rows and the load average.
 """
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import platform
 import sys
@@ -86,22 +90,22 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
     vals, G = np.empty(b, dt), np.empty((b, n), dt)
     size = np.dtype(dt).itemsize
     dname = np.dtype(dt).name
-    kw = dict(min_time=args.min_time, budget=args.budget, repeat=args.repeat)
+    kw = {"min_time": args.min_time, "budget": args.budget, "repeat": args.repeat}
 
     for target in ("rows", "class"):
         if target == "rows":
-            ours = lambda: K.chain_value_grad(P, Q, d, RHO, vals, G)  # noqa: E731
-            ref = lambda: numpy_value_grad(P, Q, d_np)  # noqa: E731
-            api = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname)  # noqa: E731
-            api_nc = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname, check=False)  # noqa: E731
-            floor = lambda: np.subtract(P, Q, out=G)  # noqa: E731
+            ours = lambda: K.chain_value_grad(P, Q, d, RHO, vals, G)
+            ref = lambda: numpy_value_grad(P, Q, d_np)
+            api = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname)
+            api_nc = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname, check=False)
+            floor = lambda: np.subtract(P, Q, out=G)
             moved = 3 * b * n * size + b * size
         else:
-            ours = lambda: K.chain_value_grad_class(P, c, d, RHO, vals, G)  # noqa: E731
-            ref = lambda: numpy_value_grad_class(P, c, d_np)  # noqa: E731
-            api = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname)  # noqa: E731
-            api_nc = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname, check=False)  # noqa: E731
-            floor = lambda: np.copyto(G, P)  # noqa: E731
+            ours = lambda: K.chain_value_grad_class(P, c, d, RHO, vals, G)
+            ref = lambda: numpy_value_grad_class(P, c, d_np)
+            api = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname)
+            api_nc = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname, check=False)
+            floor = lambda: np.copyto(G, P)
             moved = 2 * b * n * size + b * (size + 8)
 
         # Correctness first: ours and the public API against the numpy version.
@@ -113,13 +117,17 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
         check_close(f"{case} {dname} {target}: emd2 value", v_api, want_v, dt)
         check_close(f"{case} {dname} {target}: emd2 gradient", g_api, want_g, dt)
 
-        def ours_1thread():
+        def ours_1thread(ours=ours):
             with one_thread():
                 ours()
 
-        methods = [("ours (kernel)", ours, 1), ("ours, 1 thread", ours_1thread, 1),
-                   ("emd2 (public)", api, 1),
-                   ("emd2 check=False", api_nc, 1), ("(a) numpy", ref, 1)]
+        methods = [
+            ("ours (kernel)", ours, 1),
+            ("ours, 1 thread", ours_1thread, 1),
+            ("emd2 (public)", api, 1),
+            ("emd2 check=False", api_nc, 1),
+            ("(a) numpy", ref, 1),
+        ]
         pot = None
         if target == "rows" and dt == np.float64 and not args.no_pot:
             pot = make_pot(P, Q, d, K, notes)
@@ -131,31 +139,45 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
         for name, fn, warmup in methods:
             t = measure(fn, warmup=warmup, **kw)
             if name == "ours (kernel)":  # its first call came before the checks
-                t = type(t)(**{**t.__dict__, "first_call_s": t_first.first_call_s})
+                t = dataclasses.replace(t, first_call_s=t_first.first_call_s)
             res[name] = t
-            timings.append({
-                "case": case, "dtype": dname, "target": target, "method": name,
-                "first call": format_seconds(t.first_call_s),
-                "median": format_seconds(t.median_s), "min": format_seconds(t.min_s),
-                "IQR %": 100 * t.rel_iqr, "loops x reps": f"{t.loops}x{t.repeats}",
-                "GB/s": moved / t.median_s / 1e9,
-            })
-            print(f"  {case:>10} {dname} {target:5} {name:18} {format_seconds(t.median_s)}",
-                  file=sys.stderr, flush=True)
+            timings.append(
+                {
+                    "case": case,
+                    "dtype": dname,
+                    "target": target,
+                    "method": name,
+                    "first call": format_seconds(t.first_call_s),
+                    "median": format_seconds(t.median_s),
+                    "min": format_seconds(t.min_s),
+                    "IQR %": 100 * t.rel_iqr,
+                    "loops x reps": f"{t.loops}x{t.repeats}",
+                    "GB/s": moved / t.median_s / 1e9,
+                }
+            )
+            print(
+                f"  {case:>10} {dname} {target:5} {name:18} {format_seconds(t.median_s)}",
+                file=sys.stderr,
+                flush=True,
+            )
 
         st = {name: getattr(t, f"{args.stat}_s") for name, t in res.items()}
         o = st["ours (kernel)"]
         pot_t = st.get("(b) POT w1d p=2")
-        ratios.append({
-            "case": case, "dtype": dname, "target": target,
-            "ours": format_seconds(o),
-            "ours/(a) numpy": o / st["(a) numpy"],
-            "ours/(b) POT": o / pot_t if pot_t else None,
-            "ours/(c) copy": o / st["(c) copy floor"],
-            "ours 1thr/(c)": st["ours, 1 thread"] / st["(c) copy floor"],
-            "emd2/ours": st["emd2 (public)"] / o,
-            "emd2 nocheck/ours": st["emd2 check=False"] / o,
-        })
+        ratios.append(
+            {
+                "case": case,
+                "dtype": dname,
+                "target": target,
+                "ours": format_seconds(o),
+                "ours/(a) numpy": o / st["(a) numpy"],
+                "ours/(b) POT": o / pot_t if pot_t else None,
+                "ours/(c) copy": o / st["(c) copy floor"],
+                "ours 1thr/(c)": st["ours, 1 thread"] / st["(c) copy floor"],
+                "emd2/ours": st["emd2 (public)"] / o,
+                "emd2 nocheck/ours": st["emd2 check=False"] / o,
+            }
+        )
 
 
 @contextlib.contextmanager
@@ -189,8 +211,10 @@ def make_pot(P, Q, d, K, notes):
     emd2 = np.empty(b)
     K.chain_value(P, Q, d, 2.0, emd2)
     rel = np.abs(pot_w22 - emd2) / emd2
-    notes.append(f"{b}x{n}: POT p=1 equals our EMD (checked, rtol 1e-9); POT p=2 (W_2^2) vs "
-                 f"our EMD^2: median |rel. difference| {np.median(rel):.3g} (other quantity)")
+    notes.append(
+        f"{b}x{n}: POT p=1 equals our EMD (checked, rtol 1e-9); POT p=2 (W_2^2) vs "
+        f"our EMD^2: median |rel. difference| {np.median(rel):.3g} (other quantity)"
+    )
     return lambda: ot.wasserstein_1d(x, x, PT, QT, p=2, require_sort=False)
 
 
@@ -208,8 +232,12 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=7, help="samples per measurement")
     ap.add_argument("--min-time", type=float, default=0.02, help="least seconds per sample")
     ap.add_argument("--no-pot", action="store_true", help="skip POT")
-    ap.add_argument("--stat", choices=("median", "min"), default="median",
-                    help="statistic used for the ratios (min resists a busy machine)")
+    ap.add_argument(
+        "--stat",
+        choices=("median", "min"),
+        default="median",
+        help="statistic used for the ratios (min resists a busy machine)",
+    )
     ap.add_argument("--dtypes", default="float64,float32")
     args = ap.parse_args(argv)
     if args.budget is None:
@@ -227,29 +255,40 @@ def main(argv=None):
 
     try:
         import ot
+
         pot_version = ot.__version__
     except ImportError:
         pot_version = "absent"
-    print(f"# bench_chain: EMD^2 (rho=2) value + projected gradient, chain spaces, unit gaps")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; numba "
-          f"{numba.__version__} with {numba.get_num_threads()} threads "
-          f"({numba.threading_layer()} layer), NUMBA_NUM_THREADS="
-          f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')}; numpy {np.__version__} "
-          f"(single-threaded here); POT {pot_version}")
-    print(f"# load average (1 min) at start / end: {load0} / {_load()} — this run counts about "
-          f"1; more means other processes shared the CPUs and timings are noisier")
-    print("# times are per call; GB/s = the kernel's minimal traffic (p, q in; g, values "
-          "out) / median time")
-    print("# 'first call' of ours includes Numba compile or cache load; later methods reuse "
-          "the loaded kernel")
+    print("# bench_chain: EMD^2 (rho=2) value + projected gradient, chain spaces, unit gaps")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; numba "
+        f"{numba.__version__} with {numba.get_num_threads()} threads "
+        f"({numba.threading_layer()} layer), NUMBA_NUM_THREADS="
+        f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')}; numpy {np.__version__} "
+        f"(single-threaded here); POT {pot_version}"
+    )
+    print(
+        f"# load average (1 min) at start / end: {load0} / {_load()} — this run counts about "
+        f"1; more means other processes shared the CPUs and timings are noisier"
+    )
+    print(
+        "# times are per call; GB/s = the kernel's minimal traffic (p, q in; g, values "
+        "out) / median time"
+    )
+    print(
+        "# 'first call' of ours includes Numba compile or cache load; later methods reuse "
+        "the loaded kernel"
+    )
     print("# checked before timing: ours and emd2 == (a) numpy, values and gradients")
     for note in notes:
         print(f"# {note}")
     print()
     print(format_table(timings))
     print()
-    print(f"# ratios of {args.stat} times (< 1: ours is faster); ours 1thr = ours on one Numba "
-          "thread; emd2/ours = cost of the public API")
+    print(
+        f"# ratios of {args.stat} times (< 1: ours is faster); ours 1thr = ours on one Numba "
+        "thread; emd2/ours = cost of the public API"
+    )
     print(format_table(ratios))
 
 

@@ -31,6 +31,18 @@ class Metric(str, Enum):
     emd = "emd"
     emd2 = "emd2"
     emd_rho = "emd-rho"
+    sinkhorn = "sinkhorn"
+
+
+class Form(str, Enum):
+    plain = "plain"
+    log = "log"
+
+
+class GibbsKernel(str, Enum):
+    auto = "auto"
+    structured = "structured"
+    dense = "dense"
 
 
 class Normalize(str, Enum):
@@ -100,6 +112,8 @@ Examples:
 
   cat pred.npy | emd compute - labels.npy | sort -t, -k2 -g | tail -n 5
 
+  emd compute pred.npy labels.npy --metric sinkhorn --lam 10 --iters 1000 --sinkhorn-form log
+
   emd compute sample_data/imagenet_pred.parquet --tree sample_data/imagenet_wordnet_tree.csv --bins sample_data/imagenet_bins.txt --target-column label -m emd2
 """
 
@@ -112,8 +126,13 @@ def compute(
         help="Targets: .npy rows or 1-D integer class indices, or .parquet. "
         "Omit when the prediction Parquet file has a target column.",
     ),
-    metric: Metric = typer.Option(Metric.emd, "--metric", "-m", help="emd (exact, rho=1), emd2 (rho=2) or emd-rho."),
+    metric: Metric = typer.Option(Metric.emd, "--metric", "-m", help="emd (exact, rho=1), emd2 (rho=2), emd-rho, or sinkhorn (the entropic approximation)."),
     rho: Optional[float] = typer.Option(None, "--rho", help="The exponent rho >= 1 for --metric emd-rho."),
+    lam: Optional[float] = typer.Option(None, "--lam", help="Sinkhorn: the paper's λ > 0 (POT's reg is 1/λ).", rich_help_panel="Sinkhorn"),
+    iters: int = typer.Option(100, "--iters", help="Sinkhorn: iteration limit.", rich_help_panel="Sinkhorn"),
+    tol: float = typer.Option(1e-9, "--tol", help="Sinkhorn: stop a row when its marginal error ‖T·1 − p‖₁ < tol; 0 = always run --iters (then converged means < 1e-6).", rich_help_panel="Sinkhorn"),
+    sinkhorn_form: Form = typer.Option(Form.plain, "--sinkhorn-form", help="Sinkhorn: plain (the paper's Algorithm 1, instabilities included) or log (log-domain, stable).", rich_help_panel="Sinkhorn"),
+    sinkhorn_kernel: GibbsKernel = typer.Option(GibbsKernel.auto, "--sinkhorn-kernel", help="Sinkhorn: structured O(N) chain/tree passes, or the dense N × N matrix; auto = structured unless --ground.", rich_help_panel="Sinkhorn"),
     positions: Optional[str] = typer.Option(
         None, "--positions", help="Chain: bin positions, a .npy 1-D array, a text file (one per line) or x1,x2,…; default 0,1,…"
     ),
@@ -162,7 +181,8 @@ def compute(
         normalize=normalize.value, dtype=dtype.value, pred_column=pred_column,
         target_column=target_column, id_column=id_column, gradient=gradient,
         grad_wrt=grad_wrt.value, output=output, fmt=fmt.value if fmt else None,
-        batch_size=batch_size,
+        batch_size=batch_size, lam=lam, iters=iters, tol=tol,
+        sinkhorn_form=sinkhorn_form.value, sinkhorn_kernel=sinkhorn_kernel.value,
     )
     err = Console(stderr=True)
     progress = None if quiet else _Progress(err)
@@ -173,6 +193,9 @@ def compute(
         )
     except EMDInputError as e:
         fail(e.describe(e.source))
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, exit 0
+        _silence_stdout()
+        raise typer.Exit(0)
     finally:
         if progress:
             progress.stop()
@@ -233,16 +256,20 @@ def tree_command(
         typer.echo(f"emd: wrote the {t.n} × {t.n} ground matrix to {ground_out}", err=True)
 
 
-def main():
-    """Console-script entry point; a closed pipe (``| head``) ends quietly."""
-    try:
-        app()
-    except BrokenPipeError:
-        import os
+def _silence_stdout():
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
 
+    try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+    except (OSError, ValueError):  # no real file descriptor (e.g. under a test runner)
+        pass
+
+
+def main():
+    """Console-script entry point."""
+    app()
 
 
 if __name__ == "__main__":

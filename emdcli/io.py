@@ -24,6 +24,12 @@ def _fail(name, message, **kw):
     return EMDInputError(message, source=name, **kw)
 
 
+def one_line(error):
+    """An exception's text on one line, printable characters only."""
+    text = " ".join(str(error).split())
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 def _open_bytes(path):
     """Path or ``-`` → (display name, path-or-BytesIO, kind "npy"|"parquet")."""
     if path == "-":
@@ -98,14 +104,22 @@ class Source:
     def _parquet_batches(self, batch_size, roles):
         wanted = sorted({c for r in roles for c in self.roles[r][1]})
         offset = 0
+        widths = {}
         try:
             for rb in self._parquet.iter_batches(batch_size=batch_size, columns=wanted):
-                yield {r: _convert(self.name, rb, self.roles[r], offset) for r in roles}
+                chunk = {r: _convert(self.name, rb, self.roles[r], offset) for r in roles}
+                for r, a in chunk.items():
+                    if a.ndim == 2 and widths.setdefault(r, a.shape[1]) != a.shape[1]:
+                        raise _fail(
+                            self.name, f"row has {a.shape[1]} values but earlier rows have "
+                            f"{widths[r]}", row=offset, hint="every row needs the same number of bins",
+                        )
+                yield chunk
                 offset += rb.num_rows
         except (OSError, ValueError) as e:
             if isinstance(e, EMDInputError):
                 raise
-            raise _fail(self.name, f"cannot read Parquet data: {e}", row=offset) from None
+            raise _fail(self.name, f"cannot read Parquet data: {one_line(e)}", row=offset) from None
 
 
 def _rechunk(chunks, size):
@@ -133,7 +147,9 @@ def _open_npy(name, handle, role):
         else:
             arr = np.load(handle, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise _fail(name, f"cannot read NPY data: {e}", hint="the file may be truncated") from None
+        raise _fail(
+            name, f"cannot read NPY data: {one_line(e)}", hint="the file may be truncated"
+        ) from None
     if arr.dtype.kind not in "fiub":
         raise _fail(name, f"holds {arr.dtype} values, expected numbers")
     if arr.ndim == 1 and role == "target":
@@ -153,10 +169,13 @@ def open_input(path, role, *, column=None, target_column=None, id_column=None):
     name, handle, kind = _open_bytes(path)
     if kind == "parquet":
         return _open_parquet(name, handle, role, column, target_column, id_column)
-    if role == "pred":
-        for flag, value in (("--target-column", target_column), ("--id-column", id_column)):
-            if value:
-                raise _fail(name, f"{flag} needs a Parquet file; NPY files have no columns")
+    flags = (("--pred-column", column), ("--target-column", target_column),
+             ("--id-column", id_column))
+    if role == "target":
+        flags = (("--target-column", target_column or column),)
+    for flag, value in flags:
+        if value:
+            raise _fail(name, f"{flag} needs a Parquet file; NPY files have no columns")
     return _open_npy(name, handle, role)
 
 
@@ -167,7 +186,9 @@ def _open_parquet(name, handle, role, column, target_column, id_column):
     try:
         pf = pq.ParquetFile(handle)
     except (pa.ArrowException, OSError) as e:
-        raise _fail(name, f"cannot read Parquet file: {e}", hint="the file may be truncated") from None
+        raise _fail(
+            name, f"cannot read Parquet file: {one_line(e)}", hint="the file may be truncated"
+        ) from None
     schema = pf.schema_arrow
     names = schema.names
 
@@ -191,8 +212,9 @@ def _open_parquet(name, handle, role, column, target_column, id_column):
             used.add(tcol)
         spec, bin_names = _rows_spec(name, schema, column, used, "--pred-column", pa)
     else:
-        if target_column or column:
-            tcol = need(target_column or column, "--target-column")
+        tcol = target_column or column
+        if tcol or DEFAULT_TARGET_COLUMN in names:
+            tcol = need(tcol, "--target-column") if tcol else DEFAULT_TARGET_COLUMN
             spec, bin_names = _target_spec(name, schema, tcol, pa), None
         else:
             spec, bin_names = _rows_spec(name, schema, None, used, "--target-column", pa)
@@ -315,7 +337,7 @@ def read_positions(spec):
                 x = np.load(spec, allow_pickle=False)
             else:
                 with open(spec) as f:
-                    lines = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+                    lines = [ln.strip() for ln in f if ln.strip() and not ln.strip().startswith("#")]
                 x = np.array([float(v) for v in lines])
         except (ValueError, OSError) as e:
             raise EMDInputError(f"cannot read positions: {e}", source=spec) from None

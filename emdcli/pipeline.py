@@ -15,7 +15,10 @@ from .api import emd
 from .errors import EMDInputError
 from .spaces import Chain, Ground
 
-METRICS = {"emd": ("emd", 1.0), "emd2": ("emd2", 2.0), "emd-rho": ("emd_rho", None)}
+METRICS = {
+    "emd": ("emd", 1.0), "emd2": ("emd2", 2.0), "emd-rho": ("emd_rho", None),
+    "sinkhorn": ("sinkhorn", None),
+}
 GRADIENT_FORMATS = (".npy", ".parquet")
 TARGET_ELEMENTS = 1 << 21  # default batch: about 2M values (16 MB at float64) per array
 
@@ -43,6 +46,56 @@ class ComputeJob:
     output: str | None = None
     fmt: str | None = None
     batch_size: int | None = None
+    lam: float | None = None
+    iters: int = 100
+    tol: float = 1e-9
+    sinkhorn_form: str = "plain"
+    sinkhorn_kernel: str = "auto"
+
+
+@dataclass
+class MetricRun:
+    """What one metric writes: ``columns`` (name → dtype, the value column first) and
+    ``run(p, q, space) → (columns dict, gradients or None)``."""
+
+    columns: dict
+    run: object
+
+    @property
+    def value(self):
+        return next(iter(self.columns))
+
+
+def make_metric(job):
+    """The :class:`MetricRun` of ``--metric`` and its options."""
+    column, rho = metric_rho(job.metric, job.rho)
+    dtype = np.dtype(job.dtype)
+    common = dict(normalize=job.normalize, dtype=dtype, gradient=bool(job.gradient),
+                  grad_wrt=job.grad_wrt)
+    if job.metric == "sinkhorn":
+        from .sinkhorn import check_params, sinkhorn
+
+        if job.lam is None:
+            raise EMDInputError("--metric sinkhorn needs --lam (λ > 0; POT's reg is 1/λ)")
+        check_params(job.lam, job.iters, job.tol, job.sinkhorn_form, job.sinkhorn_kernel)
+
+        def run(p, q, space):
+            r = sinkhorn(p, q, space=space, lam=job.lam, iters=job.iters, tol=job.tol,
+                         form=job.sinkhorn_form, kernel=job.sinkhorn_kernel, **common)
+            cols = {"sinkhorn": r.values, "sinkhorn_iterations": r.iterations,
+                    "sinkhorn_converged": r.converged}
+            return cols, r.gradient
+
+        cols = {"sinkhorn": dtype, "sinkhorn_iterations": np.dtype(np.int64),
+                "sinkhorn_converged": np.dtype(bool)}
+        return MetricRun(cols, run)
+
+    def run(p, q, space):
+        out = emd(p, q, space=space, rho=rho, **common)
+        values, grads = out if job.gradient else (out, None)
+        return {column: values}, grads
+
+    return MetricRun({column: dtype}, run)
 
 
 def metric_rho(metric, rho):
@@ -50,6 +103,10 @@ def metric_rho(metric, rho):
     if metric not in METRICS:
         raise EMDInputError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     column, fixed = METRICS[metric]
+    if metric == "sinkhorn":
+        if rho is not None:
+            raise EMDInputError("--rho does not apply to --metric sinkhorn")
+        return column, 1.0
     if fixed is None:
         if rho is None:
             raise EMDInputError("--metric emd-rho needs --rho R (R >= 1)")
@@ -136,7 +193,7 @@ def _open_writer(path, fmt, columns, n_rows, dtypes, stdout, console, title, wid
     if path and path != "-":
         atomic = report.AtomicPath(path)
         if fmt == "parquet":
-            return report.ParquetWriter(atomic.tmp, columns), atomic
+            return report.ParquetWriter(atomic.tmp, columns, dtypes, width), atomic
         if fmt == "npy":
             cols = columns[1:] if width is None else columns[-1:]
             return report.NpyWriter(atomic.tmp, cols, n_rows, dtypes, width), atomic
@@ -168,7 +225,7 @@ def check_paths(job):
 
 def run_compute(job, *, stdout, console, stdout_is_tty=False, progress=None, warn=print):
     """Run ``job``; returns the :class:`report.Summary` of the distances."""
-    column, rho = metric_rho(job.metric, job.rho)
+    metric = make_metric(job)
     fmt = report.output_format(job.output, job.fmt, stdout_is_tty)
     check_paths(job)
     positions = io.read_positions(job.positions) if job.positions else None
@@ -177,8 +234,7 @@ def run_compute(job, *, stdout, console, stdout_is_tty=False, progress=None, war
     space = build_space(job, pred, target, warn)
     size = job.batch_size or max(1024, min(65536, TARGET_ELEMENTS // max(pred.width or 32, 1)))
     id_name = job.id_column or "row"
-    summary = report.Summary(column)
-    dtype = np.dtype(job.dtype)
+    summary = report.Summary(metric.value)
     writers, atomics = [], []
     if progress:
         progress.start(pred.n_rows)
@@ -188,26 +244,24 @@ def run_compute(job, *, stdout, console, stdout_is_tty=False, progress=None, war
             try:
                 if space is None:
                     space = Chain.uniform(n) if positions is None else Chain.from_positions(positions, n)
-                out = emd(
-                    p, q, space=space, rho=rho, normalize=job.normalize, dtype=dtype,
-                    gradient=bool(job.gradient), grad_wrt=job.grad_wrt,
-                )
+                cols, grads = metric.run(p, q, space)
             except EMDInputError as e:
                 raise e.shifted(offset) if e.row is not None else e
-            values, grads = out if job.gradient else (out, None)
+            values = cols[metric.value]
             if ids is None:
                 ids = np.arange(offset, offset + len(values))
             if not writers:
-                writers, atomics = _start(job, fmt, column, id_name, pred.n_rows, n, dtype,
-                                          stdout, console)
-            batch = {id_name: ids, column: values, "gradient": grads}
+                writers, atomics = _start(job, fmt, metric, id_name, pred.n_rows, n, stdout,
+                                          console)
+            batch = {id_name: ids, **cols, "gradient": grads}
             for w in writers:
                 w.write(batch)
-            summary.add(values)
+            summary.add(values, cols.get("sinkhorn_converged"))
             if progress:
                 progress.advance(len(values))
         if not writers:  # no rows at all
-            writers, atomics = _start(job, fmt, column, id_name, 0, 0, dtype, stdout, console)
+            width = pred.width or (space.n if space is not None else 0)
+            writers, atomics = _start(job, fmt, metric, id_name, 0, width, stdout, console)
         for w in writers:
             w.close()
         for a in atomics:
@@ -228,10 +282,11 @@ def _positions_name(spec):
     return f"--positions {spec}"
 
 
-def _start(job, fmt, column, id_name, n_rows, width, dtype, stdout, console):
-    dtypes = {column: dtype, "gradient": dtype}
-    title = f"{column} of {os.path.basename(job.pred)}"
-    w, a = _open_writer(job.output, fmt, [id_name, column], n_rows, dtypes, stdout, console, title)
+def _start(job, fmt, metric, id_name, n_rows, width, stdout, console):
+    dtypes = {**metric.columns, "gradient": np.dtype(job.dtype)}
+    title = f"{metric.value} of {os.path.basename(job.pred)}"
+    columns = [id_name, *metric.columns]
+    w, a = _open_writer(job.output, fmt, columns, n_rows, dtypes, stdout, console, title)
     writers, atomics = [w], [a]
     if job.gradient:
         gfmt = os.path.splitext(job.gradient)[1].lower()[1:]

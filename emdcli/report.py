@@ -42,6 +42,13 @@ def _cell(v):
     return str(v)
 
 
+def _quoted(text, sep):
+    """CSV quoting (RFC 4180) for a cell holding the separator, a quote or a newline."""
+    if sep in text or '"' in text or "\n" in text or "\r" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def _json_value(v):
     if isinstance(v, np.floating):
         return json.loads(format_float(v)) if np.isfinite(v) else None
@@ -103,7 +110,7 @@ class TextWriter:
             )
         else:
             sep = self.sep
-            lines = (sep.join(_cell(col[i]) for col in cols) for i in range(n))
+            lines = (sep.join(_quoted(_cell(col[i]), sep) for col in cols) for i in range(n))
         self.stream.write("".join(line + "\n" for line in lines))
 
     def close(self):
@@ -111,10 +118,12 @@ class TextWriter:
 
 
 class ParquetWriter:
-    """Rows to a Parquet file, one row group per batch."""
+    """Rows to a Parquet file, one row group per batch. ``dtypes`` (column → numpy dtype,
+    ``width`` for list columns) type the columns of a file with no rows."""
 
-    def __init__(self, path, columns):
+    def __init__(self, path, columns, dtypes=None, width=None):
         self.path, self.columns, self.writer = path, columns, None
+        self.dtypes, self.width = dtypes or {}, width
 
     def write(self, batch):
         import pyarrow as pa
@@ -126,13 +135,13 @@ class ParquetWriter:
         self.writer.write_table(table)
 
     def close(self):
-        if self.writer is None:  # no rows: still write a valid, empty file
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.table({c: pa.array([], pa.float64()) for c in self.columns}), self.path)
-        else:
-            self.writer.close()
+        if self.writer is None:  # no rows: still write a valid, empty, typed file
+            empty = {}
+            for c in self.columns:
+                dt = np.dtype(self.dtypes.get(c, np.int64))
+                empty[c] = np.empty((0, self.width or 0) if c == "gradient" else 0, dtype=dt)
+            self.write(empty)
+        self.writer.close()
 
 
 def _arrow_column(values):
@@ -216,14 +225,20 @@ class Summary:
     def __init__(self, name):
         self.name = name
         self.parts = []
+        self.not_converged = None
 
-    def add(self, values):
+    def add(self, values, converged=None):
+        """Add a batch of values (and, for iterative metrics, their converged flags)."""
         self.parts.append(np.asarray(values, dtype=np.float64).copy())
+        if converged is not None:
+            self.not_converged = (self.not_converged or 0) + int((~np.asarray(converged)).sum())
 
     def stats(self):
         v = np.concatenate(self.parts) if self.parts else np.empty(0)
         finite = v[np.isfinite(v)]
         out = {"count": int(v.size), "nonfinite": int(v.size - finite.size)}
+        if self.not_converged is not None:
+            out["not_converged"] = self.not_converged
         if finite.size:
             out.update(
                 mean=float(finite.mean()), std=float(finite.std()), min=float(finite.min()),
@@ -235,7 +250,7 @@ class Summary:
     def line(self):
         s = self.stats()
         parts = [f"{k}={format_float(v) if isinstance(v, float) else v}" for k, v in s.items()
-                 if not (k == "nonfinite" and v == 0)]
+                 if not (k in ("nonfinite", "not_converged") and v == 0)]
         return f"{self.name}: " + " ".join(parts)
 
 

@@ -37,11 +37,11 @@ def _check_finite(a, source, raw=None):
         r, c = _first(~np.isfinite(a))
         if raw is not None and np.isfinite(raw[r, c]):
             raise EMDInputError(
-                f"value {raw[r, c]!r} overflows {a.dtype}", source=source, row=r, column=c,
+                f"value {float(raw[r, c])!r} overflows {a.dtype}", source=source, row=r, column=c,
                 hint="rescale the row or use --dtype float64",
             )
         raise EMDInputError(
-            f"value is {a[r, c]}", source=source, row=r, column=c,
+            f"value is {float(a[r, c])}", source=source, row=r, column=c,
             hint="remove or impute non-finite values",
         )
 
@@ -60,7 +60,7 @@ def _check_rows(a, source, *, logits=False, raw=None):
     if (a < 0).any():
         r, c = _first(a < 0)
         raise EMDInputError(
-            f"negative mass {a[r, c]!r}", source=source, row=r, column=c,
+            f"negative mass {float(a[r, c])!r}", source=source, row=r, column=c,
             hint="masses must be >= 0; for logits use --normalize softmax",
         )
     sums = a.sum(axis=1)
@@ -152,14 +152,14 @@ def prepare_classes(t, n_rows, n_bins, check=True):
             bad = np.flatnonzero(~np.isfinite(t) | (t != np.round(t)))
             if bad.size:
                 raise EMDInputError(
-                    f"class index {t[bad[0]]!r} is not an integer", source="target",
+                    f"class index {float(t[bad[0]])!r} is not an integer", source="target",
                     row=int(bad[0]), hint="1-D targets are class indices",
                 )
         out = (t < 0) | (t >= n_bins)
         if out.any():
             r = int(np.flatnonzero(out)[0])
             raise EMDInputError(
-                f"class index {t[r]} is out of range 0..{n_bins - 1}", source="target", row=r,
+                f"class index {t[r].item()} is out of range 0..{n_bins - 1}", source="target", row=r,
                 hint="class indices are 0-based bin numbers",
             )
     return np.ascontiguousarray(t, dtype=np.int64)
@@ -174,7 +174,7 @@ def check_equal_mass(p, kind, q):
     if bad.size:
         r = int(bad[0])
         raise EMDInputError(
-            f"prediction mass {mass_p[r]!r} differs from target mass {mass_q[r]!r}",
+            f"prediction mass {float(mass_p[r])!r} differs from target mass {float(mass_q[r])!r}",
             source="pred", row=r, hint="use --normalize l1, or make the masses equal",
         )
 

@@ -46,14 +46,14 @@ class Chain:
         bad = np.flatnonzero(~np.isfinite(x))
         if bad.size:
             raise EMDInputError(
-                f"position {bad[0]} is {x[bad[0]]}", source="positions", hint="positions must be finite"
+                f"position {bad[0]} is {float(x[bad[0]])}", source="positions", hint="positions must be finite"
             )
         steps = np.flatnonzero(np.diff(x) <= 0)
         if steps.size:
             i = steps[0]
             raise EMDInputError(
-                f"positions must be strictly increasing, but x[{i}] = {x[i]!r} "
-                f"and x[{i + 1}] = {x[i + 1]!r}",
+                f"positions must be strictly increasing, but x[{i}] = {float(x[i])!r} "
+                f"and x[{i + 1}] = {float(x[i + 1])!r}",
                 source="positions",
             )
         x.setflags(write=False)
@@ -285,14 +285,14 @@ class Ground:
             if bad.any():
                 r, c = divmod(int(np.flatnonzero(bad.ravel())[0]), d.shape[1])
                 raise EMDInputError(
-                    f"entry is {what} ({d[r, c]!r})", source=source, row=r, column=c,
+                    f"entry is {what} ({float(d[r, c])!r})", source=source, row=r, column=c,
                     hint="ground distances must be finite and >= 0",
                 )
         diag = np.flatnonzero(np.diag(d) != 0)
         if diag.size:
             i = int(diag[0])
             raise EMDInputError(
-                f"diagonal entry is {d[i, i]!r}, not 0", source=source, row=i, column=i,
+                f"diagonal entry is {float(d[i, i])!r}, not 0", source=source, row=i, column=i,
                 hint="the distance from a bin to itself must be 0",
             )
         notes = []

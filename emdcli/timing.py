@@ -111,9 +111,7 @@ def format_table(rows, columns=None, *, sep="  "):
     rows = list(rows)
     if columns is None:
         columns = list(rows[0].keys()) if rows else []
-    cells = [
-        [r.get(c) for c in columns] if isinstance(r, dict) else list(r) for r in rows
-    ]
+    cells = [[r.get(c) for c in columns] if isinstance(r, dict) else list(r) for r in rows]
     text = [[_cell(v) for v in row] for row in cells]
     widths = [len(str(c)) for c in columns]
     for row in text:

@@ -73,3 +73,59 @@ def hessian_emd2(x):
                 total += (x[i] - x[i - 1]) * a * b
             h[k - 1, l - 1] = 2.0 * total
     return h
+
+
+# ----------------------------------------------------------------------------- trees
+#
+# A tree is given as plain Python: ``parent`` maps every node name to its parent's name
+# (None for the root), ``weight`` maps every non-root node to the cost of the edge to its
+# parent, ``bins`` lists the nodes carrying the bins, in bin order.
+
+
+def tree_path_to_root(parent, v):
+    """The set of nodes u ≠ root on the path from ``v`` up to the root (the edges u → parent)."""
+    path = set()
+    while parent[v] is not None:
+        path.add(v)
+        v = parent[v]
+    return path
+
+
+def tree_path_matrix(parent, weight, bins):
+    """D (N, N): ``D_ab = Σ_{u in path(a) △ path(b)} w_u``, the path length between bins."""
+    paths = [tree_path_to_root(parent, b) for b in bins]
+    n = len(bins)
+    d = np.zeros((n, n))
+    for a in range(n):
+        for b in range(n):
+            d[a, b] = sum(float(weight[u]) for u in paths[a] ^ paths[b])
+    return d
+
+
+def tree_phi(p, q, parent, bins):
+    """``φ̃_v = Σ_{bins j in the subtree of v} (p_j − q_j)`` for every non-root v (a dict)."""
+    paths = [tree_path_to_root(parent, b) for b in bins]
+    phi = {}
+    for v in parent:
+        if parent[v] is None:
+            continue
+        phi[v] = float(sum(float(p[j]) - float(q[j]) for j in range(len(bins)) if v in paths[j]))
+    return phi
+
+
+def hemd(p, q, parent, weight, bins, rho=1.0):
+    """``HEMD^ρ(p, q) = Σ_{v ≠ root} w_v |φ̃_v|^ρ`` by explicit subtree sums."""
+    phi = tree_phi(p, q, parent, bins)
+    return float(sum(float(weight[v]) * abs(phi[v]) ** rho for v in phi))
+
+
+def hemd_grad(p, q, parent, weight, bins, rho=1.0):
+    """``r_k = ρ Σ_{v on the path from bin k to the root} w_v sgn(φ̃_v)|φ̃_v|^{ρ−1}``, then
+    ``g = r − mean(r)``, by explicit path sums (sgn(0) = 0)."""
+    phi = tree_phi(p, q, parent, bins)
+    r = np.zeros(len(bins))
+    for k, b in enumerate(bins):
+        for v in tree_path_to_root(parent, b):
+            s = np.sign(phi[v]) * abs(phi[v]) ** (rho - 1.0) if phi[v] != 0 else 0.0
+            r[k] += rho * float(weight[v]) * s
+    return r - r.mean()
