@@ -228,10 +228,7 @@ def tree_command(
 
     try:
         names = treefiles.read_bins(bins) if bins else None
-        t = treefiles.load_tree(tree, bins=names, weight_column=tree_weights or "weight")
-        if list_bins:
-            typer.echo("\n".join(t.bin_names))
-            return
+        t = treefiles.load_tree(tree, bins=names, weight_column=tree_weights)
         if ground_out:
             if not ground_out.endswith(".npy"):
                 raise EMDInputError("the ground matrix is written as .npy", source="--ground-out")
@@ -247,13 +244,16 @@ def tree_command(
                 raise
     except EMDInputError as e:
         fail(e.describe(e.source))
+    if ground_out:
+        typer.echo(f"emd: wrote the {t.n} × {t.n} ground matrix to {ground_out}", err=True)
+    if list_bins:
+        typer.echo("\n".join(t.bin_names))
+        return
     for key, value in t.stats().items():
         shown = report.format_float(value) if isinstance(value, float) else value
         typer.echo(f"{key}: {shown}")
     first = ", ".join(t.bin_names[:5])
     typer.echo(f"bin_order: {first}{', …' if t.n > 5 else ''} (--list-bins for all {t.n})")
-    if ground_out:
-        typer.echo(f"emd: wrote the {t.n} × {t.n} ground matrix to {ground_out}", err=True)
 
 
 def _silence_stdout():

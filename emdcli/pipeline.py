@@ -161,14 +161,23 @@ def build_space(job, pred, target, warn):
     if not job.tree:
         return None
     bins = treefiles.read_bins(job.bins) if job.bins else None
-    tree = treefiles.load_tree(job.tree, bins=bins, weight_column=job.tree_weights or "weight")
-    names = pred.bin_names
-    if names and set(names) & set(tree.names):
-        if bins is None:
+    tree = treefiles.load_tree(job.tree, bins=bins, weight_column=job.tree_weights)
+    named = []  # (source, role, column names) of inputs whose bin columns name nodes
+    for src, role in ((pred, "pred"), (target, "target")):
+        layout = src.roles.get(role, (None,))[0]
+        if layout == "columns" and set(src.bin_names) & set(tree.names):
+            named.append((src, role, src.bin_names))
+    if named and bins is None:
+        src, _, names = named[0]
+        try:
             tree = tree.with_bins(tree.in_file_order(names))
-        pred.order_bins("pred", tree.bin_names)
-        if target is not pred and target.bin_names:
-            target.order_bins("target", tree.bin_names)
+        except EMDInputError as e:
+            raise EMDInputError(
+                e.message.replace("bin ", "column ", 1), source=src.name,
+                hint="bin columns must be named after tree nodes",
+            ) from None
+    for src, role, _ in named:
+        src.order_bins(role, tree.bin_names)
     return tree
 
 

@@ -104,6 +104,11 @@ class Tree:
         """
         nodes = [str(v) for v in nodes]
         weights = [1.0] * len(nodes) if weights is None else list(weights)
+        if not (len(parents) == len(weights) == len(nodes)):
+            raise EMDInputError(
+                f"{len(nodes)} nodes, {len(parents)} parents and {len(weights)} weights",
+                source=source, hint="give one parent and one weight per node",
+            )
         index = {}
         for i, v in enumerate(nodes):
             if v in index:
@@ -139,7 +144,11 @@ class Tree:
         if len(order) < len(nodes):
             seen = np.zeros(len(nodes), dtype=bool)
             seen[order] = True
-            stray = nodes[int(np.flatnonzero(~seen)[0])]
+            v, path = int(np.flatnonzero(~seen)[0]), set()
+            while v not in path:  # climb until a node repeats: that one is on the cycle
+                path.add(v)
+                v = int(up[v])
+            stray = nodes[v]
             raise EMDInputError(
                 f"node {stray!r} is on a cycle and never reaches the root {roots[0]!r}",
                 source=source,
@@ -279,6 +288,8 @@ class Ground:
     @classmethod
     def from_matrix(cls, matrix, source=None):
         d = np.asarray(matrix, dtype=np.float64)
+        if d.size == 0:
+            raise EMDInputError("the ground matrix is empty", source=source)
         if d.ndim != 2 or d.shape[0] != d.shape[1]:
             raise EMDInputError(f"a ground matrix must be N × N, got shape {d.shape}", source=source)
         for bad, what in ((~np.isfinite(d), "not finite"), (d < 0, "negative")):

@@ -20,8 +20,9 @@ from .spaces import Tree
 NEWICK_EXT = (".nwk", ".newick", ".tre", ".tree", ".nw")
 
 
-def load_tree(path, *, bins=None, weight_column="weight"):
-    """Read a CSV, Newick or JSON tree file; ``bins`` optionally names the bin nodes."""
+def load_tree(path, *, bins=None, weight_column=None):
+    """Read a CSV, Newick or JSON tree file; ``bins`` optionally names the bin nodes;
+    ``weight_column`` (CSV only) the column of edge weights (default ``weight``)."""
     name = str(path)
     try:
         with open(name, encoding="utf-8-sig") as f:
@@ -34,15 +35,28 @@ def load_tree(path, *, bins=None, weight_column="weight"):
     return Tree.from_edges(nodes, parents, weights, bins=bins, source=name)
 
 
-def parse_tree_text(text, name="<tree>", weight_column="weight"):
-    """(nodes, parents, weights) in file order, from the text of any supported format."""
+def parse_tree_text(text, name="<tree>", weight_column=None):
+    """(nodes, parents, weights) in file order, from the text of any supported format:
+    by extension (.json, .nwk/.newick/.tre/.tree/.nw, .csv/.tsv), else by the first
+    character (``{`` JSON, ``(`` or ``[`` Newick, else CSV)."""
     ext = os.path.splitext(name)[1].lower()
     head = text.lstrip()[:1]
-    if ext == ".json" or (ext not in (".csv", ".tsv") and head in ("{", "[")):
+    if ext == ".json" or (ext not in NEWICK_EXT + (".csv", ".tsv") and head == "{"):
+        kind = "json"
+    elif ext in NEWICK_EXT or (ext not in (".csv", ".tsv") and head in ("(", "[")):
+        kind = "newick"
+    else:
+        kind = "csv"
+    if weight_column and kind != "csv":
+        raise EMDInputError(
+            "a weight column applies only to CSV trees", source=name,
+            hint="Newick and JSON trees carry their own branch lengths",
+        )
+    if kind == "json":
         return _parse_json(text, name)
-    if ext in NEWICK_EXT or (ext not in (".csv", ".tsv") and head == "("):
+    if kind == "newick":
         return _parse_newick(text, name)
-    return _parse_csv(text, name, weight_column, "\t" if ext == ".tsv" else ",")
+    return _parse_csv(text, name, weight_column or "weight", "\t" if ext == ".tsv" else ",")
 
 
 def _parse_csv(text, name, weight_column, delimiter):
@@ -95,7 +109,15 @@ def _parse_json(text, name):
         )
     children = set(data)
     for child, value in data.items():
-        parent, weight = (value, 1.0) if not isinstance(value, list) else (value + [1.0])[:2]
+        if isinstance(value, list) and 1 <= len(value) <= 2:
+            parent, weight = (value + [1.0])[:2]
+        else:
+            parent, weight = value, 1.0
+        if not (parent is None or isinstance(parent, str)):
+            raise EMDInputError(
+                f"node {child!r} has parent {json.dumps(value)}", source=name,
+                hint='a flat map gives each node "parent", ["parent", weight] or null',
+            )
         if parent is not None and parent not in children:
             # a parent named only as a value is the root; add it once, before its children
             nodes.append(str(parent))
@@ -159,13 +181,22 @@ def _parse_newick(text, name):
         if not label:
             if not kids:
                 raise EMDInputError("a leaf has no name in the Newick tree", source=name)
-            label = f"_{index}"
+            label = index  # named after parsing, clear of the real names
         nodes[index] = label
 
     subtree(None)
     if take() != ";" or pos != len(tokens):
         raise EMDInputError("the Newick tree must end with a single ';'", source=name)
-    names = [str(v) for v in nodes]
+    taken = {v for v in nodes if not isinstance(v, int)}
+    names = []
+    for v in nodes:  # an unnamed node holds its position: name it _k, clear of real names
+        if isinstance(v, int):
+            label = f"_{v}"
+            while label in taken:
+                label = "_" + label
+            taken.add(label)
+            v = label
+        names.append(v)
     return names, ["" if p is None else names[p] for p in parents], weights
 
 

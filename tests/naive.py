@@ -129,3 +129,24 @@ def hemd_grad(p, q, parent, weight, bins, rho=1.0):
             s = np.sign(phi[v]) * abs(phi[v]) ** (rho - 1.0) if phi[v] != 0 else 0.0
             r[k] += rho * float(weight[v]) * s
     return r - r.mean()
+
+
+# -------------------------------------------------------------------------- sinkhorn
+
+
+def sinkhorn_alg1(p, q, M, lam, iters):
+    """The paper's Algorithm 1 for one row, literally, in float64.
+
+    ``K = exp(−λM − 1)``, ``u = 1``; ``iters`` times ``u ← p ⊘ (K (q ⊘ Kᵀu))``; then
+    ``v = q ⊘ Kᵀu``, ``SD = Σ u ⊙ ((K ⊙ M) v)`` and the gradient ``log(u)/λ`` minus its
+    mean. Returns ``(SD, gradient)``.
+    """
+    p, q, M = (np.asarray(a, dtype=np.float64) for a in (p, q, M))
+    K = np.exp(-lam * M - 1.0)
+    u = np.ones(len(p))
+    for _ in range(iters):
+        u = p / (K @ (q / (K.T @ u)))
+    v = q / (K.T @ u)
+    value = float(np.sum(u * ((K * M) @ v)))
+    g = np.log(u) / lam
+    return value, g - g.mean()
