@@ -101,19 +101,21 @@ def emd(
     return values, g
 
 
-def _chain(p, kind, q, chain, rho, values, g):
-    from .kernels import chain as kernels
+def _chunk_scratch(width):
+    """(chunks, width) float64 scratch: a few contiguous runs of rows per Numba thread."""
+    import numba
 
-    d = chain.gaps
-    if g is None:
-        if kind == "classes":
-            kernels.chain_value_class(p, q, d, rho, values)
-        else:
-            kernels.chain_value(p, q, d, rho, values)
-    elif kind == "classes":
-        kernels.chain_value_grad_class(p, q, d, rho, values, g)
-    else:
-        kernels.chain_value_grad(p, q, d, rho, values, g)
+    return np.empty((4 * numba.get_num_threads(), width), dtype=np.float64)
+
+
+def _chain(p, kind, q, chain, rho, values, g):
+    from .kernels.chain import chain_batch
+
+    b, n = p.shape
+    classes = q if kind == "classes" else np.empty(0, dtype=np.int64)
+    grads = g if g is not None else np.empty((b, 0), dtype=p.dtype)
+    chain_batch(p, q if kind == "rows" else p, classes, chain.gaps, rho, values, grads,
+                _chunk_scratch(n))
 
 
 def _tree(p, kind, q, tree, rho, values, g):
@@ -123,9 +125,7 @@ def _tree(p, kind, q, tree, rho, values, g):
         c, q = q, p  # q is not read for class targets
     else:
         c = np.full(p.shape[0], -1, dtype=np.int64)
-    import numba
-
-    scratch = np.empty((4 * numba.get_num_threads(), tree.n_nodes), dtype=np.float64)
+    scratch = _chunk_scratch(tree.n_nodes)
     args = (p, q, c, tree.parent, tree.weight, tree.bin_node)
     if g is None:
         kernels.tree_value(*args, rho, values, scratch)

@@ -6,13 +6,15 @@ With ``phi_i = Σ_{j≤i} (p_j − q_j)`` (0-based, ``i = 0 … N−2``)::
     EMD^rho(p, q) = Σ_i d_i |phi_i|^rho
     g_k = rho Σ_i d_i sgn(phi_i) |phi_i|^(rho−1) ([k ≤ i] − (i+1)/N)
 
-The gradient is the mass-conserving projection (it sums to zero). It is computed in
-O(N) per row with a suffix sum: ``g_k = S_k − T/N`` with ``a_i = rho d_i s_i``,
-``S_k = Σ_{i≥k} a_i`` and ``T = Σ_i (i+1) a_i``.
+The gradient is the mass-conserving projection (it sums to zero), computed in O(N) per
+row: with ``a_i = rho d_i sgn(phi_i)|phi_i|^(rho−1)``, ``A = Σ a_i``, the prefix sums
+``S_k = Σ_{i<k} a_i`` and ``T = Σ_i (i+1) a_i``, ``g_k = (A − S_k) − T/N``.
 
-Layers: ``_row_*`` serial row kernels → ``chain_*`` parallel batch drivers (``prange``
-over rows). Kernels never validate: ``emdcli.api`` does. Accumulation is in float64
-whatever the storage dtype; results are stored in the dtype of ``out``.
+Layers: ``_row`` (serial, one row: a vectorisable difference pass, the serial scan, a
+vectorisable gradient pass) → ``_rows`` (a run of rows with one scratch row) →
+``chain_batch`` (prange over contiguous chunks of rows; rho = 1 and 2 are dispatched once
+per call so the compiler folds them into the loops). Kernels never validate:
+``emdcli.api`` does. Accumulation is in float64 whatever the storage dtype.
 """
 
 import numpy as np
@@ -48,71 +50,69 @@ def _power(phi, rho):
 
 
 @njit(cache=True, inline="always")
-def _diff(p, q, c, i):
-    """``p_i − q_i``, or ``p_i − [i = c]`` for a class target ``c ≥ 0`` (q unused)."""
-    if c < 0:
-        return np.float64(p[i]) - np.float64(q[i])
-    if i == c:
-        return np.float64(p[i]) - 1.0
-    return np.float64(p[i])
-
-
-@njit(cache=True)
-def _row_value(p, q, c, d, rho):
-    """EMD^rho of one row; ``p, q`` (N,), class ``c`` (−1: use q), ``d`` (N−1,)."""
-    phi = 0.0
-    total = 0.0
-    for i in range(d.shape[0]):
-        phi += _diff(p, q, c, i)
-        total += d[i] * _power(phi, rho)
-    return total
-
-
-@njit(cache=True)
-def _row_value_grad(p, q, c, d, rho, g):
-    """EMD^rho of one row; writes the projected gradient into ``g`` (N,)."""
+def _row(p, q, c, d, rho, g, want_grad, s):
+    """EMD^rho of one row (class ``c ≥ 0``: one-hot target, q unused) and, when
+    ``want_grad``, its projected gradient into ``g`` (N,); s (N,) float64 scratch."""
     n = p.shape[0]
+    if c < 0:
+        for i in range(n - 1):
+            s[i] = np.float64(p[i]) - np.float64(q[i])
+    else:
+        for i in range(n - 1):
+            s[i] = np.float64(p[i])
+        if c < n - 1:
+            s[c] -= 1.0
     phi = 0.0
     total = 0.0
-    weighted = 0.0  # T = Σ (i+1) a_i
+    if not want_grad:
+        for i in range(n - 1):
+            phi += s[i]
+            total += d[i] * _power(phi, rho)
+        return total
+    weighted = 0.0  # T
+    prefix = 0.0  # S_i, then A
+    count = 0.0
     for i in range(n - 1):
-        phi += _diff(p, q, c, i)
+        phi += s[i]
         total += d[i] * _power(phi, rho)
         a = rho * d[i] * _slope(phi, rho)
-        weighted += (i + 1) * a
-        g[i] = a
+        count += 1.0
+        weighted += count * a
+        s[i] = prefix
+        prefix += a
     mean = weighted / n
-    suffix = 0.0
+    base = prefix - mean
+    for k in range(n - 1):
+        g[k] = base - s[k]
     g[n - 1] = -mean
-    for k in range(n - 2, -1, -1):
-        suffix += g[k]
-        g[k] = suffix - mean
     return total
 
 
-@njit(cache=True, parallel=True)
-def chain_value(P, Q, d, rho, out):
-    """``out[b] = EMD^rho(P[b], Q[b])``; P, Q (B, N), d (N−1,), out (B,)."""
-    for b in prange(P.shape[0]):
-        out[b] = _row_value(P[b], Q[b], -1, d, rho)
+@njit(cache=True, inline="always")
+def _rows(P, Q, C, d, rho, out, G, lo, hi, s):
+    """Rows ``lo … hi−1``; classes C when ``C`` is not empty, else target rows Q."""
+    use_c = C.shape[0] > 0
+    want_grad = G.shape[1] > 0
+    for b in range(lo, hi):
+        c = C[b] if use_c else -1
+        q = P[b] if use_c else Q[b]
+        g = G[b] if want_grad else G[0]
+        out[b] = _row(P[b], q, c, d, rho, g, want_grad, s)
 
 
 @njit(cache=True, parallel=True)
-def chain_value_class(P, c, d, rho, out):
-    """``out[b] = EMD^rho(P[b], onehot(c[b]))``; c (B,) int64."""
-    for b in prange(P.shape[0]):
-        out[b] = _row_value(P[b], P[b], c[b], d, rho)
-
-
-@njit(cache=True, parallel=True)
-def chain_value_grad(P, Q, d, rho, out, G):
-    """Values into ``out`` (B,) and projected gradients into ``G`` (B, N)."""
-    for b in prange(P.shape[0]):
-        out[b] = _row_value_grad(P[b], Q[b], -1, d, rho, G[b])
-
-
-@njit(cache=True, parallel=True)
-def chain_value_grad_class(P, c, d, rho, out, G):
-    """Values and projected gradients against one-hot targets of classes ``c`` (B,)."""
-    for b in prange(P.shape[0]):
-        out[b] = _row_value_grad(P[b], P[b], c[b], d, rho, G[b])
+def chain_batch(P, Q, C, d, rho, out, G, scratch):
+    """EMD^rho of every row into ``out`` (B,), gradients into ``G`` (B, N) unless G has
+    no columns. P (B, N); Q (B, N) target rows, or C (B,) int64 class indices (then Q is
+    ignored; pass an empty C for rows); d (N−1,) float64; scratch (chunks, N) float64:
+    the rows are split into ``chunks`` contiguous runs, one scratch row each."""
+    n_rows = P.shape[0]
+    n_chunks = min(scratch.shape[0], n_rows)
+    for ch in prange(n_chunks):
+        lo, hi = ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks
+        if rho == 2.0:
+            _rows(P, Q, C, d, 2.0, out, G, lo, hi, scratch[ch])
+        elif rho == 1.0:
+            _rows(P, Q, C, d, 1.0, out, G, lo, hi, scratch[ch])
+        else:
+            _rows(P, Q, C, d, rho, out, G, lo, hi, scratch[ch])
