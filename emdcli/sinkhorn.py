@@ -160,19 +160,26 @@ def sinkhorn(
 
 
 def _structured(p, q, sp, lam, iters, tol, log_form, dense, gradient, dt):
+    """Row solvers: LANES rows at a time for the plain chain/tree form, else one by one."""
     import numba
 
+    from .kernels.lanes import LANES, sinkhorn_lanes
     from .kernels.sinkhorn import N_SCRATCH, sinkhorn_batch
 
     b, n = p.shape
     g = gibbs_for(sp, lam, dt, log_form, dense=dense)
     width = max(n, sp.n_nodes if isinstance(sp, Tree) else n)
-    scratch = np.empty((4 * numba.get_num_threads(), N_SCRATCH, width), dtype=dt)
+    chunks = 4 * numba.get_num_threads()
     values = np.empty(b, dtype=np.float64)
     errors = np.empty(b, dtype=np.float64)
     its = np.empty(b, dtype=np.int64)
     G = np.empty((b, n) if gradient else (b, 0), dtype=dt)
     with np.errstate(all="ignore"):
-        sinkhorn_batch(p, q, g, lam, iters, tol, log_form, gradient, values, its, errors, G,
-                       scratch)
+        if log_form or dense:
+            scratch = np.empty((chunks, N_SCRATCH, width), dtype=dt)
+            sinkhorn_batch(p, q, g, lam, iters, tol, log_form, gradient, values, its, errors,
+                           G, scratch)
+        else:
+            scratch = np.empty((chunks, N_SCRATCH, width, LANES), dtype=dt)
+            sinkhorn_lanes(p, q, g, lam, iters, tol, gradient, values, its, errors, G, scratch)
     return values, its, errors, (G if gradient else None)

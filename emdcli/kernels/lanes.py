@@ -1,0 +1,213 @@
+"""Plain-form Sinkhorn on chains and trees, LANES rows at a time (CPU, Numba).
+
+The chain and tree passes are serial recurrences: one row keeps a core waiting on
+floating-point latency. Running ``LANES`` rows side by side in the innermost loop turns
+every step into a short vector operation over independent rows, which the compiler
+vectorises. Arithmetic is the same as ``kernels.gibbs`` (same order, same dtype), so the
+results equal the one-row solver's. Rows stop independently: a lane that has converged
+keeps its u while the others go on.
+
+Arrays: X, OUT (N, LANES); work (7, nodes, LANES) (the tree's up, outside, own, moment
+and sibling sums), u/v/ku/kv (N, LANES).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .gibbs import CHAIN
+
+LANES = 8
+
+
+@njit(cache=True, error_model="numpy")
+def _chain_lanes(X, alpha, w, scale, OUT, moment, tmp):
+    """OUT = K X (or (K ⊙ M) X) on a chain, per lane; tmp (N, LANES) scratch."""
+    n = X.shape[0]
+    zero = X[0, 0] * 0
+    for j in range(LANES):
+        tmp[0, j] = X[0, j]
+    for i in range(1, n):
+        for j in range(LANES):
+            tmp[i, j] = X[i, j] + alpha[i - 1] * tmp[i - 1, j]
+    back = np.zeros(LANES, dtype=X.dtype)
+    if not moment:
+        for i in range(n - 1, -1, -1):
+            a = alpha[i] if i < n - 1 else zero
+            for j in range(LANES):
+                OUT[i, j] = scale * (tmp[i, j] + a * back[j])
+                back[j] = X[i, j] + a * back[j]
+        return
+    fm = np.zeros(LANES, dtype=X.dtype)
+    for j in range(LANES):
+        OUT[0, j] = zero
+    for i in range(1, n):
+        for j in range(LANES):
+            fm[j] = alpha[i - 1] * (fm[j] + w[i - 1] * tmp[i - 1, j])
+            OUT[i, j] = fm[j]
+    bm = np.zeros(LANES, dtype=X.dtype)
+    for j in range(LANES):
+        back[j] = X[n - 1, j]
+        OUT[n - 1, j] = scale * OUT[n - 1, j]
+    for i in range(n - 2, -1, -1):
+        for j in range(LANES):
+            bm[j] = alpha[i] * (bm[j] + w[i] * back[j])
+            back[j] = X[i, j] + alpha[i] * back[j]
+            OUT[i, j] = scale * (OUT[i, j] + bm[j])
+
+
+@njit(cache=True, error_model="numpy")
+def _tree_lanes(X, g, OUT, moment, work):
+    """OUT = K X (or (K ⊙ M) X) on a tree, per lane; see ``gibbs._tree_plain``."""
+    parent, alpha, w, kids = g.parent, g.alpha, g.w, g.child_idx
+    zero = X[0, 0] * 0
+    up, outside, own, um, om, suf, sufm = (
+        work[0], work[1], work[2], work[3], work[4], work[5], work[6]
+    )
+    own[:] = zero
+    for k in range(X.shape[0]):
+        v = g.bin_node[k]
+        for j in range(LANES):
+            own[v, j] += X[k, j]
+    up[:] = own
+    if moment:
+        um[:] = zero
+    for v in range(parent.shape[0] - 1, 0, -1):
+        pv, a, wv = parent[v], alpha[v], w[v]
+        for j in range(LANES):
+            up[pv, j] += a * up[v, j]
+        if moment:
+            for j in range(LANES):
+                um[pv, j] += a * (um[v, j] + wv * up[v, j])
+    outside[0] = zero
+    om[0] = zero
+    after = np.zeros(LANES, dtype=X.dtype)
+    afterm = np.zeros(LANES, dtype=X.dtype)
+    for u in range(parent.shape[0]):
+        first, last = g.child_ptr[u], g.child_ptr[u + 1]
+        if first == last:
+            continue
+        after[:] = zero
+        afterm[:] = zero
+        for e in range(last - 1, first - 1, -1):
+            c = kids[e]
+            a, wc = alpha[c], w[c]
+            for j in range(LANES):
+                suf[c, j] = after[j]
+                after[j] += a * up[c, j]
+            if moment:
+                for j in range(LANES):
+                    sufm[c, j] = afterm[j]
+                    afterm[j] += a * (um[c, j] + wc * up[c, j])
+        # reuse after/afterm as the running sums over the earlier siblings
+        after[:] = zero
+        afterm[:] = zero
+        for e in range(first, last):
+            c = kids[e]
+            a, wc = alpha[c], w[c]
+            for j in range(LANES):
+                mass = outside[u, j] + own[u, j] + after[j] + suf[c, j]
+                outside[c, j] = a * mass
+                if moment:
+                    om[c, j] = a * (om[u, j] + afterm[j] + sufm[c, j] + wc * mass)
+                    afterm[j] += a * (um[c, j] + wc * up[c, j])
+                after[j] += a * up[c, j]
+    for k in range(X.shape[0]):
+        v = g.bin_node[k]
+        for j in range(LANES):
+            if moment:
+                OUT[k, j] = g.scale * (um[v, j] + om[v, j])
+            else:
+                OUT[k, j] = g.scale * (up[v, j] + outside[v, j])
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _apply(X, g, OUT, moment, work):
+    if g.kind == CHAIN:
+        _chain_lanes(X, g.alpha, g.w, g.scale, OUT, moment, work[0])
+    else:
+        _tree_lanes(X, g, OUT, moment, work)
+
+
+@njit(cache=True, error_model="numpy")
+def _block(P, Q, lo, m, g, lam, iters, tol, want_grad, values, iterations, errors, G, s):
+    """Rows lo … lo+m−1 (m ≤ LANES) as lanes; s (4 + 7, width, LANES) scratch."""
+    n = P.shape[1]
+    u, v, ku, kv, work = s[0, :n], s[1, :n], s[2, :n], s[3, :n], s[4:]
+    pl = np.empty((n, LANES), dtype=P.dtype)
+    ql = np.empty((n, LANES), dtype=P.dtype)
+    for j in range(LANES):
+        r = lo + min(j, m - 1)  # idle lanes repeat the last row; their results are dropped
+        for i in range(n):
+            pl[i, j] = P[r, i]
+            ql[i, j] = Q[r, i]
+    one = P[0, 0] * 0 + 1
+    u[:] = one
+    active = np.ones(LANES, dtype=np.bool_)
+    its = np.zeros(LANES, dtype=np.int64)
+    err = np.zeros(LANES)
+    it = 0
+    while True:
+        _apply(u, g, ku, False, work)  # Kᵀu (K is symmetric)
+        for i in range(n):
+            for j in range(LANES):
+                v[i, j] = ql[i, j] / ku[i, j]
+        _apply(v, g, kv, False, work)
+        err[:] = 0.0
+        for i in range(n):
+            for j in range(LANES):
+                err[j] += abs(np.float64(u[i, j] * kv[i, j]) - np.float64(pl[i, j]))
+        running = False
+        for j in range(LANES):
+            stop = not np.isfinite(err[j]) or it >= iters or (tol > 0 and err[j] < tol)
+            if active[j] and stop:
+                active[j] = False
+                if j < m:
+                    errors[lo + j] = err[j]
+                    iterations[lo + j] = its[j]
+            running |= active[j]
+        if not running:
+            break
+        for i in range(n):
+            for j in range(LANES):
+                if active[j]:
+                    u[i, j] = pl[i, j] / kv[i, j]
+        for j in range(LANES):
+            if active[j]:
+                its[j] += 1
+        it += 1
+    # v = q ⊘ Kᵀu from each lane's final u (lanes that stopped early kept theirs)
+    _apply(u, g, ku, False, work)
+    for i in range(n):
+        for j in range(LANES):
+            v[i, j] = ql[i, j] / ku[i, j]
+    _apply(v, g, kv, True, work)  # (K ⊙ M) v
+    for j in range(m):
+        total = 0.0
+        for i in range(n):
+            total += np.float64(u[i, j] * kv[i, j])
+        values[lo + j] = total
+        if want_grad:
+            mean = 0.0
+            for i in range(n):
+                G[lo + j, i] = np.log(u[i, j]) / lam
+                mean += G[lo + j, i]
+            mean /= n
+            for i in range(n):
+                G[lo + j, i] -= mean
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def sinkhorn_lanes(P, Q, g, lam, iters, tol, want_grad, values, iterations, errors, G, scratch):
+    """Plain Sinkhorn for every row, LANES rows per block, blocks in parallel.
+
+    P, Q (B, N); g a chain or tree ``gibbs.Gibbs``; values, errors (B,) float64;
+    iterations (B,) int64; G (B, N) when ``want_grad``; scratch (chunks, 11, width, LANES).
+    """
+    n_rows = P.shape[0]
+    n_blocks = (n_rows + LANES - 1) // LANES
+    n_chunks = min(scratch.shape[0], n_blocks)
+    for ch in prange(n_chunks):
+        for blk in range(ch * n_blocks // n_chunks, (ch + 1) * n_blocks // n_chunks):
+            lo = blk * LANES
+            _block(P, Q, lo, min(LANES, n_rows - lo), g, lam, iters, tol, want_grad,
+                   values, iterations, errors, G, scratch[ch])
