@@ -256,6 +256,128 @@ def tree_command(
     typer.echo(f"bin_order: {first}{', …' if t.n > 5 else ''} (--list-bins for all {t.n})")
 
 
+BENCH_EPILOG = """
+Examples:
+
+  emd bench                                   # the paper's Table 1: batch 512, WordNet tree
+
+  emd bench --iters 10,100 --dtype float32 --repeat 3 --format csv > table1.csv
+
+  emd bench --bins 1000 --batch 65536 --iters 100   # a chain of 1000 bins
+
+  emd bench --tree my_tree.nwk --against pot
+"""
+
+
+@app.command("bench", epilog=BENCH_EPILOG)
+def bench_command(
+    tree: Optional[str] = typer.Option(None, "--tree", "-t", help="Time on this tree (default: the WordNet tree of ImageNet-1k, 1371 nodes)."),
+    bins: Optional[str] = typer.Option(None, "--bins", help="A number N: a chain of N bins; with --tree: a file naming the bin nodes."),
+    positions: Optional[str] = typer.Option(None, "--positions", help="Time on a chain with these bin positions."),
+    ground: Optional[str] = typer.Option(None, "--ground", help="Time on this N × N ground matrix (exact EMD and dense Sinkhorn)."),
+    batch: int = typer.Option(512, "--batch", "-b", min=1, help="Rows per batch."),
+    iters: str = typer.Option("10,100,1000", "--iters", help="Sinkhorn iteration limits, a comma list."),
+    dtype: Optional[list[DType]] = typer.Option(None, "--dtype", help="Repeatable; default float32 and float64."),
+    lam: float = typer.Option(3.0, "--lam", help="Sinkhorn λ (the paper's Table 1 uses 3)."),
+    repeat: int = typer.Option(5, "--repeat", "-r", min=1, help="Timed repetitions per case (after one warm-up)."),
+    targets: str = typer.Option("labels", "--targets", help="labels (class indices, as in training) or soft (random distributions)."),
+    against: Optional[str] = typer.Option(None, "--against", help="pot: also time POT's ot.emd2 / ot.sinkhorn2 on a few rows, scaled, and check they agree."),
+    pot_rows: int = typer.Option(8, "--pot-rows", min=1, help="Rows POT is timed on (its time is scaled to the batch)."),
+    fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="Default: a table on a terminal, CSV when piped."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages on stderr."),
+):
+    """Time EMD / EMD² value+gradient and Sinkhorn at several iteration limits, beside the paper's Table 1."""
+    from . import bench, report
+    from .errors import EMDInputError
+
+    try:
+        space = _bench_space(tree, bins, positions, ground)
+        try:
+            iter_list = [int(v) for v in iters.split(",") if v.strip()]
+        except ValueError:
+            raise EMDInputError(f"--iters {iters!r} is not a comma list of integers") from None
+        if not iter_list or min(iter_list) < 1:
+            raise EMDInputError("--iters needs integers >= 1")
+        if targets not in ("labels", "soft"):
+            raise EMDInputError("--targets is labels or soft")
+        if against not in (None, "pot"):
+            raise EMDInputError(f"--against {against!r}: only pot is supported")
+        if against:
+            try:
+                import ot  # noqa: F401
+            except ImportError:
+                raise EMDInputError("--against pot needs POT", hint="pip install 'emdcli[lp]'") from None
+        cfg = bench.BenchConfig(
+            space=space, batch=batch, iters=iter_list, lam=lam, repeat=repeat, targets=targets,
+            dtypes=[d.value for d in dtype] if dtype else ["float32", "float64"],
+            against_pot=against == "pot", pot_rows=pot_rows,
+        )
+        from .sinkhorn import check_params
+
+        check_params(lam, 1, 0.0, "plain")
+    except EMDInputError as e:
+        fail(e.describe(e.source))
+    say = (lambda m: None) if quiet else (lambda m: typer.echo(f"emd: timing {m}", err=True))
+    rows, space = bench.run_bench(cfg, progress=say)
+    title = f"batch {batch}, {bench.describe_space(space)}, λ={lam}, {targets} targets"
+    out_fmt = fmt.value if fmt else ("table" if sys.stdout.isatty() else "csv")
+    if out_fmt == "table":
+        _bench_table(rows, title)
+    else:
+        w = report.TextWriter(sys.stdout, out_fmt, bench.COLUMNS)
+        w.write({c: [r[c] for r in rows] for c in bench.COLUMNS})
+        w.close()
+    if not quiet:
+        typer.echo(f"emd: {title}; {bench.PAPER_HARDWARE}", err=True)
+
+
+def _bench_space(tree, bins, positions, ground):
+    """The space ``emd bench`` times, or None for the default WordNet tree."""
+    from . import io, treefiles
+    from .errors import EMDInputError
+    from .spaces import Chain, Ground
+
+    given = [f for f, v in (("--tree", tree), ("--positions", positions), ("--ground", ground)) if v]
+    if len(given) > 1:
+        raise EMDInputError(f"{' and '.join(given)} both describe the space; give one")
+    if tree:
+        names = treefiles.read_bins(bins) if bins else None
+        return treefiles.load_tree(tree, bins=names)
+    if positions:
+        return Chain.from_positions(io.read_positions(positions))
+    if ground:
+        return Ground.from_matrix(io.load_ground(ground), source=ground)
+    if bins:
+        if not bins.isdigit() or int(bins) < 2:
+            raise EMDInputError(f"--bins {bins!r}: without --tree, give a number of bins >= 2")
+        return Chain.uniform(int(bins))
+    return None
+
+
+def _bench_table(rows, title):
+    from rich.console import Console
+    from rich.table import Table
+
+    from .bench import PAPER_HARDWARE
+    from .timing import format_seconds
+
+    table = Table(title=title, caption=PAPER_HARDWARE)
+    table.add_column("case", no_wrap=True)
+    for h in ("median", "IQR", "first call", "paper", "paper/ours", "POT", "POT/ours"):
+        table.add_column(h, justify="right")
+    for r in rows:
+        ratio = lambda v: "" if v is None else f"{v:.3g}×"  # noqa: E731
+        seconds = lambda v: "" if v is None else format_seconds(v)  # noqa: E731
+        case = " ".join(str(v) for v in (r["metric"], r["iters"] or "", r["dtype"], r["device"]) if v)
+        pot = ratio(r["pot_over_ours"])
+        if r["pot_agrees"] is not None:
+            pot += " ✓" if r["pot_agrees"] else " ✗ values differ"
+        table.add_row(case, seconds(r["median_s"]), seconds(r["iqr_s"]),
+                      seconds(r["first_call_s"]), seconds(r["paper_cpu_s"]),
+                      ratio(r["paper_over_ours"]), seconds(r["pot_s"]), pot)
+    Console().print(table)
+
+
 def _silence_stdout():
     """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
     import os

@@ -33,6 +33,8 @@ def _nonfinite(v):
 
 
 def _cell(v):
+    if v is None:
+        return ""
     if isinstance(v, (float, np.floating)):
         return format_float(v)
     if isinstance(v, (np.bool_, bool)):

@@ -1,0 +1,108 @@
+"""`emd bench` and emdcli.bench on tiny configurations (one repetition)."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from emdcli import bench
+from emdcli.cli import app
+from emdcli.spaces import Chain
+
+runner = CliRunner()
+TINY = ["--batch", "4", "--iters", "2", "--repeat", "1", "--quiet"]
+
+
+def _csv(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_default_space_is_the_packaged_wordnet_tree():
+    tree = bench.default_tree()
+    assert (tree.n_nodes, tree.n) == (1371, 1000)
+    assert tree.bin_names[0] == "n01440764"  # tench: class index 0
+
+
+def test_bench_csv_has_every_column_and_case():
+    res = runner.invoke(app, ["bench", *TINY, "--format", "csv"])
+    assert res.exit_code == 0, res.stderr
+    rows = _csv(res.stdout)
+    assert list(rows[0]) == bench.COLUMNS
+    cases = {(r["metric"], r["iters"], r["dtype"]) for r in rows}
+    assert cases == {(m, i, d) for d in ("float32", "float64")
+                     for m, i in (("emd", ""), ("emd2", ""), ("sinkhorn", "2"))}
+    for r in rows:
+        assert float(r["median_s"]) > 0 and float(r["first_call_s"]) > 0
+        assert float(r["min_s"]) <= float(r["median_s"])
+        assert r["device"] == "cpu" and r["repeats"] == "1"
+        assert r["paper_cpu_s"] == ""  # batch 4 is not the paper's workload
+
+
+def test_paper_numbers_only_for_the_papers_workload():
+    rows, space = bench.run_bench(bench.BenchConfig(batch=512, iters=[10], dtypes=["float32"],
+                                                    repeat=1, budget=1.0))
+    by = {(r["metric"], r["iters"]): r for r in rows}
+    assert by[("emd2", None)]["paper_cpu_s"] == 0.126
+    assert by[("sinkhorn", 10)]["paper_cpu_s"] == 0.942
+    assert by[("emd", None)]["paper_cpu_s"] is None
+    assert by[("emd2", None)]["paper_over_ours"] == pytest.approx(
+        0.126 / by[("emd2", None)]["median_s"])
+
+
+def test_against_pot_agrees_on_a_tiny_configuration():
+    res = runner.invoke(app, ["bench", *TINY, "--dtype", "float64", "--against", "pot",
+                              "--pot-rows", "2", "--format", "jsonl"])
+    assert res.exit_code == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    timed = [r for r in rows if r["metric"] in ("emd", "sinkhorn")]
+    assert timed and all(r["pot_agrees"] is True for r in timed)
+    assert all(r["pot_s"] > 0 and r["pot_over_ours"] > 0 for r in timed)
+    assert all(r["pot_s"] is None for r in rows if r["metric"] == "emd2")
+
+
+@pytest.mark.parametrize("targets", ["labels", "soft"])
+def test_chain_by_number_of_bins(targets):
+    res = runner.invoke(app, ["bench", *TINY, "--bins", "12", "--targets", targets,
+                              "--against", "pot", "--pot-rows", "2", "-f", "csv"])
+    assert res.exit_code == 0, res.stderr
+    rows = _csv(res.stdout)
+    assert all(r["pot_agrees"] in ("true", "") for r in rows)
+    assert any(r["pot_agrees"] == "true" for r in rows)
+
+
+def test_positions_and_ground_spaces(tmp_path):
+    x = np.array([0.0, 1.0, 3.0, 7.0])
+    np.save(tmp_path / "D.npy", Chain.from_positions(x).ground_matrix())
+    res = runner.invoke(app, ["bench", *TINY, "--positions", "0,1,3,7", "-f", "csv"])
+    assert res.exit_code == 0, res.stderr
+    res = runner.invoke(app, ["bench", *TINY, "--ground", str(tmp_path / "D.npy"), "-f", "csv"])
+    assert res.exit_code == 0, res.stderr
+    metrics = {r["metric"] for r in _csv(res.stdout)}
+    assert metrics == {"emd", "sinkhorn"}  # EMD² needs a chain or tree
+
+
+def test_table_output():
+    res = runner.invoke(app, ["bench", *TINY, "--dtype", "float32", "-f", "table"])
+    assert res.exit_code == 0, res.stderr
+    assert "sinkhorn" in res.stdout and "paper" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--iters", "0"], "--iters"),
+        (["--iters", "a,b"], "--iters"),
+        (["--bins", "x"], "--bins"),
+        (["--lam", "0"], "lam"),
+        (["--targets", "other"], "--targets"),
+        (["--against", "scipy"], "--against"),
+        (["--tree", "t.csv", "--positions", "0,1"], "give one"),
+    ],
+)
+def test_bad_options_exit_2(args, message):
+    res = runner.invoke(app, ["bench", "--repeat", "1", *args])
+    assert res.exit_code == 2
+    assert message in res.stderr and res.stderr.count("\n") == 1
