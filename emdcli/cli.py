@@ -9,9 +9,38 @@ from enum import Enum
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors as one ``emd: error: …`` line on stderr (exit 2), like bad input."""
+
+    def main(self, *args, standalone_mode=True, **kwargs):
+        from typer.core import _click
+
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except _click.exceptions.ClickException as e:
+            if not standalone_mode:
+                raise
+            if type(e).__name__ == "NoArgsIsHelpError":
+                e.show()
+            else:
+                typer.echo(f"emd: error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except _click.exceptions.Abort:
+            if not standalone_mode:
+                raise
+            typer.echo("emd: aborted", err=True)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
 
 app = typer.Typer(
     name="emd",
+    cls=_OneLineErrors,
     help="Exact Earth Mover's Distances (and gradients) between batches of predicted "
     "distributions and targets whose classes are ordered (a chain) or form a hierarchy (a tree).",
     no_args_is_help=True,
@@ -129,10 +158,10 @@ def compute(
     metric: Metric = typer.Option(Metric.emd, "--metric", "-m", help="emd (exact, rho=1), emd2 (rho=2), emd-rho, or sinkhorn (the entropic approximation)."),
     rho: Optional[float] = typer.Option(None, "--rho", help="The exponent rho >= 1 for --metric emd-rho."),
     lam: Optional[float] = typer.Option(None, "--lam", help="Sinkhorn: the paper's λ > 0 (POT's reg is 1/λ).", rich_help_panel="Sinkhorn"),
-    iters: int = typer.Option(100, "--iters", help="Sinkhorn: iteration limit.", rich_help_panel="Sinkhorn"),
-    tol: float = typer.Option(1e-9, "--tol", help="Sinkhorn: stop a row when its marginal error ‖T·1 − p‖₁ < tol; 0 = always run --iters (then converged means < 1e-6).", rich_help_panel="Sinkhorn"),
-    sinkhorn_form: Form = typer.Option(Form.plain, "--sinkhorn-form", help="Sinkhorn: plain (the paper's Algorithm 1, instabilities included) or log (log-domain, stable).", rich_help_panel="Sinkhorn"),
-    sinkhorn_kernel: GibbsKernel = typer.Option(GibbsKernel.auto, "--sinkhorn-kernel", help="Sinkhorn: structured O(N) chain/tree passes, or the dense N × N matrix; auto = structured unless --ground.", rich_help_panel="Sinkhorn"),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Sinkhorn: iteration limit [default: 100].", rich_help_panel="Sinkhorn"),
+    tol: Optional[float] = typer.Option(None, "--tol", help="Sinkhorn: stop a row when its marginal error ‖T·1 − p‖₁ < tol; 0 = always run --iters (then converged means < 1e-6) [default: 1e-9, float32: 1e-6].", rich_help_panel="Sinkhorn"),
+    sinkhorn_form: Optional[Form] = typer.Option(None, "--sinkhorn-form", help="Sinkhorn: plain (the paper's Algorithm 1, instabilities included) or log (log-domain, stable) [default: plain].", rich_help_panel="Sinkhorn"),
+    sinkhorn_kernel: Optional[GibbsKernel] = typer.Option(None, "--sinkhorn-kernel", help="Sinkhorn: structured O(N) chain/tree passes, or the dense N × N matrix; auto = structured unless --ground [default: auto].", rich_help_panel="Sinkhorn"),
     positions: Optional[str] = typer.Option(
         None, "--positions", help="Chain: bin positions, a .npy 1-D array, a text file (one per line) or x1,x2,…; default 0,1,…"
     ),
@@ -182,7 +211,8 @@ def compute(
         target_column=target_column, id_column=id_column, gradient=gradient,
         grad_wrt=grad_wrt.value, output=output, fmt=fmt.value if fmt else None,
         batch_size=batch_size, lam=lam, iters=iters, tol=tol,
-        sinkhorn_form=sinkhorn_form.value, sinkhorn_kernel=sinkhorn_kernel.value,
+        sinkhorn_form=sinkhorn_form.value if sinkhorn_form else None,
+        sinkhorn_kernel=sinkhorn_kernel.value if sinkhorn_kernel else None,
     )
     err = Console(stderr=True)
     progress = None if quiet else _Progress(err)

@@ -47,10 +47,10 @@ class ComputeJob:
     fmt: str | None = None
     batch_size: int | None = None
     lam: float | None = None
-    iters: int = 100
-    tol: float = 1e-9
-    sinkhorn_form: str = "plain"
-    sinkhorn_kernel: str = "auto"
+    iters: int | None = None
+    tol: float | None = None
+    sinkhorn_form: str | None = None
+    sinkhorn_kernel: str | None = None
 
 
 @dataclass
@@ -72,16 +72,30 @@ def make_metric(job):
     dtype = np.dtype(job.dtype)
     common = dict(normalize=job.normalize, dtype=dtype, gradient=bool(job.gradient),
                   grad_wrt=job.grad_wrt)
-    if job.metric == "sinkhorn":
-        from .sinkhorn import check_params, sinkhorn
+    sinkhorn_options = {"--lam": job.lam, "--iters": job.iters, "--tol": job.tol,
+                        "--sinkhorn-form": job.sinkhorn_form,
+                        "--sinkhorn-kernel": job.sinkhorn_kernel}
+    if job.metric != "sinkhorn":
+        given = [k for k, v in sinkhorn_options.items() if v is not None]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise EMDInputError(f"{', '.join(given)} {verb} only to --metric sinkhorn")
+    else:
+        from .sinkhorn import DEFAULT_TOL, check_params, sinkhorn
 
         if job.lam is None:
             raise EMDInputError("--metric sinkhorn needs --lam (λ > 0; POT's reg is 1/λ)")
-        check_params(job.lam, job.iters, job.tol, job.sinkhorn_form, job.sinkhorn_kernel)
+        iters = 100 if job.iters is None else job.iters
+        tol = DEFAULT_TOL[dtype.type] if job.tol is None else job.tol
+        form, kernel = job.sinkhorn_form or "plain", job.sinkhorn_kernel or "auto"
+        check_params(job.lam, iters, tol, form, kernel)
+        if kernel == "structured" and job.ground:
+            raise EMDInputError("--sinkhorn-kernel structured needs a chain or a tree",
+                                hint="use --sinkhorn-kernel dense (or auto) with --ground")
 
         def run(p, q, space):
-            r = sinkhorn(p, q, space=space, lam=job.lam, iters=job.iters, tol=job.tol,
-                         form=job.sinkhorn_form, kernel=job.sinkhorn_kernel, **common)
+            r = sinkhorn(p, q, space=space, lam=job.lam, iters=iters, tol=tol,
+                         form=form, kernel=kernel, **common)
             cols = {"sinkhorn": r.values, "sinkhorn_iterations": r.iterations,
                     "sinkhorn_converged": r.converged}
             return cols, r.gradient

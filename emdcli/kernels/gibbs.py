@@ -47,23 +47,24 @@ def logaddexp(a, b):
 def _chain_plain(x, alpha, w, scale, out, moment, tmp):
     """out = K x, or (K ⊙ M) x when ``moment``; tmp (N,) scratch."""
     n = x.shape[0]
+    zero = scale - scale  # 0 in the working dtype (a literal 0 would promote float32)
     tmp[0] = x[0]  # F_i = Σ_{j≤i} x_j Π alpha
     for i in range(1, n):
         tmp[i] = x[i] + alpha[i - 1] * tmp[i - 1]
     if not moment:
-        back = x[0] * 0
+        back = zero
         for i in range(n - 1, -1, -1):
-            a = alpha[i] if i < n - 1 else x[0] * 0
+            a = alpha[i] if i < n - 1 else zero
             out[i] = scale * (tmp[i] + a * back)
             back = x[i] + a * back
         return
-    fm = x[0] * 0  # forward moment FM_i
+    fm = zero  # forward moment FM_i
     out[0] = fm
     for i in range(1, n):
         fm = alpha[i - 1] * (fm + w[i - 1] * tmp[i - 1])
         out[i] = fm
     back = x[n - 1]  # B_{i+1}
-    bm = x[0] * 0  # BM_{i+1}
+    bm = zero  # BM_{i+1}
     out[n - 1] = scale * out[n - 1]
     for i in range(n - 2, -1, -1):
         bm = alpha[i] * (bm + w[i] * back)
@@ -111,7 +112,7 @@ def _tree_plain(x, g, out, moment, work):
     outside v's subtree; um/om the same weighted by the path length.
     """
     parent, alpha, w, kids = g.parent, g.alpha, g.w, g.child_idx
-    zero = x[0] * 0
+    zero = g.scale - g.scale  # 0 in the working dtype
     up, outside, own, um, om, suf, sufm = (
         work[0], work[1], work[2], work[3], work[4], work[5], work[6]
     )
@@ -211,7 +212,7 @@ def _dense_plain(x, g, out, moment):
     lives in ``kernels.sinkhorn``)."""
     m = g.mat2 if moment else g.mat
     for i in range(m.shape[0]):
-        s = x[0] * 0
+        s = g.scale - g.scale
         for j in range(m.shape[1]):
             s += m[i, j] * x[j]
         out[i] = s
@@ -257,7 +258,7 @@ def apply(x, g, out, moment, work, transpose):
 def _dense_plain_t(x, g, out):
     m = g.mat
     for j in range(m.shape[1]):
-        out[j] = x[0] * 0
+        out[j] = g.scale - g.scale
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             out[j] += m[i, j] * x[i]

@@ -3,8 +3,7 @@
 The chain and tree passes are serial recurrences: one row keeps a core waiting on
 floating-point latency. Running ``LANES`` rows side by side in the innermost loop turns
 every step into a short vector operation over independent rows, which the compiler
-vectorises. Arithmetic is the same as ``kernels.gibbs`` (same order, same dtype), so the
-results equal the one-row solver's. Rows stop independently: a lane that has converged
+vectorises. The arithmetic is that of ``kernels.gibbs`` (same operations, same dtype). Rows stop independently: a lane that has converged
 keeps its u while the others go on.
 
 Arrays: X, OUT (N, LANES); work (7, nodes, LANES) (the tree's up, outside, own, moment
@@ -15,6 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from .gibbs import CHAIN
+from .sinkhorn import project_finite
 
 LANES = 8
 
@@ -23,7 +23,7 @@ LANES = 8
 def _chain_lanes(X, alpha, w, scale, OUT, moment, tmp):
     """OUT = K X (or (K ⊙ M) X) on a chain, per lane; tmp (N, LANES) scratch."""
     n = X.shape[0]
-    zero = X[0, 0] * 0
+    zero = scale - scale  # 0 in the working dtype (a literal 0 would promote float32)
     for j in range(LANES):
         tmp[0, j] = X[0, j]
     for i in range(1, n):
@@ -59,7 +59,7 @@ def _chain_lanes(X, alpha, w, scale, OUT, moment, tmp):
 def _tree_lanes(X, g, OUT, moment, work):
     """OUT = K X (or (K ⊙ M) X) on a tree, per lane; see ``gibbs._tree_plain``."""
     parent, alpha, w, kids = g.parent, g.alpha, g.w, g.child_idx
-    zero = X[0, 0] * 0
+    zero = g.scale - g.scale
     up, outside, own, um, om, suf, sufm = (
         work[0], work[1], work[2], work[3], work[4], work[5], work[6]
     )
@@ -140,8 +140,7 @@ def _block(P, Q, lo, m, g, lam, iters, tol, want_grad, values, iterations, error
         for i in range(n):
             pl[i, j] = P[r, i]
             ql[i, j] = Q[r, i]
-    one = P[0, 0] * 0 + 1
-    u[:] = one
+    u[:] = 1
     active = np.ones(LANES, dtype=np.bool_)
     its = np.zeros(LANES, dtype=np.int64)
     err = np.zeros(LANES)
@@ -187,13 +186,9 @@ def _block(P, Q, lo, m, g, lam, iters, tol, want_grad, values, iterations, error
             total += np.float64(u[i, j] * kv[i, j])
         values[lo + j] = total
         if want_grad:
-            mean = 0.0
             for i in range(n):
                 G[lo + j, i] = np.log(u[i, j]) / lam
-                mean += G[lo + j, i]
-            mean /= n
-            for i in range(n):
-                G[lo + j, i] -= mean
+            project_finite(G[lo + j])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

@@ -6,7 +6,8 @@ Plain form, in the working dtype::
     repeat: v = q ⊘ Kᵀu;  err = ‖u ⊙ Kv − p‖₁;  stop if err < tol;  u ← p ⊘ Kv
     SD = Σ u ⊙ ((K ⊙ M) v),  gradient = log(u)/λ, projected to sum zero
 
-``err`` is the row-marginal error ‖T·1 − p‖₁ of the plan T = diag(u) K diag(v) whose
+A bin with no predicted mass has u = 0 and gradient −inf (log 0); the projection to sum
+zero then runs over the finite entries. ``err`` is the row-marginal error ‖T·1 − p‖₁ of the plan T = diag(u) K diag(v) whose
 column marginal is q exactly. ``iterations`` counts the updates of u; the loop stops at
 the iteration limit, when err < tol (tol > 0), or when err is not finite. The log form
 runs the same fixed point on f = log u, g = log v with logsumexp, and is finite for any λ.
@@ -25,11 +26,27 @@ N_SCRATCH = 11  # u, v, ku, kv + 7 rows of Gibbs work space
 
 
 @njit(cache=True, error_model="numpy")
+def project_finite(g):
+    """Subtract the mean of the finite entries. A bin without predicted mass has
+    u = 0 and log(u)/λ = −inf: it stays −inf instead of turning the row into NaN."""
+    total = 0.0
+    count = 0
+    for i in range(g.shape[0]):
+        if np.isfinite(g[i]):
+            total += g[i]
+            count += 1
+    if count:
+        mean = total / count
+        for i in range(g.shape[0]):
+            g[i] -= mean
+
+
+@njit(cache=True, error_model="numpy")
 def _solve_plain_row(p, q, g, iters, tol, s):
     """Plain Sinkhorn on one row; s (N_SCRATCH, width) scratch. Returns (iters, err)."""
     n = p.shape[0]
     u, v, ku, kv, work = s[0, :n], s[1, :n], s[2, :n], s[3, :n], s[4:]
-    u[:] = p[0] * 0 + 1
+    u[:] = 1
     it = 0
     while True:
         apply(u, g, ku, False, work, True)  # Kᵀu
@@ -55,13 +72,9 @@ def _finish_plain_row(lam, g, s, grad, want_grad, n):
     for i in range(n):
         value += np.float64(u[i] * km[i])
     if want_grad:
-        mean = 0.0
         for i in range(n):
             grad[i] = np.log(u[i]) / lam
-            mean += grad[i]
-        mean /= n
-        for i in range(n):
-            grad[i] -= mean
+        project_finite(grad)
     return value
 
 
@@ -96,13 +109,9 @@ def _finish_log_row(lam, g, s, grad, want_grad, n):
     for i in range(n):
         value += np.exp(np.float64(f[i] + km[i]))
     if want_grad:
-        mean = 0.0
         for i in range(n):
             grad[i] = f[i] / lam
-            mean += grad[i]
-        mean /= n
-        for i in range(n):
-            grad[i] -= mean
+        project_finite(grad)
     return value
 
 
@@ -162,5 +171,7 @@ def dense_plain_batch(P, Q, K, KM, lam, iters, tol, want_grad):
         G = None
         if want_grad:
             G = np.log(U) / U.dtype.type(lam)
-            G -= G.mean(axis=1, keepdims=True)
+            finite = np.isfinite(G)
+            mean = np.where(finite, G, 0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+            G -= mean[:, None].astype(G.dtype)
     return values, iterations, errors, G
