@@ -47,35 +47,41 @@ def _check_finite(a, source, raw=None):
 
 
 def _check_rows(a, source, *, logits=False, raw=None):
-    """2-D, finite; unless ``logits``: non-negative and each row with positive, finite mass."""
+    """2-D, finite; unless ``logits``: non-negative and each row with positive, finite mass.
+
+    Returns the row sums (B,). The common case costs two passes (the sums and the
+    minimum); the offending element is located only when a check fails.
+    """
     if a.ndim != 2:
         raise EMDInputError(
             f"expected a 2-D array of rows × bins, got shape {a.shape}", source=source
         )
     if a.shape[0] and a.shape[1] < 1:
         raise EMDInputError("rows have no bins", source=source)
-    _check_finite(a, source, raw)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = a.sum(axis=1)
+    if not np.isfinite(sums).all():  # a NaN/inf inside, or a finite row whose sum overflows
+        _check_finite(a, source, raw)
+        if not logits:
+            raise EMDInputError(
+                f"row sum overflows {a.dtype}", source=source,
+                row=int(np.flatnonzero(~np.isfinite(sums))[0]), hint="rescale the row",
+            )
     if logits:
-        return
-    if (a < 0).any():
+        return sums
+    if a.size and a.min() < 0:
         r, c = _first(a < 0)
         raise EMDInputError(
             f"negative mass {float(a[r, c])!r}", source=source, row=r, column=c,
             hint="masses must be >= 0; for logits use --normalize softmax",
         )
-    sums = a.sum(axis=1)
     zero = np.flatnonzero(sums <= 0)
     if zero.size:
         raise EMDInputError(
             "row sums to zero and cannot be a distribution", source=source, row=int(zero[0]),
             hint="drop the row or give it some mass",
         )
-    huge = np.flatnonzero(~np.isfinite(sums))
-    if huge.size:
-        raise EMDInputError(
-            f"row sum overflows {a.dtype}", source=source, row=int(huge[0]),
-            hint="rescale the row",
-        )
+    return sums
 
 
 def prepare_pred(pred, normalize, dtype, check=True):
@@ -90,10 +96,9 @@ def prepare_pred(pred, normalize, dtype, check=True):
         raise EMDInputError(f"predictions must be numbers, got dtype {x.dtype}", source="pred")
     with np.errstate(over="ignore"):  # an overflowing cast is reported by the checks
         raw, x = x, np.ascontiguousarray(x, dtype=dtype)
-    if check:
-        _check_rows(x, "pred", logits=normalize == "softmax", raw=raw)
+    sums = _check_rows(x, "pred", logits=normalize == "softmax", raw=raw) if check else None
     if normalize == "l1":
-        return x / x.sum(axis=1, keepdims=True)
+        return x / (x.sum(axis=1) if sums is None else sums)[:, None]
     if normalize == "softmax":
         e = np.exp(x - x.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
@@ -124,10 +129,9 @@ def prepare_target(target, n_rows, n_bins, normalize, dtype, check=True):
         _check_rows_count(t, n_rows)
     with np.errstate(over="ignore"):
         q = np.ascontiguousarray(t, dtype=dtype)
-    if check:
-        _check_rows(q, "target", raw=t)
+    sums = _check_rows(q, "target", raw=t) if check else None
     if normalize != "none":
-        q = q / q.sum(axis=1, keepdims=True)
+        q = q / (q.sum(axis=1) if sums is None else sums)[:, None]
     return "rows", q
 
 
