@@ -269,7 +269,7 @@ def run_compute(job, *, stdout, console, stdout_is_tty=False, progress=None, war
                     space = Chain.uniform(n) if positions is None else Chain.from_positions(positions, n)
                 cols, grads = metric.run(p, q, space)
             except EMDInputError as e:
-                raise e.shifted(offset) if e.row is not None else e
+                raise (e.shifted(offset) if e.row is not None else e) from None
             values = cols[metric.value]
             if ids is None:
                 ids = np.arange(offset, offset + len(values))

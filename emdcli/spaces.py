@@ -46,7 +46,8 @@ class Chain:
         bad = np.flatnonzero(~np.isfinite(x))
         if bad.size:
             raise EMDInputError(
-                f"position {bad[0]} is {float(x[bad[0]])}", source="positions", hint="positions must be finite"
+                f"position {bad[0]} is {float(x[bad[0]])}", source="positions",
+                hint="positions must be finite",
             )
         steps = np.flatnonzero(np.diff(x) <= 0)
         if steps.size:

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import os
-import re
 import zlib
 
 import numpy as np
@@ -23,7 +22,7 @@ from typer.testing import CliRunner
 
 from emdcli.cli import app
 from emdcli.sinkhorn import sinkhorn
-from emdcli.spaces import Chain, Ground, Tree
+from emdcli.spaces import Chain, Ground
 from emdcli.treefiles import load_tree, read_bins
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 
 from emdcli import emd
 from emdcli.cli import app
-from emdcli.spaces import Ground, Tree
 from emdcli.treefiles import load_tree, read_bins
 
 HERE = os.path.dirname(os.path.abspath(__file__))

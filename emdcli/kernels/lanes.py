@@ -3,8 +3,8 @@
 The chain and tree passes are serial recurrences: one row keeps a core waiting on
 floating-point latency. Running ``LANES`` rows side by side in the innermost loop turns
 every step into a short vector operation over independent rows, which the compiler
-vectorises. The arithmetic is that of ``kernels.gibbs`` (same operations, same dtype). Rows stop independently: a lane that has converged
-keeps its u while the others go on.
+vectorises. The arithmetic is that of ``kernels.gibbs`` (same operations, same dtype).
+Rows stop independently: a lane that has converged keeps its u while the others go on.
 
 Arrays: X, OUT (N, LANES); work (7, nodes, LANES) (the tree's up, outside, own, moment
 and sibling sums), u/v/ku/kv (N, LANES).

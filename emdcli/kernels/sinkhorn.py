@@ -7,9 +7,10 @@ Plain form, in the working dtype::
     SD = Σ u ⊙ ((K ⊙ M) v),  gradient = log(u)/λ, projected to sum zero
 
 A bin with no predicted mass has u = 0 and gradient −inf (log 0); the projection to sum
-zero then runs over the finite entries. ``err`` is the row-marginal error ‖T·1 − p‖₁ of the plan T = diag(u) K diag(v) whose
-column marginal is q exactly. ``iterations`` counts the updates of u; the loop stops at
-the iteration limit, when err < tol (tol > 0), or when err is not finite. The log form
+zero then runs over the finite entries. ``err`` is the row-marginal error ‖T·1 − p‖₁ of
+the plan T = diag(u) K diag(v), whose column marginal is q exactly. ``iterations`` counts
+the updates of u; the loop stops at the iteration limit, when err < tol (tol > 0), or when
+err is not finite. The log form
 runs the same fixed point on f = log u, g = log v with logsumexp, and is finite for any λ.
 
 Layers: ``_solve_*_row`` serial row solvers over any space (``gibbs.apply``) →
