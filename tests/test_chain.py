@@ -21,6 +21,7 @@ from emdcli import Chain, EMDInputError, chain_hessian, emd, emd2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import naive  # noqa: E402
+from common import dists, onehot  # noqa: E402
 
 SIZES = [1, 2, 3, 5, 8, 13, 21, 34, 60]
 RHOS = [1.0, 1.5, 2.0, 3.7]
@@ -38,18 +39,6 @@ def rng_for(*key):
 def positions(rng, n):
     """Random, strictly increasing, non-uniform positions (gaps in [0.05, 3))."""
     return rng.uniform(-5, 5) + np.concatenate([[0.0], np.cumsum(rng.uniform(0.05, 3.0, n - 1))])
-
-
-def dists(rng, b, n):
-    """(b, n) strictly positive rows summing to one (continuous, so no exact kinks)."""
-    a = rng.uniform(0.05, 1.0, (b, n)) ** 2
-    return a / a.sum(axis=1, keepdims=True)
-
-
-def onehot(c, n):
-    q = np.zeros((len(c), n))
-    q[np.arange(len(c)), c] = 1.0
-    return q
 
 
 def mass_directions(n):

@@ -36,12 +36,8 @@ from emdcli.treefiles import load_tree, read_bins
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import naive  # noqa: E402
+from common import WORDNET, IMAGENET_BINS, IMAGENET_PRED  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SAMPLE = os.path.join(HERE, os.pardir, "sample_data")
-WORDNET = os.path.join(SAMPLE, "imagenet_wordnet_tree.csv")
-IMAGENET_BINS = os.path.join(SAMPLE, "imagenet_bins.txt")
-IMAGENET_PRED = os.path.join(SAMPLE, "imagenet_pred.parquet")
 
 SPACE_KINDS = ["chain", "chain-unit", "tree-leaves", "tree-mixed", "ground-metric", "ground-odd"]
 STRUCTURED_KINDS = SPACE_KINDS[:4]  # the spaces with a structured (O(N)) Gibbs kernel

@@ -23,12 +23,8 @@ from emdcli.treefiles import load_tree, read_bins
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import naive  # noqa: E402
+from common import dists, onehot, WORDNET, IMAGENET_BINS, IMAGENET_PRED  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SAMPLE = os.path.join(HERE, os.pardir, "sample_data")
-WORDNET = os.path.join(SAMPLE, "imagenet_wordnet_tree.csv")
-IMAGENET_BINS = os.path.join(SAMPLE, "imagenet_bins.txt")
-IMAGENET_PRED = os.path.join(SAMPLE, "imagenet_pred.parquet")
 
 RHOS = [1.0, 1.5, 2.0, 3.0]
 BIN_KINDS = ["leaves", "leaves-shuffled", "all", "some-internal", "subset"]
@@ -113,18 +109,6 @@ def random_tree(rng, n_nodes=None, weights="real", bins="leaves", shuffle_file=T
         bins=chosen if explicit else None,
     )
     return RandomTree(tree, parent, weight, chosen, file_nodes, file_parents, file_weights)
-
-
-def dists(rng, b, n):
-    """(b, n) strictly positive rows summing to one (continuous, so no exact kinks)."""
-    a = rng.uniform(0.05, 1.0, (b, n)) ** 2
-    return a / a.sum(axis=1, keepdims=True)
-
-
-def onehot(c, n):
-    q = np.zeros((len(c), n))
-    q[np.arange(len(c)), c] = 1.0
-    return q
 
 
 def scale_of(rt):

@@ -1,0 +1,24 @@
+"""Shared test data: sample-file paths and random distributions."""
+
+import os
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SAMPLE = os.path.join(HERE, os.pardir, "sample_data")
+WORDNET = os.path.join(SAMPLE, "imagenet_wordnet_tree.csv")
+IMAGENET_BINS = os.path.join(SAMPLE, "imagenet_bins.txt")
+IMAGENET_PRED = os.path.join(SAMPLE, "imagenet_pred.parquet")
+
+
+def dists(rng, b, n):
+    """(b, n) strictly positive rows summing to one (continuous, so no exact kinks)."""
+    a = rng.uniform(0.05, 1.0, (b, n)) ** 2
+    return a / a.sum(axis=1, keepdims=True)
+
+
+def onehot(c, n):
+    """(len(c), n) one-hot rows of the classes ``c``."""
+    q = np.zeros((len(c), n))
+    q[np.arange(len(c)), c] = 1.0
+    return q
