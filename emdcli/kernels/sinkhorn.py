@@ -142,31 +142,38 @@ def sinkhorn_batch(P, Q, g, lam, iters, tol, log_form, want_grad,
 def dense_plain_batch(P, Q, K, KM, lam, iters, tol, want_grad):
     """The plain form with a dense K (N, N) as batched matrix products, per-row stopping.
 
-    Rows stop independently: each iteration multiplies only the rows still running.
+    The rows still running are kept packed together (re-packed only when some stop), so
+    each iteration is two matrix products and a few in-place element-wise passes.
     Returns (values (B,) float64, iterations (B,) int64, errors (B,) float64, G or None).
     """
     B = P.shape[0]
-    U = np.ones_like(P)
-    V = np.empty_like(P)
+    U, V = np.ones_like(P), np.empty_like(P)
     iterations = np.zeros(B, dtype=np.int64)
     errors = np.full(B, np.inf)
-    active = np.arange(B)
+    idx = np.arange(B)
+    Ua, Pa, Qa = U.copy(), P, Q
+    Va, KVa, tmp = np.empty_like(P), np.empty_like(P), np.empty_like(P)
     it = 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        while active.size:
-            Ua = U[active]
-            Va = Q[active] / (Ua @ K)  # v = q ⊘ Kᵀu
-            KVa = Va @ K.T  # K v
-            err = np.abs(Ua * KVa - P[active]).sum(axis=1, dtype=np.float64)
-            V[active] = Va
-            errors[active] = err
+        while idx.size:
+            np.divide(Qa, Ua @ K, out=Va)  # v = q ⊘ Kᵀu
+            np.matmul(Va, K.T, out=KVa)  # K v
+            np.multiply(Ua, KVa, out=tmp)
+            tmp -= Pa
+            np.abs(tmp, out=tmp)
+            err = tmp.sum(axis=1, dtype=np.float64)
             stop = ~np.isfinite(err) | (it >= iters)
             if tol > 0:
                 stop |= err < tol
-            keep = ~stop
-            U[active[keep]] = P[active[keep]] / KVa[keep]
-            iterations[active[keep]] += 1
-            active = active[keep]
+            if stop.any():  # file the finished rows, pack the rest
+                done = idx[stop]
+                U[done], V[done], errors[done] = Ua[stop], Va[stop], err[stop]
+                keep = ~stop
+                idx = idx[keep]
+                Ua, Pa, Qa, KVa = Ua[keep], Pa[keep], Qa[keep], KVa[keep]
+                Va, tmp = np.empty_like(Ua), np.empty_like(Ua)
+            np.divide(Pa, KVa, out=Ua)
+            iterations[idx] += 1
             it += 1
         values = (U * (V @ KM.T)).sum(axis=1, dtype=np.float64)
         G = None
