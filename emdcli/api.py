@@ -12,6 +12,11 @@ from .spaces import Chain, Ground, Tree
 GRAD_WRT = ("distribution", "input")
 
 
+def _on_gpu(x):
+    """An array on the GPU, without importing anything GPU-related for host arrays."""
+    return hasattr(x, "__cuda_array_interface__") or bool(getattr(x, "__cuda_ndarray__", False))
+
+
 def _space_for(space, positions, n):
     """The validated space for rows of ``n`` bins: a Chain (default), Tree or Ground."""
     if space is None:
@@ -52,6 +57,7 @@ def emd(
     gradient=False,
     grad_wrt="distribution",
     check=True,
+    device="cpu",
 ):
     """EMD^rho between each prediction row and its target, on a chain, a tree or a matrix.
 
@@ -73,10 +79,25 @@ def emd(
     (``grad_wrt="distribution"``: projected to sum zero per row) or the raw input
     (``grad_wrt="input"``: chain rule through the normalisation).
     check: validate the inputs (set False in a hot training loop you trust).
+    device: ``"cpu"``, ``"cuda"`` (an NVIDIA GPU through numba.cuda) or ``"auto"``. Arrays
+    already on the GPU (``__cuda_array_interface__``: numba, CuPy, PyTorch) are computed
+    there and the results stay there; they are taken as given (no checks, no normalisation).
 
     Returns the distances (B,), or ``(distances, gradients)`` when ``gradient`` is true.
     """
     rho = _check_rho(rho)
+    where = "cpu"
+    if device != "cpu":
+        from .gpu import resolve_device
+
+        where = resolve_device(device)
+    if _on_gpu(pred):  # stays on the GPU: taken as given, results left there
+        from .gpu import emd_on_device
+
+        sp = _space_for(space, positions, pred.shape[1])
+        if isinstance(sp, Ground):
+            raise EMDInputError("a ground matrix has no GPU kernel", hint="use device cpu")
+        return emd_on_device(pred, target, sp, rho=rho, gradient=gradient)
     if grad_wrt not in GRAD_WRT:
         raise EMDInputError(f"grad_wrt must be one of {', '.join(GRAD_WRT)}, got {grad_wrt!r}")
     dt = rows.resolve_dtype(dtype)
@@ -88,10 +109,18 @@ def emd(
     sp = _space_for(space, positions, n)
     values = np.empty(b, dtype=dt)
     g = np.empty((b, n), dtype=dt) if gradient else None
+    run_chain, run_tree = _chain, _tree
+    if where == "cuda":
+        from .gpu import chain_cuda as run_chain
+        from .gpu import tree_cuda as run_tree
+
+        if isinstance(sp, Ground):
+            raise EMDInputError("a ground matrix has no GPU kernel for the EMD",
+                                hint="use device cpu")
     if isinstance(sp, Chain):
-        _chain(p, kind, q, sp, rho, values, g)
+        run_chain(p, kind, q, sp, rho, values, g)
     elif isinstance(sp, Tree):
-        _tree(p, kind, q, sp, rho, values, g)
+        run_tree(p, kind, q, sp, rho, values, g)
     else:
         _ground(p, kind, q, sp, rho, values, g)
     if not gradient:

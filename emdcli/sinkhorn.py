@@ -112,6 +112,7 @@ def sinkhorn(
     gradient=False,
     grad_wrt="distribution",
     check=True,
+    device="cpu",
 ):
     """Sinkhorn distance SD_λ between each prediction row and its target (Algorithm 1).
 
@@ -123,12 +124,17 @@ def sinkhorn(
     (log-domain, finite for any λ). kernel: ``"structured"`` O(N) chain / O(nodes) tree
     passes, ``"dense"`` the full N × N matrix, ``"auto"`` structured unless the space is
     a ground matrix. Returns a :class:`SinkhornResult`; the gradient is log(u)/λ projected
-    to sum zero (or chained to the raw input with ``grad_wrt="input"``).
+    to sum zero (or chained to the raw input with ``grad_wrt="input"``). device:
+    ``"cpu"``, ``"cuda"`` or ``"auto"``.
     """
     dt = rows.resolve_dtype(dtype)
     if tol is None:
         tol = DEFAULT_TOL[dt]
     lam, iters, tol = check_params(lam, iters, tol, form, kernel)
+    if device != "cpu":
+        from .gpu import resolve_device
+
+        device = resolve_device(device)
     if grad_wrt not in GRAD_WRT:
         raise EMDInputError(f"grad_wrt must be one of {', '.join(GRAD_WRT)}, got {grad_wrt!r}")
     p = rows.prepare_pred(pred, normalize, dt, check)
@@ -145,7 +151,12 @@ def sinkhorn(
         raise EMDInputError("a ground matrix has no structured kernel", hint="use the dense kernel")
     dense = kernel == "dense" or isinstance(sp, Ground)
     log_form = form == "log"
-    if dense and not log_form:
+    if device == "cuda":
+        from .gpu import sinkhorn_cuda
+
+        values, its, errors, G = sinkhorn_cuda(p, q, sp, lam, iters, tol, log_form, dense,
+                                               gradient, dt)
+    elif dense and not log_form:
         from .kernels.sinkhorn import dense_plain_batch
 
         g = gibbs_for(sp, lam, dt, False, dense=True)

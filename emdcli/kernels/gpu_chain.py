@@ -1,0 +1,400 @@
+"""Chain-space EMD^rho kernels (GPU, numba.cuda): the twin of ``kernels.chain``.
+
+Same mathematics (0-based, ``phi_i = Σ_{j≤i} (p_j − q_j)``, ``i = 0 … N−2``)::
+
+    EMD^rho(p, q) = Σ_i d_i |phi_i|^rho
+    a_i = rho d_i sgn(phi_i)|phi_i|^(rho−1),  A = Σ a_i,  S_k = Σ_{i<k} a_i,  T = Σ (i+1) a_i
+    g_k = (A − S_k) − T/N    (g_{N−1} = −T/N)
+
+Thread mapping: a *group* of W lanes (a power of two, W ≤ threads per block) owns one
+row; a block holds R = threads/W groups and walks the batch with a grid stride. The
+row goes by in tiles of W bins (lane j ↔ bin t·W + j: coalesced loads), each tile
+through a block-wide Hillis–Steele scan in shared memory (``group_scan``: syncthreads
+only, so the CUDA simulator runs it too). Small N gets small groups (W = 1 is one
+thread per row), large N a whole block per row. One launch does value and gradient:
+the first pass stashes S_k (float64, N per group: dynamic shared memory when it fits,
+else a global scratch row per group slot), the second writes g. Every lane reads back
+only the stash entries it wrote itself, so the second pass needs no barrier.
+Accumulation is in float64 whatever the storage dtype, as on the CPU.
+
+Also here, for Sinkhorn (``gpu_sinkhorn``): the chain's Gibbs passes ``chain_plain`` /
+``chain_log`` (``gibbs._chain_plain`` / ``_chain_log`` transcribed, run by one thread)
+and the scalar math they share with the tree's (``logaddexp``, ``log_``, ``exp_``).
+
+Host side: :func:`chain_batch_cuda` takes numpy arrays or arrays already on the GPU
+(numba device arrays, or anything with ``__cuda_array_interface__``: CuPy, PyTorch)
+and answers in kind. The helpers here (:func:`on_device`, :func:`to_device`,
+:func:`cached`, :func:`launch_shape`, :func:`group_scan`, …) serve every ``gpu_``
+module. Kernels never validate.
+"""
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+from numba import cuda, float64
+
+SHARED_BYTES = 48 * 1024  # dynamic shared memory usable without an opt-in
+SCRATCH_BYTES = 1 << 28  # global scratch cap: the grid shrinks (grid stride) to fit it
+
+
+# ----------------------------------------------------------------------------- device
+
+
+@cuda.jit(device=True)
+def power(phi, rho):
+    """``|phi|^rho`` with cheap paths for rho = 1, 2."""
+    if rho == 1.0:
+        return abs(phi)
+    if rho == 2.0:
+        return phi * phi
+    return abs(phi) ** rho
+
+
+@cuda.jit(device=True)
+def slope(phi, rho):
+    """``sgn(phi) |phi|^(rho−1)`` with ``sgn(0) = 0``."""
+    if rho == 1.0:
+        if phi > 0.0:
+            return 1.0
+        if phi < 0.0:
+            return -1.0
+        return 0.0
+    if rho == 2.0:
+        return phi
+    a = abs(phi)
+    if a == 0.0:
+        return 0.0
+    s = a ** (rho - 1.0)
+    return s if phi > 0.0 else -s
+
+
+@cuda.jit(device=True)
+def group_scan(buf, tid, lane, width, x):
+    """Inclusive and exclusive sums of the float64 ``x`` over the ``width`` lanes of each
+    group, and the group total: (incl, excl, total). Every thread of the block must call
+    it (it synchronises the block); buf (≥ threads,) float64 shared scratch."""
+    buf[tid] = x
+    off = 1
+    while off < width:
+        cuda.syncthreads()
+        y = buf[tid - off] if lane >= off else 0.0
+        cuda.syncthreads()
+        x += y
+        buf[tid] = x
+        off *= 2
+    cuda.syncthreads()
+    excl = buf[tid - 1] if lane > 0 else 0.0
+    total = buf[tid - lane + width - 1]
+    cuda.syncthreads()
+    return x, excl, total
+
+
+@cuda.jit(device=True)
+def _chain_rows(P, Q, C, use_c, d, rho, out, G, want_grad, width, buf, stash, at):
+    """All rows of this block's groups; the group's stash is ``stash[at : at + N]``."""
+    tid = cuda.threadIdx.x
+    lane = tid % width
+    per_block = cuda.blockDim.x // width
+    n_rows, n = P.shape[0], P.shape[1]
+    step = cuda.gridDim.x * per_block
+    first = cuda.blockIdx.x * per_block  # block-uniform: every barrier is reached by all
+    while first < n_rows:
+        b = first + tid // width
+        live = b < n_rows
+        c = -1
+        if live and use_c:
+            c = C[b]
+        carry = 0.0  # phi before this tile
+        acarry = 0.0  # S before this tile, A at the end
+        total = 0.0
+        weighted = 0.0  # T
+        for t in range((n + width - 1) // width):
+            i = t * width + lane
+            s = 0.0
+            if live and i < n - 1:
+                s = float64(P[b, i])
+                if c < 0:
+                    s -= float64(Q[b, i])
+                elif i == c:
+                    s -= 1.0
+            incl, excl, tile = group_scan(buf, tid, lane, width, s)
+            phi = carry + incl
+            carry += tile
+            a = 0.0
+            if i < n - 1:
+                total += d[i] * power(phi, rho)
+                if want_grad:
+                    a = rho * d[i] * slope(phi, rho)
+                    weighted += (i + 1) * a
+            if want_grad:
+                incl, excl, tile = group_scan(buf, tid, lane, width, a)
+                if live and i < n - 1:
+                    stash[at + i] = acarry + excl
+                acarry += tile
+        incl, excl, total = group_scan(buf, tid, lane, width, total)
+        if want_grad:
+            incl, excl, weighted = group_scan(buf, tid, lane, width, weighted)
+            mean = weighted / n
+            base = acarry - mean
+            if live:
+                for i in range(lane, n, width):
+                    if i < n - 1:
+                        G[b, i] = base - stash[at + i]
+                    else:
+                        G[b, i] = -mean
+        if live and lane == 0:
+            out[b] = total
+        first += step
+
+
+@cuda.jit
+def _chain_shared(P, Q, C, use_c, d, rho, out, G, want_grad, width):
+    """Stash in dynamic shared memory: threads + R·N float64."""
+    dyn = cuda.shared.array(0, dtype=float64)
+    at = cuda.blockDim.x + (cuda.threadIdx.x // width) * P.shape[1]
+    _chain_rows(P, Q, C, use_c, d, rho, out, G, want_grad, width, dyn, dyn, at)
+
+
+@cuda.jit
+def _chain_global(P, Q, C, use_c, d, rho, out, G, want_grad, width, scratch):
+    """Stash in global memory: scratch (grid·R·N,) float64, one N-run per group slot."""
+    dyn = cuda.shared.array(0, dtype=float64)
+    slot = cuda.blockIdx.x * (cuda.blockDim.x // width) + cuda.threadIdx.x // width
+    _chain_rows(P, Q, C, use_c, d, rho, out, G, want_grad, width, dyn, scratch,
+                slot * P.shape[1])
+
+
+# ------------------------------------------------ math for the Gibbs passes (Sinkhorn)
+
+SIMULATOR = ".simulator" in cuda.jit.__module__
+
+# The simulator runs kernels as Python, whose math raises where the GPU returns ±inf:
+# there the same device functions use NumPy's scalar functions (same dtype, inf/nan).
+if SIMULATOR:
+    @cuda.jit(device=True)
+    def log_(x):
+        return np.log(x)
+
+    @cuda.jit(device=True)
+    def exp_(x):
+        return np.exp(x)
+
+    @cuda.jit(device=True)
+    def log1p_(x):
+        return np.log1p(x)
+else:
+    @cuda.jit(device=True)
+    def log_(x):
+        return math.log(x)
+
+    @cuda.jit(device=True)
+    def exp_(x):
+        return math.exp(x)
+
+    @cuda.jit(device=True)
+    def log1p_(x):
+        return math.log1p(x)
+
+
+@cuda.jit(device=True)
+def logaddexp(a, b):
+    """log(e^a + e^b), exact at −inf."""
+    m = b if b > a else a  # max(a, b), as Python spells it (the CUDA target lacks max)
+    if m == -math.inf:
+        return m
+    return m + log1p_(exp_(-abs(a - b)))
+
+
+# ---------------------------------------------------- Gibbs kernel on a chain (Sinkhorn)
+
+
+@cuda.jit(device=True)
+def chain_plain(x, alpha, w, scale, out, moment, tmp, n):
+    """out = K x, or (K ⊙ M) x when ``moment``; tmp (N,) scratch. One thread."""
+    zero = scale - scale
+    tmp[0] = x[0]
+    for i in range(1, n):
+        tmp[i] = x[i] + alpha[i - 1] * tmp[i - 1]
+    if not moment:
+        back = zero
+        for i in range(n - 1, -1, -1):
+            a = alpha[i] if i < n - 1 else zero
+            out[i] = scale * (tmp[i] + a * back)
+            back = x[i] + a * back
+        return
+    fm = zero
+    out[0] = fm
+    for i in range(1, n):
+        fm = alpha[i - 1] * (fm + w[i - 1] * tmp[i - 1])
+        out[i] = fm
+    back = x[n - 1]
+    bm = zero
+    out[n - 1] = scale * out[n - 1]
+    for i in range(n - 2, -1, -1):
+        bm = alpha[i] * (bm + w[i] * back)
+        back = x[i] + alpha[i] * back
+        out[i] = scale * (out[i] + bm)
+
+
+@cuda.jit(device=True)
+def chain_log(lx, la, lw, scale, out, moment, tmp, n):
+    """out = log(K e^lx) or log((K ⊙ M) e^lx); la = −λd, lw = log d. One thread."""
+    tmp[0] = lx[0]
+    for i in range(1, n):
+        tmp[i] = logaddexp(lx[i], la[i - 1] + tmp[i - 1])
+    ninf = -math.inf
+    if not moment:
+        back = ninf
+        for i in range(n - 1, -1, -1):
+            a = la[i] if i < n - 1 else ninf
+            out[i] = scale + logaddexp(tmp[i], a + back)
+            back = logaddexp(lx[i], a + back)
+        return
+    fm = ninf
+    out[0] = fm
+    for i in range(1, n):
+        fm = la[i - 1] + logaddexp(fm, lw[i - 1] + tmp[i - 1])
+        out[i] = fm
+    back = lx[n - 1]
+    bm = ninf
+    out[n - 1] = scale + out[n - 1]
+    for i in range(n - 2, -1, -1):
+        bm = la[i] + logaddexp(bm, lw[i] + back)
+        back = logaddexp(lx[i], la[i] + back)
+        out[i] = scale + logaddexp(out[i], bm)
+
+
+# ------------------------------------------------------------------------------- host
+
+
+def on_device(x):
+    """True for a numba device array or anything exposing ``__cuda_array_interface__``."""
+    return bool(getattr(x, "__cuda_ndarray__", False)) or hasattr(x, "__cuda_array_interface__")
+
+
+def to_device(x, dtype=None):
+    """x as a numba device array: device arrays as they are (a zero-copy view for CuPy /
+    PyTorch), host arrays copied (made contiguous, cast to ``dtype`` when given)."""
+    if getattr(x, "__cuda_ndarray__", False):
+        return x
+    if hasattr(x, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(x)
+    return cuda.to_device(np.ascontiguousarray(x, dtype=dtype))
+
+
+_SMALL = OrderedDict()
+SMALL_BYTES = 1 << 20
+
+
+def cached(x, dtype=None):
+    """Like :func:`to_device`, but a small host array (a space's gaps or weights, a
+    stand-in) is copied once and reused while the same bytes come again: no host →
+    device copy per call in a training loop. Kernels never write into these."""
+    if on_device(x):
+        return to_device(x)
+    a = np.ascontiguousarray(x, dtype=dtype)
+    if a.nbytes > SMALL_BYTES:
+        return cuda.to_device(a)
+    key = (a.dtype.str, a.shape, a.tobytes())
+    hit = _SMALL.get(key)
+    if hit is None:
+        hit = _SMALL[key] = cuda.to_device(a)
+        while len(_SMALL) > 64:
+            _SMALL.popitem(last=False)
+    else:
+        _SMALL.move_to_end(key)
+    return hit
+
+
+_SCRATCH = {}
+
+
+def work_array(shape, dtype):
+    """A device work array, kept for the next call of the same shape (every launch goes
+    to the default stream, so successive kernels never share it at once)."""
+    key = (tuple(int(k) for k in np.atleast_1d(shape)), np.dtype(dtype).str)
+    hit = _SCRATCH.get(key)
+    if hit is None:
+        _SCRATCH.clear()  # one at a time: they can be large
+        hit = _SCRATCH[key] = cuda.device_array(key[0], dtype=dtype)
+    return hit
+
+
+def dummy(dtype, ndim=1):
+    """A one-element device array standing in for an unused argument."""
+    return cached(np.zeros((1,) * ndim, dtype=dtype))
+
+
+def launch_shape(n, threads_per_block, width=None):
+    """(threads, group width W, groups per block R = threads / W): threads is the largest
+    power of two ≤ threads_per_block, W the smallest power of two ≥ min(n, threads), or
+    the largest ≤ ``width`` when given."""
+    threads = 1 << (max(int(threads_per_block), 1).bit_length() - 1)
+    if width is None:
+        width = 1
+        while width < n and width < threads:
+            width *= 2
+    width = min(1 << (max(int(width), 1).bit_length() - 1), threads)
+    return threads, width, threads // width
+
+
+def output(x, shape, dtype):
+    """(device array to write, host array to copy into afterwards or None)."""
+    if x is None:
+        return cuda.device_array(shape, dtype=dtype), None
+    if on_device(x):
+        return to_device(x), None
+    return cuda.device_array(x.shape, dtype=x.dtype), x
+
+
+def finish(dev, host, like_device):
+    """Copy ``dev`` into the caller's host array, or hand back the device array (for a
+    device input) or a new host copy (for a host input)."""
+    if host is not None:
+        dev.copy_to_host(host)
+        return host
+    return dev if like_device else dev.copy_to_host()
+
+
+def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, threads_per_block=128,
+                     width=None, max_shared=SHARED_BYTES):
+    """EMD^rho of every row (and gradients) on the GPU; the arguments of
+    ``kernels.chain.chain_batch`` without the scratch.
+
+    P (B, N) float32/float64; Q (B, N) target rows, or C (B,) int64 class indices (then
+    Q is ignored; pass None or an empty C for rows); d (N−1,) float64 gaps; out (B,) and
+    G (B, N): host or device arrays to fill, or None to allocate (on the device when P
+    is there, else on the host). No gradient when G is None or has no columns.
+    width: lanes per row (default from N); max_shared: dynamic shared memory allowed
+    for the stash (0 forces the global scratch). Returns (out, G).
+    """
+    dev_in = on_device(P)
+    dP = to_device(P)
+    B, N = dP.shape
+    use_c = C is not None and C.shape[0] > 0
+    dC = to_device(C, np.int64) if use_c else dummy(np.int64)
+    dQ = dP if use_c or Q is None else to_device(Q)
+    dd = cached(d, np.float64) if N > 1 else dummy(np.float64)
+    want_grad = G is not None and G.shape[1] > 0
+    o, o_host = output(out, B, dP.dtype)
+    if want_grad:
+        g, g_host = output(G, (B, N), dP.dtype)
+    else:
+        g, g_host = dummy(dP.dtype, 2), None
+    if B:
+        threads, width, per_block = launch_shape(N, threads_per_block, width)
+        blocks = -(-B // per_block)
+        shared = (threads + per_block * N) * 8
+        if shared <= max_shared:
+            _chain_shared[blocks, threads, 0, shared](
+                dP, dQ, dC, use_c, dd, float(rho), o, g, want_grad, width)
+        else:
+            blocks = max(1, min(blocks, SCRATCH_BYTES // (per_block * N * 8)))
+            work = work_array(blocks * per_block * N, np.float64)
+            _chain_global[blocks, threads, 0, threads * 8](
+                dP, dQ, dC, use_c, dd, float(rho), o, g, want_grad, width, work)
+    out = finish(o, o_host, dev_in)
+    if want_grad:
+        G = finish(g, g_host, dev_in)
+    return out, G

@@ -1,0 +1,265 @@
+"""Sinkhorn distance on the GPU (numba.cuda): the twin of ``kernels.sinkhorn`` + ``gibbs``.
+
+Same algorithm, forms, stopping rule and outputs, row by row::
+
+    u ← 1;  repeat: v = q ⊘ Kᵀu;  err = ‖u ⊙ Kv − p‖₁;  stop if err is not finite, the
+    limit is reached or err < tol (tol > 0);  u ← p ⊘ Kv
+    SD = Σ u ⊙ ((K ⊙ M) v),  gradient log(u)/λ minus the mean of its finite entries
+
+(the log form runs f = log u, g = log v with logaddexp). The space's Gibbs kernel is the
+``gibbs.Gibbs`` namedtuple of ``emdcli.sinkhorn.gibbs_for``; K x and (K ⊙ M) x are the
+CPU's passes, in the working dtype, transcribed:
+  chain  forward/backward recurrences, run by lane 0 of the row's group (``gpu_chain``)
+  tree   level-synchronous up (by height) and down (by depth) passes over the
+         ``gpu_tree`` plan, lanes across the nodes of a level; the outside message of a
+         child is the parent's plus its siblings' (prefix/suffix sums), never a difference
+  dense  here: one output bin per lane, a serial dot product (log: max, then Σ exp)
+Thread mapping: a group of W lanes per row (chain default W = 1: one thread per row;
+tree and dense: up to a block per row), R groups per block; the loop over iterations
+stays block-uniform (``syncthreads_or`` over the groups still running) while each row
+stops on its own and keeps its u. Per-row vectors (u, v, Kᵀu, Kv and 7 node-length rows
+of tree work space, as the CPU's N_SCRATCH) live in a global scratch row per group slot.
+"""
+
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from .gibbs import CHAIN, TREE
+from .gpu_chain import (
+    SCRATCH_BYTES, exp_, log_, cached, chain_log, chain_plain, dummy, finish, group_scan,
+    launch_shape, on_device, output, to_device, work_array,
+)
+from .gpu_tree import device_tree, tree_apply
+
+N_SCRATCH = 11  # u, v, ku, kv + 7 rows of Gibbs work space
+
+
+# ----------------------------------------------------------------------------- dense
+
+
+@cuda.jit(device=True)
+def _dense_apply(x, out, moment, transpose, log_form, lane, width, mat, mat_t, mat2_t, scale,
+                 n):
+    """out = K x, Kᵀ x or (K ⊙ M) x (log forms: log of it with e^x), one bin per lane.
+    mat = K, mat_t = Kᵀ, mat2_t = (K ⊙ M)ᵀ (log forms: their logs), so that the lanes
+    always read a matrix row: out_i = Σ_j A[j, i] x_j."""
+    a = mat if transpose else mat_t
+    for i in range(lane, n, width):
+        if not log_form:
+            s = scale - scale
+            for j in range(n):
+                if moment:
+                    s += mat2_t[j, i] * x[j]
+                else:
+                    s += a[j, i] * x[j]
+            out[i] = s
+            continue
+        best = -math.inf
+        for j in range(n):
+            t = a[j, i] + x[j] + (mat2_t[j, i] if moment else 0.0)
+            if t > best:
+                best = t
+        if best == -math.inf:
+            out[i] = best
+            continue
+        s = 0.0
+        for j in range(n):
+            s += exp_(a[j, i] + x[j] + (mat2_t[j, i] if moment else 0.0) - best)
+        out[i] = best + log_(s)
+
+
+# ------------------------------------------------------------------------ the solver
+
+
+@cuda.jit(device=True)
+def _apply(x, out, moment, transpose, log_form, active, lane, width, n, kind, mat, mat_t,
+           mat2_t, alpha, w, parent, bin_node, kids, child_ptr, up_nodes, up_ptr, down_nodes,
+           down_ptr, bin_perm, layer_ptr, scale, s):
+    """Any space, any form; every thread of the block calls it (it synchronises)."""
+    if kind == TREE:
+        tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, parent,
+                   bin_node, kids, child_ptr, up_nodes, up_ptr, down_nodes, down_ptr,
+                   bin_perm, layer_ptr, scale, s)
+        return
+    if active:
+        if kind == CHAIN:
+            if lane == 0:
+                if log_form:
+                    chain_log(x, alpha, w, scale, out, moment, s[4], n)
+                else:
+                    chain_plain(x, alpha, w, scale, out, moment, s[4], n)
+        else:
+            _dense_apply(x, out, moment, transpose, log_form, lane, width, mat, mat_t, mat2_t,
+                         scale, n)
+    cuda.syncthreads()
+
+
+@cuda.jit
+def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
+              kind, mat, mat_t, mat2_t, alpha, w, parent, bin_node, kids, child_ptr, up_nodes,
+              up_ptr, down_nodes, down_ptr, bin_perm, layer_ptr, scale, width, scratch):
+    """Every row of P, Q (B, N); scratch (slots, N_SCRATCH, max(N, nodes)) in the dtype;
+    dynamic shared memory: threads float64 (reductions)."""
+    buf = cuda.shared.array(0, dtype=float64)
+    tid = cuda.threadIdx.x
+    lane = tid % width
+    per_block = cuda.blockDim.x // width
+    s = scratch[cuda.blockIdx.x * per_block + tid // width]
+    u, v, ku, kv = s[0], s[1], s[2], s[3]
+    n_rows, n = P.shape[0], P.shape[1]
+    step = cuda.gridDim.x * per_block
+    first = cuda.blockIdx.x * per_block
+    while first < n_rows:
+        b = first + tid // width
+        live = b < n_rows
+        for i in range(lane, n, width):
+            u[i] = 0 if log_form else 1
+        active = live
+        it = 0
+        err = 0.0
+        cuda.syncthreads()
+        while True:
+            _apply(u, ku, False, True, log_form, active, lane, width, n, kind, mat, mat_t,
+                   mat2_t, alpha, w, parent, bin_node, kids, child_ptr, up_nodes, up_ptr,
+                   down_nodes, down_ptr, bin_perm, layer_ptr, scale, s)  # Kᵀu
+            if active:
+                for j in range(lane, n, width):
+                    if log_form:
+                        v[j] = log_(Q[b, j]) - ku[j]
+                    else:
+                        v[j] = Q[b, j] / ku[j]
+            cuda.syncthreads()
+            _apply(v, kv, False, False, log_form, active, lane, width, n, kind, mat, mat_t,
+                   mat2_t, alpha, w, parent, bin_node, kids, child_ptr, up_nodes, up_ptr,
+                   down_nodes, down_ptr, bin_perm, layer_ptr, scale, s)  # K v
+            e = 0.0
+            if active:
+                for i in range(lane, n, width):
+                    if log_form:
+                        e += abs(exp_(float64(u[i] + kv[i])) - float64(P[b, i]))
+                    else:
+                        e += abs(float64(u[i] * kv[i]) - float64(P[b, i]))
+            incl, excl, e = group_scan(buf, tid, lane, width, e)
+            if active:
+                err = e
+                if not math.isfinite(err) or it >= iters or (tol > 0 and err < tol):
+                    active = False
+                else:
+                    for i in range(lane, n, width):
+                        if log_form:
+                            u[i] = log_(P[b, i]) - kv[i]
+                        else:
+                            u[i] = P[b, i] / kv[i]
+                    it += 1
+            if cuda.syncthreads_or(1 if active else 0) == 0:
+                break
+        _apply(v, kv, True, False, log_form, live, lane, width, n, kind, mat, mat_t, mat2_t,
+               alpha, w, parent, bin_node, kids, child_ptr, up_nodes, up_ptr, down_nodes,
+               down_ptr, bin_perm, layer_ptr, scale, s)  # (K ⊙ M) v
+        value = 0.0
+        if live:
+            for i in range(lane, n, width):
+                if log_form:
+                    value += exp_(float64(u[i] + kv[i]))
+                else:
+                    value += float64(u[i] * kv[i])
+        incl, excl, value = group_scan(buf, tid, lane, width, value)
+        if want_grad:
+            total = 0.0
+            count = 0.0
+            if live:
+                for i in range(lane, n, width):
+                    G[b, i] = (u[i] / lam) if log_form else (log_(u[i]) / lam)
+                    gi = G[b, i]
+                    if math.isfinite(gi):
+                        total += gi
+                        count += 1.0
+            incl, excl, total = group_scan(buf, tid, lane, width, total)
+            incl, excl, count = group_scan(buf, tid, lane, width, count)
+            if live and count > 0.0:
+                mean = total / count
+                for i in range(lane, n, width):
+                    G[b, i] -= mean
+        if live and lane == 0:
+            values[b] = value
+            iterations[b] = it
+            errors[b] = err
+        first += step
+
+
+# ------------------------------------------------------------------------------- host
+
+
+def dense_arrays(g, dtype):
+    """(K, Kᵀ, (K ⊙ M)ᵀ) of a dense Gibbs (log forms: their logs) on the device, in the
+    layout the dense kernel reads; make them once for a loop of calls."""
+    mat = np.asarray(g.mat, dtype=dtype)
+    mat2_t = np.ascontiguousarray(np.asarray(g.mat2, dtype=dtype).T)
+    return tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (mat, mat.T, mat2_t))
+
+
+def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=None,
+                        iterations=None, errors=None, G=None, threads_per_block=128,
+                        width=None, dense=None):
+    """Sinkhorn for every row of P, Q (B, N) on the GPU over the space ``g`` (a
+    ``gibbs.Gibbs`` of any kind, as built by ``emdcli.sinkhorn.gibbs_for`` for P's dtype;
+    host arrays; the small ones are copied once per distinct space and reused).
+
+    values, errors (B,) float64, iterations (B,) int64, G (B, N): host or device arrays
+    to fill, or None to allocate like P. width: lanes per row (default: 1 for a chain,
+    else up to the block). dense: :func:`dense_arrays` of g, made once (else per call).
+    Returns (values, iterations, errors, G or None).
+    """
+    dev_in = on_device(P)
+    dP = to_device(P)
+    B, N = dP.shape
+    dt = dP.dtype
+    dQ = to_device(Q)
+    scale = dt.type(g.scale)
+    fdum, idum = dummy(dt), dummy(np.int64)
+    mat = mat_t = mat2_t = dummy(dt, 2)
+    alpha = w = fdum
+    parent = bin_node = idum  # every kind's kernel is typed with the tree's int arrays
+    plan_arrays = (idum,) * 8
+    nodes = N
+    if g.kind == TREE:
+        plan, (alpha, w) = device_tree(g.parent, g.bin_node, np.asarray(g.alpha, dt),
+                                       np.asarray(g.w, dt))
+        parent, bin_node = plan.parent, plan.bin_node
+        plan_arrays = (plan.child_idx, plan.child_ptr, plan.up_nodes, plan.up_ptr,
+                       plan.down_nodes, plan.down_ptr, plan.bin_perm, plan.layer_ptr)
+        nodes, widest = parent.shape[0], plan.widest
+    elif g.kind == CHAIN:
+        if N > 1:
+            alpha, w = cached(g.alpha, dt), cached(g.w, dt)
+        widest = 1
+        if width is None:  # one thread per row: one warp per block spreads small batches
+            threads_per_block = min(threads_per_block, 32)
+    else:
+        mat, mat_t, mat2_t = dense if dense is not None else dense_arrays(g, dt)
+        widest = N
+    vals, vals_host = output(values, B, np.float64)
+    its, its_host = output(iterations, B, np.int64)
+    errs, errs_host = output(errors, B, np.float64)
+    if want_grad:
+        grad, grad_host = output(G, (B, N), dt)
+    else:
+        grad, grad_host = dummy(dt, 2), None
+    if B:
+        threads, width, per_block = launch_shape(widest, threads_per_block, width)
+        width_n = max(N, nodes)
+        blocks = -(-B // per_block)
+        slot_bytes = per_block * N_SCRATCH * width_n * dt.itemsize
+        blocks = max(1, min(blocks, SCRATCH_BYTES // slot_bytes))
+        work = work_array((blocks * per_block, N_SCRATCH, width_n), dt)
+        _sinkhorn[blocks, threads, 0, threads * 8](
+            dP, dQ, float(lam), int(iters), float(tol), bool(log_form), bool(want_grad),
+            vals, its, errs, grad, int(g.kind), mat, mat_t, mat2_t, alpha, w, parent,
+            bin_node, *plan_arrays, scale, width, work)
+    values = finish(vals, vals_host, dev_in)
+    iterations = finish(its, its_host, dev_in)
+    errors = finish(errs, errs_host, dev_in)
+    G = finish(grad, grad_host, dev_in) if want_grad else None
+    return values, iterations, errors, G

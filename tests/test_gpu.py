@@ -1,0 +1,445 @@
+"""The numba.cuda kernels (``emdcli.kernels.gpu_*``, ``emdcli.gpu``) against the CPU kernels.
+
+Without a GPU (CI) they run in the CUDA simulator: this module sets NUMBA_ENABLE_CUDASIM=1
+just long enough to import numba.cuda (which picks its mode once, on first import) and
+puts the variable back, so the other test modules in the same process are untouched;
+the CPU kernels are plain ``numba.njit`` and keep compiling natively. On a real GPU run
+``EMDCLI_TEST_CUDA=real pytest tests/test_gpu.py`` (the same tests, un-simulated).
+The simulator runs every thread as a Python thread, so the inputs are tiny, with 4
+threads per block so that rows span several blocks and lanes.
+
+Every kernel is compared with its CPU twin (values and gradients, float32 and float64):
+chain EMD^rho (random positions, rows and class targets, shared and global scratch, one
+thread per row and a group per row), tree HEMD^rho (random trees, bins on internal nodes,
+several bins on one node, value-only), Sinkhorn plain and log over chain, tree and dense
+Gibbs kernels (an asymmetric ground matrix too, zero masses, per-row stopping). Device
+arrays in give device arrays out (the launchers, ``gpu.emd_on_device``); ``emdcli.gpu``'s
+dispatch agrees with ``emdcli.emd`` / ``emdcli.sinkhorn.sinkhorn``. A last test compiles
+every kernel to PTX for sm_90 in a subprocess (when a CUDA toolkit's NVVM is installed),
+which catches typing errors the simulator, being Python, cannot.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import numpy as np
+import pytest
+
+REAL = os.environ.get("EMDCLI_TEST_CUDA") == "real"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _import_cuda():
+    """numba.cuda, in simulator mode unless a real GPU run was asked for (or numba.cuda
+    was already imported), leaving NUMBA_ENABLE_CUDASIM as it was."""
+    if REAL or "numba.cuda" in sys.modules:
+        from numba import cuda
+
+        return cuda
+    from numba.core import config
+
+    before = os.environ.get("NUMBA_ENABLE_CUDASIM")
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    config.reload_config()
+    try:
+        from numba import cuda
+    finally:
+        if before is None:
+            del os.environ["NUMBA_ENABLE_CUDASIM"]
+        else:
+            os.environ["NUMBA_ENABLE_CUDASIM"] = before
+        config.reload_config()
+    return cuda
+
+
+cuda = _import_cuda()
+SIM = ".simulator" in cuda.jit.__module__
+if not SIM and not cuda.is_available():
+    if REAL:
+        pytest.fail("EMDCLI_TEST_CUDA=real but no usable GPU", pytrace=False)
+    pytest.skip("numba.cuda was imported for a real GPU and none is usable", allow_module_level=True)
+
+import emdcli  # noqa: E402
+from emdcli import gpu  # noqa: E402
+from emdcli.kernels.chain import chain_batch  # noqa: E402
+from emdcli.kernels.gpu_chain import chain_batch_cuda, on_device  # noqa: E402
+from emdcli.kernels.gpu_sinkhorn import sinkhorn_batch_cuda  # noqa: E402
+from emdcli.kernels.gpu_tree import tree_value_cuda, tree_value_grad_cuda  # noqa: E402
+from emdcli.kernels.sinkhorn import N_SCRATCH, sinkhorn_batch  # noqa: E402
+from emdcli.kernels.tree import tree_value, tree_value_grad  # noqa: E402
+from emdcli.sinkhorn import gibbs_for  # noqa: E402
+from emdcli.spaces import Chain, Ground, Tree  # noqa: E402
+
+TPB = 4  # threads per block: several blocks, several lanes per row
+# the simulator computes with NumPy scalars in its own threads: log(0) warns there
+pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
+
+
+@pytest.fixture(autouse=True)
+def _simulated():
+    """Keep NUMBA_ENABLE_CUDASIM=1 visible to emdcli.gpu while a test runs (simulator
+    only); the simulator computes with NumPy scalars, which warn where the GPU is silent."""
+    if not SIM:
+        yield
+        return
+    before = os.environ.get("NUMBA_ENABLE_CUDASIM")
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    try:
+        with np.errstate(all="ignore"):
+            yield
+    finally:
+        if before is None:
+            del os.environ["NUMBA_ENABLE_CUDASIM"]
+        else:
+            os.environ["NUMBA_ENABLE_CUDASIM"] = before
+
+
+def rng_for(*key):
+    return np.random.default_rng(zlib.crc32(repr(("gpu",) + key).encode()))
+
+
+def rows(rng, b, n, dt, zeros=False):
+    a = rng.uniform(0.05, 1.0, (b, n)) ** 2
+    if zeros:
+        a[0, rng.integers(0, n)] = 0.0
+    return (a / a.sum(axis=1, keepdims=True)).astype(dt)
+
+
+def close(dt):
+    return dict(rtol=1e-10, atol=1e-12) if dt == np.float64 else dict(rtol=2e-5, atol=2e-6)
+
+
+def host(x):
+    return x.copy_to_host() if on_device(x) else x
+
+
+def random_tree(rng, nodes, n_bins, shared_nodes=False):
+    """Flattened arrays (parent[v] < v): random parents, real weights (one zero), bins on a
+    random subset of nodes (internal ones and the root included), or with repeats."""
+    parent = np.array([-1] + [int(rng.integers(max(0, v - 3), v)) if rng.uniform() < 0.5
+                              else int(rng.integers(0, v)) for v in range(1, nodes)], dtype=np.int64)
+    weight = rng.uniform(0.1, 2.0, nodes)
+    weight[0] = 0.0
+    if nodes > 1:
+        weight[rng.integers(1, nodes)] = 0.0
+    if shared_nodes:
+        bin_node = rng.integers(0, nodes, n_bins)
+    else:
+        bin_node = rng.permutation(nodes)[:n_bins]
+    bin_node = bin_node.astype(np.int64)
+    count = np.bincount(bin_node, minlength=nodes).astype(np.int64)
+    for v in range(nodes - 1, 0, -1):
+        count[parent[v]] += count[v]
+    return parent, weight, bin_node, count
+
+
+# ----------------------------------------------------------------------------- chain
+
+CHAIN_CASES = [
+    # dtype, classes, rho, width, max_shared, n
+    (np.float64, False, 2.0, None, None, 7),
+    (np.float32, False, 1.0, None, None, 7),
+    (np.float64, True, 1.5, None, 0, 7),  # global stash
+    (np.float32, True, 2.0, 1, None, 6),  # one thread per row
+    (np.float64, False, 3.0, 2, 0, 9),  # two lanes, several tiles, global stash
+    (np.float64, True, 1.0, None, None, 1),  # a single bin: no gaps
+]
+
+
+@pytest.mark.parametrize("dt,classes,rho,width,max_shared,n", CHAIN_CASES)
+def test_chain_matches_cpu(dt, classes, rho, width, max_shared, n):
+    rng = rng_for("chain", dt.__name__, classes, rho, width, n)
+    b = 5
+    P, Q = rows(rng, b, n, dt), rows(rng, b, n, dt)
+    x = np.cumsum(rng.uniform(0.2, 2.0, n))
+    d = np.ascontiguousarray(np.diff(x))
+    C = rng.integers(0, n, b).astype(np.int64) if classes else np.empty(0, np.int64)
+    out, G = np.empty(b, dt), np.empty((b, n), dt)
+    chain_batch(P, P if classes else Q, C, d, rho, out, G, np.empty((2, n)))
+    kw = dict(threads_per_block=TPB, width=width)
+    if max_shared is not None:
+        kw["max_shared"] = max_shared
+    got, grad = chain_batch_cuda(P, Q, C, d, rho, None, np.empty((b, n), dt), **kw)
+    assert got.dtype == dt and grad.dtype == dt
+    np.testing.assert_allclose(got, out, **close(dt))
+    np.testing.assert_allclose(grad, G, **close(dt))
+    value_only, none = chain_batch_cuda(P, Q, C, d, rho, np.empty(b, dt), None, **kw)
+    assert none is None
+    np.testing.assert_allclose(value_only, out, **close(dt))
+
+
+# ------------------------------------------------------------------------------ tree
+
+TREE_CASES = [
+    # dtype, classes, rho, nodes, bins, shared_nodes, max_shared
+    (np.float64, False, 2.0, 9, 6, False, None),
+    (np.float32, True, 1.0, 11, 7, False, None),
+    (np.float64, True, 1.5, 10, 10, False, 0),  # every node a bin, global scratch
+    (np.float32, False, 2.0, 8, 6, True, None),  # several bins on one node
+    (np.float64, False, 1.0, 1, 1, False, None),  # the root alone
+]
+
+
+@pytest.mark.parametrize("dt,classes,rho,nodes,n_bins,shared_nodes,max_shared", TREE_CASES)
+def test_tree_matches_cpu(dt, classes, rho, nodes, n_bins, shared_nodes, max_shared):
+    rng = rng_for("tree", dt.__name__, classes, rho, nodes, n_bins, shared_nodes)
+    parent, weight, bin_node, count = random_tree(rng, nodes, n_bins, shared_nodes)
+    b, n = 4, n_bins
+    P, Q = rows(rng, b, n, dt), rows(rng, b, n, dt)
+    c = rng.integers(0, n, b).astype(np.int64) if classes else np.full(b, -1, np.int64)
+    out, G = np.empty(b, dt), np.empty((b, n), dt)
+    tree_value_grad(P, Q, c, parent, weight, bin_node, count, rho, out, G, np.empty((2, nodes)))
+    kw = dict(threads_per_block=TPB)
+    if max_shared is not None:
+        kw["max_shared"] = max_shared
+    got, grad = tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, count, rho,
+                                     np.empty(b, dt), np.empty((b, n), dt), **kw)
+    np.testing.assert_allclose(got, out, **close(dt))
+    np.testing.assert_allclose(grad, G, **close(dt))
+    values = np.empty(b, dt)
+    tree_value(P, Q, c, parent, weight, bin_node, rho, values, np.empty((2, nodes)))
+    np.testing.assert_allclose(tree_value_cuda(P, Q, c, parent, weight, bin_node, rho, **kw),
+                               values, **close(dt))
+
+
+# -------------------------------------------------------------------------- sinkhorn
+
+
+def small_tree():
+    """8 nodes, bins on leaves and on internal nodes, one zero-cost edge."""
+    return Tree.from_edges(list("rabcdefg"), ["", "r", "r", "a", "a", "b", "c", "c"],
+                           [0, 1.0, 2.0, 0.5, 0.0, 1.0, 0.7, 0.3], bins=list("dfgbe"))
+
+
+def space_for(kind, rng):
+    if kind == "chain":
+        return Chain.from_positions(np.cumsum(rng.uniform(0.2, 1.5, 5))), False
+    if kind == "tree":
+        return small_tree(), False
+    m = rng.uniform(0.0, 2.0, (4, 4))  # asymmetric, not a metric
+    np.fill_diagonal(m, 0.0)
+    return Ground.from_matrix(m), True
+
+
+def cpu_sinkhorn(P, Q, g, lam, iters, tol, log_form, width):
+    b, n = P.shape
+    values, errors = np.empty(b), np.empty(b)
+    its = np.empty(b, np.int64)
+    G = np.empty((b, n), P.dtype)
+    with np.errstate(all="ignore"):
+        sinkhorn_batch(P, Q, g, lam, iters, tol, log_form, True, values, its, errors, G,
+                       np.empty((2, N_SCRATCH, width), P.dtype))
+    return values, its, errors, G
+
+
+def assert_same_sinkhorn(got, want, dt):
+    values, its, errors, G = (host(x) for x in got)
+    np.testing.assert_array_equal(its, want[1])
+    np.testing.assert_allclose(values, want[0], **close(dt))
+    np.testing.assert_allclose(errors, want[2], rtol=1e-4 if dt == np.float32 else 1e-8,
+                               atol=1e-6 if dt == np.float32 else 1e-12)
+    finite = np.isfinite(want[3])
+    np.testing.assert_array_equal(np.isfinite(G), finite)
+    np.testing.assert_allclose(G[finite], want[3][finite], **close(dt))
+
+
+@pytest.mark.parametrize("kind", ["chain", "tree", "dense"])
+@pytest.mark.parametrize("log_form", [False, True])
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+def test_sinkhorn_matches_cpu(kind, log_form, dt):
+    rng = rng_for("sinkhorn", kind, log_form, dt.__name__)
+    sp, dense = space_for(kind, rng)
+    b, n, lam = (2 if kind == "tree" else 3), sp.n, 2.5
+    P, Q = rows(rng, b, n, dt, zeros=True), rows(rng, b, n, dt)
+    g = gibbs_for(sp, lam, dt, log_form, dense=dense)
+    width = max(n, getattr(sp, "n_nodes", n))
+    want = cpu_sinkhorn(P, Q, g, lam, 3, 0.0, log_form, width)
+    got = sinkhorn_batch_cuda(P, Q, g, lam, 3, 0.0, log_form, True, threads_per_block=TPB)
+    assert_same_sinkhorn(got, want, dt)
+
+
+@pytest.mark.parametrize("kind,width,lam", [("chain", 2, 0.5), ("tree", 2, 0.5), ("dense", 1, 2.0)])
+def test_sinkhorn_rows_stop_on_their_own(kind, width, lam):
+    """With a tolerance, rows converge after different numbers of iterations (as on the
+    CPU) while the others go on; group widths other than the default."""
+    rng = rng_for("stop", kind)
+    sp, dense = space_for(kind, rng)
+    b, n = 3, sp.n
+    P, Q = rows(rng, b, n, np.float64), rows(rng, b, n, np.float64)
+    g = gibbs_for(sp, lam, np.float64, False, dense=dense)
+    want = cpu_sinkhorn(P, Q, g, lam, 8, 1e-3, False, max(n, getattr(sp, "n_nodes", n)))
+    assert len(set(want[1].tolist())) > 1
+    got = sinkhorn_batch_cuda(P, Q, g, lam, 8, 1e-3, False, True, threads_per_block=TPB,
+                              width=width)
+    assert_same_sinkhorn(got, want, np.float64)
+
+
+# --------------------------------------------------------------- device arrays, dispatch
+
+
+def test_device_arrays_in_device_arrays_out():
+    """Arrays already on the GPU stay there: the launchers and gpu.emd_on_device."""
+    rng = rng_for("device")
+    b, n = 3, 5
+    P, Q = rows(rng, b, n, np.float32), rows(rng, b, n, np.float32)
+    dP, dQ = cuda.to_device(P), cuda.to_device(Q)
+    chain = Chain.uniform(n)
+    want = chain_batch_cuda(P, Q, None, chain.gaps, 2.0, None, np.empty((b, n), np.float32),
+                            threads_per_block=TPB)
+    out, G = chain_batch_cuda(dP, dQ, None, chain.gaps, 2.0, None,
+                              cuda.device_array((b, n), np.float32), threads_per_block=TPB)
+    assert on_device(out) and on_device(G)
+    np.testing.assert_array_equal(out.copy_to_host(), want[0])
+    np.testing.assert_array_equal(G.copy_to_host(), want[1])
+    values, G = gpu.emd_on_device(dP, dQ, chain, 2.0, gradient=True, threads_per_block=TPB)
+    assert on_device(values) and on_device(G)
+    np.testing.assert_array_equal(values.copy_to_host(), want[0])
+    np.testing.assert_array_equal(G.copy_to_host(), want[1])
+    tree = small_tree()
+    labels = np.array([4, 0, 2])
+    values = gpu.emd_on_device(dP, cuda.to_device(labels), tree, threads_per_block=TPB)
+    np.testing.assert_allclose(values.copy_to_host(), emdcli.emd(P, labels, space=tree, dtype="float32"),
+                               **close(np.float32))
+    c = np.full(b, -1, np.int64)
+    out, G = tree_value_grad_cuda(dP, dQ, c, tree.parent, tree.weight, tree.bin_node,
+                                  tree.count, 2.0, None, cuda.device_array((b, n), np.float32),
+                                  threads_per_block=TPB)
+    assert on_device(out) and on_device(G)
+    vals, grads = np.empty(b, np.float32), np.empty((b, n), np.float32)
+    tree_value_grad(P, Q, c, tree.parent, tree.weight, tree.bin_node, tree.count, 2.0, vals,
+                    grads, np.empty((1, tree.n_nodes)))
+    np.testing.assert_allclose(out.copy_to_host(), vals, **close(np.float32))
+    np.testing.assert_allclose(G.copy_to_host(), grads, **close(np.float32))
+    g = gibbs_for(chain, 2.0, np.float32, True)
+    got = sinkhorn_batch_cuda(dP, dQ, g, 2.0, 3, 0.0, True, True, threads_per_block=TPB)
+    assert all(on_device(x) for x in got)
+    assert_same_sinkhorn(got, cpu_sinkhorn(P, Q, g, 2.0, 3, 0.0, True, n), np.float32)
+
+
+def test_dispatch_matches_public_functions():
+    """emdcli.gpu's chain_cuda / tree_cuda / sinkhorn_cuda, called as api._chain / _tree
+    and sinkhorn._structured are, agree with emdcli.emd and emdcli.sinkhorn.sinkhorn."""
+    from emdcli.sinkhorn import sinkhorn
+
+    assert gpu.cuda_available()
+    rng = rng_for("dispatch")
+    b, n = 2, 5
+    P, Q = rows(rng, b, n, np.float64), rows(rng, b, n, np.float64)
+    labels = rng.integers(0, n, b).astype(np.int64)
+    chain = Chain.from_positions(np.cumsum(rng.uniform(0.5, 1.5, n)))
+    tree = small_tree()
+    for sp, call, kind, q in [(chain, gpu.chain_cuda, "rows", Q),
+                              (tree, gpu.tree_cuda, "classes", labels)]:
+        want_v, want_g = emdcli.emd(P, q, space=sp, rho=2.0, gradient=True)
+        values, g = np.empty(b), np.empty((b, n))
+        call(P, kind, q, sp, 2.0, values, g, threads_per_block=TPB)
+        np.testing.assert_allclose(values, want_v, **close(np.float64))
+        np.testing.assert_allclose(g, want_g, **close(np.float64))
+    values = np.empty(b)
+    gpu.tree_cuda(P, "rows", Q, tree, 1.0, values, None, threads_per_block=TPB)
+    np.testing.assert_allclose(values, emdcli.emd(P, Q, space=tree), **close(np.float64))
+    values, _ = gpu.chain_cuda(P, "classes", labels, chain, 1.0, None, None, threads_per_block=TPB)
+    np.testing.assert_allclose(values, emdcli.emd(P, labels, space=chain), **close(np.float64))
+    res = sinkhorn(P, Q, lam=2.0, iters=3, tol=0.0, space=chain, kernel="dense", gradient=True)
+    values, its, errors, G = gpu.sinkhorn_cuda(P, Q, chain, 2.0, 3, 0.0, False, True, True,
+                                               np.float64, threads_per_block=TPB)
+    np.testing.assert_array_equal(its, res.iterations)
+    np.testing.assert_allclose(values, res.values, **close(np.float64))
+    np.testing.assert_allclose(G, res.gradient, **close(np.float64))
+
+
+def test_cuda_available_follows_the_simulator_switch(monkeypatch):
+    if not SIM:
+        assert gpu.cuda_available() and gpu.resolve_device("auto") == "cuda"
+        return
+    assert gpu.cuda_available() and gpu.resolve_device("auto") == "cuda"
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM")
+    assert not gpu.cuda_available()
+    assert gpu.resolve_device("auto") == "cpu"
+    with pytest.raises(gpu.EMDInputError, match="device cuda is not available"):
+        gpu.resolve_device("cuda")
+
+
+def test_importing_emdcli_does_not_import_numba_cuda():
+    code = ("import sys, emdcli, emdcli.api, emdcli.sinkhorn, emdcli.gpu; "
+            "assert 'numba.cuda' not in sys.modules, 'numba.cuda imported'")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+
+
+# ------------------------------------------------------------------- real compilation
+
+PTX_CHECK = textwrap.dedent("""
+    import sys, types
+    import numpy as np
+    from numba import cuda, typeof
+    try:  # NVVM compiles without a GPU; only the device query needs standing in for
+        from numba.cuda.cudadrv import nvvm
+        nvvm.NVVM()
+        import numba.cuda.dispatcher as disp
+        disp.get_current_device
+        disp.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+    except Exception as exc:
+        print("cannot compile for a GPU here:", exc)
+        sys.exit(3)
+    from emdcli.kernels import gpu_chain, gpu_sinkhorn, gpu_tree
+    from emdcli.sinkhorn import gibbs_for
+    from emdcli.spaces import Chain, Ground, Tree
+
+    # launch nothing: host arrays stand in for device arrays, launches are recorded
+    cuda.to_device = lambda a, *args, **kw: np.array(a)
+    cuda.device_array = lambda shape, dtype=np.float64, **kw: np.zeros(shape, dtype)
+    seen = {}
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+        def __getitem__(self, config):
+            def launch(*args):
+                sig = tuple(typeof(a) for a in args)
+                seen[(self.kernel.py_func.__name__, sig)] = (self.kernel.py_func, sig)
+            return launch
+    for mod in (gpu_chain, gpu_tree, gpu_sinkhorn):
+        mod.finish = lambda dev, host, like: dev if host is None else host
+        for name in ("_chain_shared", "_chain_global", "_tree_shared", "_tree_global",
+                     "_sinkhorn"):
+            if hasattr(mod, name):
+                setattr(mod, name, Recorder(getattr(mod, name)))
+    tree = Tree.from_edges(list("rabc"), ["", "r", "r", "a"], [0, 1, 2, 1])
+    for dt in (np.float32, np.float64):
+        P = np.full((2, 3), 1 / 3, dt)
+        for shared in (0, 1 << 20):
+            gpu_chain.chain_batch_cuda(P, P, None, np.ones(2), 2.0, None, np.empty((2, 3), dt),
+                                       max_shared=shared)
+            gpu_tree.tree_value_grad_cuda(P[:, :2], P[:, :2], np.full(2, -1), tree.parent,
+                                          tree.weight, tree.bin_node, tree.count, 2.0, None,
+                                          np.empty((2, 2), dt), max_shared=shared)
+        for sp, dense in ((Chain.uniform(3), False), (tree, False), (Chain.uniform(3), True)):
+            g = gibbs_for(sp, 1.0, dt, True, dense=dense)
+            q = P[:, :sp.n]
+            gpu_sinkhorn.sinkhorn_batch_cuda(q, q, g, 1.0, 3, 0.0, True, True)
+    for func, sig in seen.values():
+        try:
+            cuda.compile_ptx(func, sig, cc=(9, 0))
+        except Exception as exc:
+            if type(exc).__name__ == "CudaSupportError":  # wants a driver after all
+                print("cannot compile for a GPU here:", exc)
+                sys.exit(3)
+            raise
+    print("compiled", len(seen))
+""")
+
+
+@pytest.mark.skipif(REAL, reason="the real run compiles every kernel anyway")
+def test_kernels_compile_for_a_real_gpu():
+    """The simulator runs the kernels as Python; NVVM types and compiles them (sm_90), so
+    unsupported constructs and dtype slips show up here without a GPU."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run([sys.executable, "-c", PTX_CHECK], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=600)
+    if proc.returncode == 3:
+        pytest.skip(proc.stdout.strip() or "no CUDA toolkit (NVVM)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().startswith("compiled")
