@@ -28,11 +28,16 @@ class _OneLineErrors(TyperGroup):
             else:
                 typer.echo(f"emd: error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
-        except _click.exceptions.Abort:
+        except typer.Abort:
             if not standalone_mode:
                 raise
             typer.echo("emd: aborted", err=True)
             sys.exit(1)
+        except BrokenPipeError:  # the reader went away (| head): stop quietly
+            if not standalone_mode:
+                raise
+            _silence_stdout()
+            sys.exit(0)
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
@@ -90,6 +95,12 @@ class Format(str, Enum):
     csv = "csv"
     tsv = "tsv"
     jsonl = "jsonl"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
 
 
 class GradWrt(str, Enum):
@@ -159,7 +170,7 @@ def compute(
     rho: Optional[float] = typer.Option(None, "--rho", help="The exponent rho >= 1 for --metric emd-rho."),
     lam: Optional[float] = typer.Option(None, "--lam", help="Sinkhorn: the paper's λ > 0 (POT's reg is 1/λ).", rich_help_panel="Sinkhorn"),
     iters: Optional[int] = typer.Option(None, "--iters", help="Sinkhorn: iteration limit [default: 100].", rich_help_panel="Sinkhorn"),
-    tol: Optional[float] = typer.Option(None, "--tol", help="Sinkhorn: stop a row when its marginal error ‖T·1 − p‖₁ < tol; 0 = always run --iters (then converged means < 1e-6) [default: 1e-9, float32: 1e-6].", rich_help_panel="Sinkhorn"),
+    tol: Optional[float] = typer.Option(None, "--tol", help="Sinkhorn: stop a row when its marginal error ‖T·1 − p‖₁ < tol; 0 = always run --iters (then converged means < 1e-6) [default: 1e-9, float32: 1e-5].", rich_help_panel="Sinkhorn"),
     sinkhorn_form: Optional[Form] = typer.Option(None, "--sinkhorn-form", help="Sinkhorn: plain (the paper's Algorithm 1, instabilities included) or log (log-domain, stable) [default: plain].", rich_help_panel="Sinkhorn"),
     sinkhorn_kernel: Optional[GibbsKernel] = typer.Option(None, "--sinkhorn-kernel", help="Sinkhorn: structured O(N) chain/tree passes, or the dense N × N matrix; auto = structured unless --ground [default: auto].", rich_help_panel="Sinkhorn"),
     positions: Optional[str] = typer.Option(
@@ -191,6 +202,7 @@ def compute(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to .csv, .tsv, .jsonl, .parquet or .npy instead of stdout."),
     fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="Stdout format; default: a table on a terminal, CSV when piped."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per batch (default: about 2M values per batch)."),
+    device: Device = typer.Option(Device.cpu, "--device", help="cpu, cuda (an NVIDIA GPU through numba.cuda) or auto (cuda when a GPU is usable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary or progress on stderr."),
 ):
     """Per-row EMD / EMD² / EMD^rho between predictions and targets on a chain, a tree or a ground matrix.
@@ -210,7 +222,7 @@ def compute(
         normalize=normalize.value, dtype=dtype.value, pred_column=pred_column,
         target_column=target_column, id_column=id_column, gradient=gradient,
         grad_wrt=grad_wrt.value, output=output, fmt=fmt.value if fmt else None,
-        batch_size=batch_size, lam=lam, iters=iters, tol=tol,
+        batch_size=batch_size, lam=lam, iters=iters, tol=tol, device=device.value,
         sinkhorn_form=sinkhorn_form.value if sinkhorn_form else None,
         sinkhorn_kernel=sinkhorn_kernel.value if sinkhorn_kernel else None,
     )
@@ -225,7 +237,7 @@ def compute(
         fail(e.describe(e.source))
     except BrokenPipeError:  # the reader went away (| head): stop quietly, exit 0
         _silence_stdout()
-        raise typer.Exit(0)
+        raise typer.Exit(0) from None
     finally:
         if progress:
             progress.stop()
@@ -286,128 +298,6 @@ def tree_command(
     typer.echo(f"bin_order: {first}{', …' if t.n > 5 else ''} (--list-bins for all {t.n})")
 
 
-BENCH_EPILOG = """
-Examples:
-
-  emd bench                                   # the paper's Table 1: batch 512, WordNet tree
-
-  emd bench --iters 10,100 --dtype float32 --repeat 3 --format csv > table1.csv
-
-  emd bench --bins 1000 --batch 65536 --iters 100   # a chain of 1000 bins
-
-  emd bench --tree my_tree.nwk --against pot
-"""
-
-
-@app.command("bench", epilog=BENCH_EPILOG)
-def bench_command(
-    tree: Optional[str] = typer.Option(None, "--tree", "-t", help="Time on this tree (default: the WordNet tree of ImageNet-1k, 1371 nodes)."),
-    bins: Optional[str] = typer.Option(None, "--bins", help="A number N: a chain of N bins; with --tree: a file naming the bin nodes."),
-    positions: Optional[str] = typer.Option(None, "--positions", help="Time on a chain with these bin positions."),
-    ground: Optional[str] = typer.Option(None, "--ground", help="Time on this N × N ground matrix (exact EMD and dense Sinkhorn)."),
-    batch: int = typer.Option(512, "--batch", "-b", min=1, help="Rows per batch."),
-    iters: str = typer.Option("10,100,1000", "--iters", help="Sinkhorn iteration limits, a comma list."),
-    dtype: Optional[list[DType]] = typer.Option(None, "--dtype", help="Repeatable; default float32 and float64."),
-    lam: float = typer.Option(3.0, "--lam", help="Sinkhorn λ (the paper's Table 1 uses 3)."),
-    repeat: int = typer.Option(5, "--repeat", "-r", min=1, help="Timed repetitions per case (after one warm-up)."),
-    targets: str = typer.Option("labels", "--targets", help="labels (class indices, as in training) or soft (random distributions)."),
-    against: Optional[str] = typer.Option(None, "--against", help="pot: also time POT's ot.emd2 / ot.sinkhorn2 on a few rows, scaled, and check they agree."),
-    pot_rows: int = typer.Option(8, "--pot-rows", min=1, help="Rows POT is timed on (its time is scaled to the batch)."),
-    fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="Default: a table on a terminal, CSV when piped."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages on stderr."),
-):
-    """Time EMD / EMD² value+gradient and Sinkhorn at several iteration limits, beside the paper's Table 1."""
-    from . import bench, report
-    from .errors import EMDInputError
-
-    try:
-        space = _bench_space(tree, bins, positions, ground)
-        try:
-            iter_list = [int(v) for v in iters.split(",") if v.strip()]
-        except ValueError:
-            raise EMDInputError(f"--iters {iters!r} is not a comma list of integers") from None
-        if not iter_list or min(iter_list) < 1:
-            raise EMDInputError("--iters needs integers >= 1")
-        if targets not in ("labels", "soft"):
-            raise EMDInputError("--targets is labels or soft")
-        if against not in (None, "pot"):
-            raise EMDInputError(f"--against {against!r}: only pot is supported")
-        if against:
-            try:
-                import ot  # noqa: F401
-            except ImportError:
-                raise EMDInputError("--against pot needs POT", hint="pip install 'emdcli[lp]'") from None
-        cfg = bench.BenchConfig(
-            space=space, batch=batch, iters=iter_list, lam=lam, repeat=repeat, targets=targets,
-            dtypes=[d.value for d in dtype] if dtype else ["float32", "float64"],
-            against_pot=against == "pot", pot_rows=pot_rows,
-        )
-        from .sinkhorn import check_params
-
-        check_params(lam, 1, 0.0, "plain")
-    except EMDInputError as e:
-        fail(e.describe(e.source))
-    say = (lambda m: None) if quiet else (lambda m: typer.echo(f"emd: timing {m}", err=True))
-    rows, space = bench.run_bench(cfg, progress=say)
-    title = f"batch {batch}, {bench.describe_space(space)}, λ={lam}, {targets} targets"
-    out_fmt = fmt.value if fmt else ("table" if sys.stdout.isatty() else "csv")
-    if out_fmt == "table":
-        _bench_table(rows, title)
-    else:
-        w = report.TextWriter(sys.stdout, out_fmt, bench.COLUMNS)
-        w.write({c: [r[c] for r in rows] for c in bench.COLUMNS})
-        w.close()
-    if not quiet:
-        typer.echo(f"emd: {title}; {bench.PAPER_HARDWARE}", err=True)
-
-
-def _bench_space(tree, bins, positions, ground):
-    """The space ``emd bench`` times, or None for the default WordNet tree."""
-    from . import io, treefiles
-    from .errors import EMDInputError
-    from .spaces import Chain, Ground
-
-    given = [f for f, v in (("--tree", tree), ("--positions", positions), ("--ground", ground)) if v]
-    if len(given) > 1:
-        raise EMDInputError(f"{' and '.join(given)} both describe the space; give one")
-    if tree:
-        names = treefiles.read_bins(bins) if bins else None
-        return treefiles.load_tree(tree, bins=names)
-    if positions:
-        return Chain.from_positions(io.read_positions(positions))
-    if ground:
-        return Ground.from_matrix(io.load_ground(ground), source=ground)
-    if bins:
-        if not bins.isdigit() or int(bins) < 2:
-            raise EMDInputError(f"--bins {bins!r}: without --tree, give a number of bins >= 2")
-        return Chain.uniform(int(bins))
-    return None
-
-
-def _bench_table(rows, title):
-    from rich.console import Console
-    from rich.table import Table
-
-    from .bench import PAPER_HARDWARE
-    from .timing import format_seconds
-
-    table = Table(title=title, caption=PAPER_HARDWARE)
-    table.add_column("case", no_wrap=True)
-    for h in ("median", "IQR", "first call", "paper", "paper/ours", "POT", "POT/ours"):
-        table.add_column(h, justify="right")
-    for r in rows:
-        ratio = lambda v: "" if v is None else f"{v:.3g}×"  # noqa: E731
-        seconds = lambda v: "" if v is None else format_seconds(v)  # noqa: E731
-        case = " ".join(str(v) for v in (r["metric"], r["iters"] or "", r["dtype"], r["device"]) if v)
-        pot = ratio(r["pot_over_ours"])
-        if r["pot_agrees"] is not None:
-            pot += " ✓" if r["pot_agrees"] else " ✗ values differ"
-        table.add_row(case, seconds(r["median_s"]), seconds(r["iqr_s"]),
-                      seconds(r["first_call_s"]), seconds(r["paper_cpu_s"]),
-                      ratio(r["paper_over_ours"]), seconds(r["pot_s"]), pot)
-    Console().print(table)
-
-
 def _silence_stdout():
     """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
     import os
@@ -424,5 +314,9 @@ def main():
     app()
 
 
-if __name__ == "__main__":
-    main()
+from . import cli_studies  # noqa: E402,F401  (registers `compare` and `bench` on `app`)
+
+if __name__ == "__main__":  # python -m emdcli.cli: run the app the commands registered on
+    from emdcli.cli import main as _registered_main
+
+    _registered_main()

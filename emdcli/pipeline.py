@@ -51,6 +51,7 @@ class ComputeJob:
     tol: float | None = None
     sinkhorn_form: str | None = None
     sinkhorn_kernel: str | None = None
+    device: str = "cpu"
 
 
 @dataclass
@@ -71,7 +72,7 @@ def make_metric(job):
     column, rho = metric_rho(job.metric, job.rho)
     dtype = np.dtype(job.dtype)
     common = dict(normalize=job.normalize, dtype=dtype, gradient=bool(job.gradient),
-                  grad_wrt=job.grad_wrt)
+                  grad_wrt=job.grad_wrt, device=job.device)
     sinkhorn_options = {"--lam": job.lam, "--iters": job.iters, "--tol": job.tol,
                         "--sinkhorn-form": job.sinkhorn_form,
                         "--sinkhorn-kernel": job.sinkhorn_kernel}

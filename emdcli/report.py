@@ -69,6 +69,9 @@ class AtomicPath:
         folder = os.path.dirname(os.path.abspath(path))
         fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
         os.close(fd)
+        umask = os.umask(0)  # mkstemp makes 0600 files; give the result the usual mode
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
 
     def commit(self):
         os.replace(self.tmp, self.path)

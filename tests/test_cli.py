@@ -1240,3 +1240,20 @@ def test_column_options_on_npy_are_refused(d, out, case):
     else:
         args, name = [d.p_npy, d.c_npy, "--target-column", "zz"], "c.npy"
     check_bad(invoke(*args, "-o", out / "r.csv"), name, None, None, out)
+
+
+def test_device_cuda_without_a_gpu_exits_2(tmp_path, monkeypatch):
+    from emdcli import gpu
+
+    if gpu.cuda_available():
+        pytest.skip("a GPU (or the simulator) is available here")
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    np.save(tmp_path / "p.npy", np.full((2, 3), 1 / 3))
+    np.save(tmp_path / "c.npy", np.array([0, 2]))
+    r = RUNNER.invoke(app, ["compute", str(tmp_path / "p.npy"), str(tmp_path / "c.npy"),
+                            "--device", "cuda"])
+    assert r.exit_code == 2
+    assert r.stderr.count("\n") == 1 and "device cuda is not available" in r.stderr
+    r = RUNNER.invoke(app, ["compute", str(tmp_path / "p.npy"), str(tmp_path / "c.npy"),
+                            "--device", "auto", "-q"])
+    assert r.exit_code == 0 and r.stdout.splitlines()[1] == "0,1.0000000000000002"

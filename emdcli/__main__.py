@@ -1,0 +1,5 @@
+"""``python -m emdcli``: the ``emd`` command line."""
+
+from .cli import main
+
+main()
