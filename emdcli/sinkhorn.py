@@ -172,8 +172,12 @@ def sinkhorn(
     return SinkhornResult(values.astype(dt), its, converged, errors, G)
 
 
+LANES_SCRATCH_BYTES = 256 << 20  # above this, the lane solver's scratch is too big
+
+
 def _structured(p, q, sp, lam, iters, tol, log_form, dense, gradient, dt):
-    """Row solvers: LANES rows at a time for the plain chain/tree form, else one by one."""
+    """Row solvers: LANES rows at a time for the plain chain/tree form (when its scratch
+    fits in LANES_SCRATCH_BYTES), else one row at a time."""
     import numba
 
     from .kernels.lanes import LANES, sinkhorn_lanes
@@ -187,12 +191,14 @@ def _structured(p, q, sp, lam, iters, tol, log_form, dense, gradient, dt):
     errors = np.empty(b, dtype=np.float64)
     its = np.empty(b, dtype=np.int64)
     G = np.empty((b, n) if gradient else (b, 0), dtype=dt)
+    threads = numba.get_num_threads()
+    lane_bytes = threads * N_SCRATCH * width * LANES * np.dtype(dt).itemsize
     with np.errstate(all="ignore"):
-        if log_form or dense:
+        if log_form or dense or lane_bytes > LANES_SCRATCH_BYTES:
             scratch = np.empty((chunks, N_SCRATCH, width), dtype=dt)
             sinkhorn_batch(p, q, g, lam, iters, tol, log_form, gradient, values, its, errors,
                            G, scratch)
         else:
-            scratch = np.empty((chunks, N_SCRATCH, width, LANES), dtype=dt)
+            scratch = np.empty((threads, N_SCRATCH, width, LANES), dtype=dt)
             sinkhorn_lanes(p, q, g, lam, iters, tol, gradient, values, its, errors, G, scratch)
     return values, its, errors, (G if gradient else None)

@@ -10,7 +10,8 @@ A bin with no predicted mass has u = 0 and gradient −inf (log 0); the projecti
 zero then runs over the finite entries. ``err`` is the row-marginal error ‖T·1 − p‖₁ of
 the plan T = diag(u) K diag(v), whose column marginal is q exactly. ``iterations`` counts
 the updates of u; the loop stops at the iteration limit, when err < tol (tol > 0), or when
-err is not finite. The log form
+err is not finite. With tol = 0 err is computed after the last iteration only (so a row
+that went non-finite also runs to the limit). The log form
 runs the same fixed point on f = log u, g = log v with logsumexp, and is finite for any λ.
 
 Layers: ``_solve_*_row`` serial row solvers over any space (``gibbs.apply``) →
@@ -55,8 +56,9 @@ def _solve_plain_row(p, q, g, iters, tol, s):
             v[j] = q[j] / ku[j]
         apply(v, g, kv, False, work, False)  # K v
         err = 0.0
-        for i in range(n):
-            err += abs(np.float64(u[i] * kv[i]) - np.float64(p[i]))
+        if tol > 0 or it >= iters:  # with tol = 0 the error matters only at the end
+            for i in range(n):
+                err += abs(np.float64(u[i] * kv[i]) - np.float64(p[i]))
         if not np.isfinite(err) or it >= iters or (tol > 0 and err < tol):
             return it, err
         for i in range(n):
@@ -92,8 +94,9 @@ def _solve_log_row(p, q, g, iters, tol, s):
             gv[j] = np.log(q[j]) - kt[j]
         log_apply(gv, g, kv, False, work, False)  # log K v
         err = 0.0
-        for i in range(n):
-            err += abs(np.exp(np.float64(f[i] + kv[i])) - np.float64(p[i]))
+        if tol > 0 or it >= iters:
+            for i in range(n):
+                err += abs(np.exp(np.float64(f[i] + kv[i])) - np.float64(p[i]))
         if not np.isfinite(err) or it >= iters or (tol > 0 and err < tol):
             return it, err
         for i in range(n):
@@ -158,13 +161,14 @@ def dense_plain_batch(P, Q, K, KM, lam, iters, tol, want_grad):
         while idx.size:
             np.divide(Qa, Ua @ K, out=Va)  # v = q ⊘ Kᵀu
             np.matmul(Va, K.T, out=KVa)  # K v
-            np.multiply(Ua, KVa, out=tmp)
-            tmp -= Pa
-            np.abs(tmp, out=tmp)
-            err = tmp.sum(axis=1, dtype=np.float64)
-            stop = ~np.isfinite(err) | (it >= iters)
-            if tol > 0:
-                stop |= err < tol
+            if tol > 0 or it >= iters:  # with tol = 0 the error matters only at the end
+                np.multiply(Ua, KVa, out=tmp)
+                tmp -= Pa
+                np.abs(tmp, out=tmp)
+                err = tmp.sum(axis=1, dtype=np.float64)
+                stop = ~np.isfinite(err) | (it >= iters) | (err < tol)
+            else:
+                stop = np.zeros(idx.size, dtype=bool)
             if stop.any():  # file the finished rows, pack the rest
                 done = idx[stop]
                 U[done], V[done], errors[done] = Ua[stop], Va[stop], err[stop]
