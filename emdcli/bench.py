@@ -3,7 +3,7 @@
 For one batch on one space (default: batch 512 over the WordNet tree of the 1000
 ImageNet classes, shipped as package data), it times the value + gradient of EMD (ρ = 1)
 and EMD² (ρ = 2), and Sinkhorn at each iteration limit (tol = 0, so every iteration
-runs), for each dtype, on the CPU (GPU kernels: not available in this version). The
+runs), for each dtype, on the CPU and, with ``devices`` including "cuda", on the GPU. The
 first call (compilation or cache load) is reported apart from the median of the
 repeats. With ``against_pot``, POT's ``ot.emd2`` / ``ot.sinkhorn2`` are timed on a subset
 of rows, scaled to the batch, and their values checked against ours.
@@ -27,7 +27,7 @@ PAPER = {
     ("sinkhorn", 1000): (74.5, 0.865),
 }
 COLUMNS = ["metric", "iters", "dtype", "device", "median_s", "iqr_s", "min_s",
-           "first_call_s", "repeats", "paper_cpu_s", "paper_over_ours", "pot_s",
+           "first_call_s", "repeats", "paper_s", "paper_over_ours", "pot_s",
            "pot_over_ours", "pot_agrees"]
 
 
@@ -54,6 +54,7 @@ class BenchConfig:
     pot_rows: int = 8
     seed: int = 0
     budget: float = 20.0
+    devices: list = field(default_factory=lambda: ["cpu"])
 
 
 def make_batch(n, batch, seed):
@@ -69,22 +70,25 @@ def make_batch(n, batch, seed):
 
 
 def _jobs(cfg, space, P, T):
-    """(metric, iters, dtype, fn) for every timed case."""
+    """(metric, iters, dtype, device, fn) for every timed case (host arrays in and out,
+    so a GPU time includes the transfers)."""
     from .api import emd
     from .sinkhorn import sinkhorn
 
-    for dtype in cfg.dtypes:
-        p = P.astype(dtype)
-        t = T if T.ndim == 1 else T.astype(dtype)
-        for metric, rho in (("emd", 1.0), ("emd2", 2.0)):
-            if isinstance(space, Ground) and rho != 1.0:
-                continue
-            yield metric, 0, dtype, (lambda p=p, t=t, rho=rho, dtype=dtype: emd(
-                p, t, space=space, rho=rho, dtype=dtype, gradient=True))
-        for iters in cfg.iters:
-            yield "sinkhorn", iters, dtype, (lambda p=p, t=t, iters=iters, dtype=dtype: sinkhorn(
-                p, t, lam=cfg.lam, iters=iters, tol=0.0, space=space, dtype=dtype,
-                gradient=True))
+    for device in cfg.devices:
+        for dtype in cfg.dtypes:
+            p = P.astype(dtype)
+            t = T if T.ndim == 1 else T.astype(dtype)
+            for metric, rho in (("emd", 1.0), ("emd2", 2.0)):
+                if isinstance(space, Ground) and (rho != 1.0 or device == "cuda"):
+                    continue
+                yield metric, 0, dtype, device, (lambda p=p, t=t, rho=rho, dtype=dtype, d=device: emd(
+                    p, t, space=space, rho=rho, dtype=dtype, gradient=True, device=d))
+            for iters in cfg.iters:
+                yield "sinkhorn", iters, dtype, device, (
+                    lambda p=p, t=t, iters=iters, dtype=dtype, d=device: sinkhorn(
+                        p, t, lam=cfg.lam, iters=iters, tol=0.0, space=space, dtype=dtype,
+                        gradient=True, device=d))
 
 
 def run_bench(cfg, progress=None):
@@ -98,19 +102,21 @@ def run_bench(cfg, progress=None):
     P, labels, Q = make_batch(space.n, cfg.batch, cfg.seed)
     T = labels if cfg.targets == "labels" else Q
     rows = []
-    for metric, iters, dtype, fn in _jobs(cfg, space, P, T):
+    for metric, iters, dtype, device, fn in _jobs(cfg, space, P, T):
         if progress:
-            progress(f"{metric} {iters or ''} {dtype}".replace("  ", " "))
+            progress(f"{metric} {iters or ''} {dtype} {device}".replace("  ", " "))
         budget = cfg.budget if iters < 1000 else 2 * cfg.budget
         t = measure(fn, repeat=cfg.repeat, warmup=1, min_time=0.0, budget=budget,
                     min_repeat=min(3, cfg.repeat))
         paper = PAPER.get((metric, iters)) if table1 else None
+        if paper:  # Table 1's CPU or GPU column
+            paper = paper[1] if device == "cuda" else paper[0]
         rows.append({
-            "metric": metric, "iters": iters or None, "dtype": dtype, "device": "cpu",
+            "metric": metric, "iters": iters or None, "dtype": dtype, "device": device,
             "median_s": t.median_s, "iqr_s": t.iqr_s, "min_s": t.min_s,
             "first_call_s": t.first_call_s, "repeats": t.repeats,
-            "paper_cpu_s": paper[0] if paper else None,
-            "paper_over_ours": paper[0] / t.median_s if paper else None,
+            "paper_s": paper,
+            "paper_over_ours": paper / t.median_s if paper else None,
             "pot_s": None, "pot_over_ours": None, "pot_agrees": None,
         })
     if cfg.against_pot:
@@ -135,7 +141,7 @@ def _against_pot(cfg, space, P, T, rows, progress):
         q[:] = T[:k]
     t_sub = T[:k]
     for row in rows:
-        if row["dtype"] != "float64" or row["metric"] == "emd2":
+        if row["dtype"] != "float64" or row["metric"] == "emd2" or row["device"] != "cpu":
             continue
         if progress:
             progress(f"POT {row['metric']} {row['iters'] or ''}")

@@ -38,16 +38,16 @@ def test_bench_csv_has_every_column_and_case():
         assert float(r["median_s"]) > 0 and float(r["first_call_s"]) > 0
         assert float(r["min_s"]) <= float(r["median_s"])
         assert r["device"] == "cpu" and r["repeats"] == "1"
-        assert r["paper_cpu_s"] == ""  # batch 4 is not the paper's workload
+        assert r["paper_s"] == ""  # batch 4 is not the paper's workload
 
 
 def test_paper_numbers_only_for_the_papers_workload():
     rows, space = bench.run_bench(bench.BenchConfig(batch=512, iters=[10], dtypes=["float32"],
                                                     repeat=1, budget=1.0))
     by = {(r["metric"], r["iters"]): r for r in rows}
-    assert by[("emd2", None)]["paper_cpu_s"] == 0.126
-    assert by[("sinkhorn", 10)]["paper_cpu_s"] == 0.942
-    assert by[("emd", None)]["paper_cpu_s"] is None
+    assert by[("emd2", None)]["paper_s"] == 0.126
+    assert by[("sinkhorn", 10)]["paper_s"] == 0.942
+    assert by[("emd", None)]["paper_s"] is None
     assert by[("emd2", None)]["paper_over_ours"] == pytest.approx(
         0.126 / by[("emd2", None)]["median_s"])
 
@@ -106,3 +106,14 @@ def test_bad_options_exit_2(args, message):
     res = runner.invoke(app, ["bench", "--repeat", "1", *args])
     assert res.exit_code == 2
     assert message in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_device_cuda_without_a_gpu_exits_2(monkeypatch):
+    from emdcli import gpu
+
+    if gpu.cuda_available():
+        pytest.skip("a GPU (or the simulator) is available here")
+    res = runner.invoke(app, ["bench", *TINY, "--device", "cuda"])
+    assert res.exit_code == 2 and "device cuda is not available" in res.stderr
+    res = runner.invoke(app, ["bench", *TINY, "--device", "tpu"])
+    assert res.exit_code == 2 and "--device" in res.stderr
