@@ -234,7 +234,7 @@ def load(job, *, rows=None, seed=0, only_row=None, smoothing=0.0, warn=print):
         wanted = _sample(pred.n_rows, rows, seed, only_row)
         size = max(1024, min(65536, pipeline.TARGET_ELEMENTS // max(pred.width or 32, 1)))
         ps, qs, idss, taken = [], [], [], []
-        for offset, p, q, ids in pipeline._aligned(pred, target, size):
+        for offset, p, q, ids in pipeline.aligned_batches(pred, target, size):
             stop = offset + len(p)
             if wanted is None:
                 keep = np.arange(len(p))

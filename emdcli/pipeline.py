@@ -196,7 +196,7 @@ def build_space(job, pred, target, warn):
     return tree
 
 
-def _aligned(pred, target, size):
+def aligned_batches(pred, target, size):
     """Yield (offset, pred rows, target rows, ids or None) in chunks of ``size`` rows."""
     roles = ["pred", "target"] + (["id"] if pred.has("id") else [])
     if target is pred:
@@ -263,7 +263,7 @@ def run_compute(job, *, stdout, console, stdout_is_tty=False, progress=None, war
     if progress:
         progress.start(pred.n_rows)
     try:
-        for offset, p, q, ids in _aligned(pred, target, size):
+        for offset, p, q, ids in aligned_batches(pred, target, size):
             n = p.shape[1] if p.ndim == 2 else 0
             try:
                 if space is None:

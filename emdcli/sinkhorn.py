@@ -176,8 +176,8 @@ LANES_SCRATCH_BYTES = 256 << 20  # above this, the lane solver's scratch is too 
 
 
 def _structured(p, q, sp, lam, iters, tol, log_form, dense, gradient, dt):
-    """Row solvers: LANES rows at a time for the plain chain/tree form (when its scratch
-    fits in LANES_SCRATCH_BYTES), else one row at a time."""
+    """Row solvers: LANES rows at a time for the plain chain/tree form (when the batch
+    fills the lanes and their scratch fits in LANES_SCRATCH_BYTES), else one row at a time."""
     import numba
 
     from .kernels.lanes import LANES, sinkhorn_lanes
@@ -194,7 +194,7 @@ def _structured(p, q, sp, lam, iters, tol, log_form, dense, gradient, dt):
     threads = numba.get_num_threads()
     lane_bytes = threads * N_SCRATCH * width * LANES * np.dtype(dt).itemsize
     with np.errstate(all="ignore"):
-        if log_form or dense or lane_bytes > LANES_SCRATCH_BYTES:
+        if log_form or dense or b < LANES or lane_bytes > LANES_SCRATCH_BYTES:
             scratch = np.empty((chunks, N_SCRATCH, width), dtype=dt)
             sinkhorn_batch(p, q, g, lam, iters, tol, log_form, gradient, values, its, errors,
                            G, scratch)

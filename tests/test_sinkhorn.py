@@ -742,3 +742,38 @@ def test_float32_log_form_converges_with_the_default_tol_on_an_easy_problem():
     np.testing.assert_allclose(log.values, plain.values, rtol=1e-6)  # same answer …
     assert plain.converged.sum() >= 4
     assert log.converged.sum() >= plain.converged.sum()  # … but reported as not converged
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind", ["chain", "tree"])
+def test_lane_solver_equals_the_row_solver(kind, dtype):
+    """Batches of at least LANES rows run LANES rows side by side (kernels.lanes); each row
+    must come out as it does alone (the one-row solver), including rows that stop early
+    and a last, partly filled block."""
+    from emdcli.kernels.lanes import LANES
+
+    rng = np.random.default_rng(7)
+    b = 2 * LANES + 5
+    if kind == "chain":
+        space = Chain.from_positions(np.cumsum(rng.uniform(0.2, 1.0, 9)))
+    else:
+        space = random_tree(rng, 12, bins="all")
+    n = space.n
+    P = rng.random((b, n)) + 0.05
+    Q = rng.random((b, n)) ** 2 + 1e-3
+    lam = np.where(np.arange(b) % 3 == 0, 8.0, 1.0)  # rows converge at different speeds
+    for lam_value in (1.0, 8.0):
+        rows_ = np.flatnonzero(lam == lam_value)
+        together = sinkhorn(P[rows_], Q[rows_], lam=lam_value, iters=300, tol=1e-7,
+                            space=space, dtype=dtype, gradient=True)
+        if len(rows_) < LANES:
+            continue
+        for k, r in enumerate(rows_[: LANES + 3]):
+            alone = sinkhorn(P[r:r + 1], Q[r:r + 1], lam=lam_value, iters=300, tol=1e-7,
+                             space=space, dtype=dtype, gradient=True)
+            assert together.iterations[k] == alone.iterations[0]
+            assert together.converged[k] == alone.converged[0]
+            np.testing.assert_array_equal(together.values[k], alone.values[0])
+            np.testing.assert_array_equal(together.gradient[k], alone.gradient[0])
+    full = sinkhorn(P, Q, lam=1.0, iters=300, tol=1e-7, space=space, dtype=dtype)
+    assert len(full.values) == b and np.isfinite(full.values).all()
