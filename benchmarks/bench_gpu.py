@@ -32,6 +32,8 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_tree import subtree_matrix  # noqa: E402  (the numpy path matrix, shared)
 SAMPLES = os.path.join(HERE, "..", "sample_data")
 PAPER_GPU_S = {"table1": 0.025, "sinkhorn": 0.0889}
 LAM = 3.0
@@ -130,14 +132,7 @@ def torch_sinkhorn(torch, P, Q, K, KM, lam, iters):
     return value, G - mean[:, None]
 
 
-def path_matrix(tree):
-    """A (nodes, N): 1 where bin k lies in the subtree of node v."""
-    a = np.zeros((tree.n_nodes, tree.n))
-    for k, v in enumerate(tree.bin_node):
-        while v >= 0:
-            a[v, k] = 1.0
-            v = tree.parent[v]
-    return a
+path_matrix = subtree_matrix  # A (nodes, N): 1 where bin k lies in the subtree of node v
 
 
 def rows(rng, b, n):

@@ -34,6 +34,8 @@ from collections import OrderedDict
 import numpy as np
 from numba import cuda, float64
 
+from .chain import _power, _slope
+
 SHARED_BYTES = 48 * 1024  # dynamic shared memory usable without an opt-in
 SCRATCH_BYTES = 1 << 28  # global scratch cap: the grid shrinks (grid stride) to fit it
 
@@ -41,32 +43,9 @@ SCRATCH_BYTES = 1 << 28  # global scratch cap: the grid shrinks (grid stride) to
 # ----------------------------------------------------------------------------- device
 
 
-@cuda.jit(device=True)
-def power(phi, rho):
-    """``|phi|^rho`` with cheap paths for rho = 1, 2."""
-    if rho == 1.0:
-        return abs(phi)
-    if rho == 2.0:
-        return phi * phi
-    return abs(phi) ** rho
-
-
-@cuda.jit(device=True)
-def slope(phi, rho):
-    """``sgn(phi) |phi|^(rho−1)`` with ``sgn(0) = 0``."""
-    if rho == 1.0:
-        if phi > 0.0:
-            return 1.0
-        if phi < 0.0:
-            return -1.0
-        return 0.0
-    if rho == 2.0:
-        return phi
-    a = abs(phi)
-    if a == 0.0:
-        return 0.0
-    s = a ** (rho - 1.0)
-    return s if phi > 0.0 else -s
+# |phi|^rho and sgn(phi)|phi|^(rho−1): the CPU kernels' Python source, compiled for the GPU
+power = cuda.jit(device=True)(_power.py_func)
+slope = cuda.jit(device=True)(_slope.py_func)
 
 
 @cuda.jit(device=True)
