@@ -68,7 +68,8 @@ from emdcli.kernels.chain import chain_batch  # noqa: E402
 from emdcli.kernels.gpu_chain import chain_batch_cuda, on_device  # noqa: E402
 from emdcli.kernels.gpu_sinkhorn import sinkhorn_batch_cuda  # noqa: E402
 from emdcli.kernels.gpu_tree import tree_value_cuda, tree_value_grad_cuda  # noqa: E402
-from emdcli.kernels.sinkhorn import N_SCRATCH, sinkhorn_batch  # noqa: E402
+from emdcli.kernels.gibbs import DENSE  # noqa: E402
+from emdcli.kernels.sinkhorn import N_SCRATCH, dense_plain_batch, sinkhorn_batch  # noqa: E402
 from emdcli.kernels.tree import tree_value, tree_value_grad  # noqa: E402
 from emdcli.sinkhorn import gibbs_for  # noqa: E402
 from emdcli.spaces import Chain, Ground, Tree  # noqa: E402
@@ -225,6 +226,10 @@ def space_for(kind, rng):
 
 
 def cpu_sinkhorn(P, Q, g, lam, iters, tol, log_form, width):
+    """What the CPU runs: the batched BLAS form for dense plain, the row solver otherwise."""
+    if g.kind == DENSE and not log_form:
+        with np.errstate(all="ignore"):
+            return dense_plain_batch(P, Q, g.mat, g.mat2, lam, iters, tol, True)
     b, n = P.shape
     values, errors = np.empty(b), np.empty(b)
     its = np.empty(b, np.int64)

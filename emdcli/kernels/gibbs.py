@@ -207,18 +207,6 @@ def _tree_log(lx, g, out, moment, work):
 
 
 @njit(cache=True, error_model="numpy")
-def _dense_plain(x, g, out, moment):
-    """out = K x or (K ⊙ M) x with the dense matrices (one row; the batched BLAS form
-    lives in ``kernels.sinkhorn``)."""
-    m = g.mat2 if moment else g.mat
-    for i in range(m.shape[0]):
-        s = g.scale - g.scale
-        for j in range(m.shape[1]):
-            s += m[i, j] * x[j]
-        out[i] = s
-
-
-@njit(cache=True, error_model="numpy")
 def _dense_log(lx, g, out, moment):
     """out_i = log Σ_j exp(L_ij + lx_j) with L = −λM − 1 (plus log M, ``mat2``, for the
     moment)."""
@@ -243,25 +231,12 @@ def _dense_log(lx, g, out, moment):
 
 @njit(cache=True, error_model="numpy")
 def apply(x, g, out, moment, work, transpose):
-    """out = K x (or Kᵀ x, or the moment (K ⊙ M) x) for any kind of space, plain form."""
+    """out = K x (= Kᵀ x, K being symmetric) or the moment (K ⊙ M) x on a chain or a tree,
+    plain form. The dense plain form is the batched BLAS product in ``kernels.sinkhorn``."""
     if g.kind == CHAIN:
         _chain_plain(x, g.alpha, g.w, g.scale, out, moment, work[0])
-    elif g.kind == TREE:
-        _tree_plain(x, g, out, moment, work)
-    elif transpose:
-        _dense_plain_t(x, g, out)
     else:
-        _dense_plain(x, g, out, moment)
-
-
-@njit(cache=True, error_model="numpy")
-def _dense_plain_t(x, g, out):
-    m = g.mat
-    for j in range(m.shape[1]):
-        out[j] = g.scale - g.scale
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            out[j] += m[i, j] * x[i]
+        _tree_plain(x, g, out, moment, work)
 
 
 @njit(cache=True, error_model="numpy")

@@ -327,6 +327,18 @@ def output(x, shape, dtype):
     return cuda.device_array(x.shape, dtype=x.dtype), x
 
 
+def value_grad_outputs(out, G, B, N, dtype):
+    """Device arrays for the values (B,) and, when ``G`` has columns, the gradients (B, N),
+    with the host arrays to copy into afterwards: (o, o_host, g, g_host, want_grad)."""
+    o, o_host = output(out, B, dtype)
+    want_grad = G is not None and G.shape[1] > 0
+    if want_grad:
+        g, g_host = output(G, (B, N), dtype)
+    else:
+        g, g_host = dummy(dtype, 2), None
+    return o, o_host, g, g_host, want_grad
+
+
 def finish(dev, host, like_device):
     """Copy ``dev`` into the caller's host array, or hand back the device array (for a
     device input) or a new host copy (for a host input)."""
@@ -355,12 +367,7 @@ def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, threads_per_block=128,
     dC = to_device(C, np.int64) if use_c else dummy(np.int64)
     dQ = dP if use_c or Q is None else to_device(Q)
     dd = cached(d, np.float64) if N > 1 else dummy(np.float64)
-    want_grad = G is not None and G.shape[1] > 0
-    o, o_host = output(out, B, dP.dtype)
-    if want_grad:
-        g, g_host = output(G, (B, N), dP.dtype)
-    else:
-        g, g_host = dummy(dP.dtype, 2), None
+    o, o_host, g, g_host, want_grad = value_grad_outputs(out, G, B, N, dP.dtype)
     if B:
         threads, width, per_block = launch_shape(N, threads_per_block, width)
         blocks = -(-B // per_block)

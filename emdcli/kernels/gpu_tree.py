@@ -32,7 +32,7 @@ from numba import cuda, float64
 
 from .gpu_chain import (
     SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, group_scan, launch_shape, logaddexp, on_device,
-    output, power, slope, to_device, work_array,
+    power, slope, to_device, value_grad_outputs, work_array,
 )
 
 TreePlan = namedtuple(
@@ -350,12 +350,7 @@ def tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, count, rho, out=None
         extra.append(np.asarray(count, dtype=np.int64))
     plan, dev = device_tree(parent, bin_node, *extra)
     dweight, dcount = dev if count is not None else (dev[0], dummy(np.int64))
-    want_grad = G is not None and G.shape[1] > 0
-    o, o_host = output(out, B, dP.dtype)
-    if want_grad:
-        g, g_host = output(G, (B, N), dP.dtype)
-    else:
-        g, g_host = dummy(dP.dtype, 2), None
+    o, o_host, g, g_host, want_grad = value_grad_outputs(out, G, B, N, dP.dtype)
     if B:
         nodes = plan.parent.shape[0]
         threads, width, per_block = launch_shape(max(plan.widest, 1), threads_per_block, width)
