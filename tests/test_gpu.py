@@ -74,6 +74,7 @@ from emdcli.kernels.tree import tree_value, tree_value_grad  # noqa: E402
 from emdcli.sinkhorn import gibbs_for  # noqa: E402
 from emdcli.spaces import Chain, Ground, Tree  # noqa: E402
 
+UNIT = np.empty(0)  # row scales 1: the rows are distributions already
 TPB = 4  # threads per block: several blocks, several lanes per row
 # the simulator computes with NumPy scalars in its own threads: log(0) warns there
 pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
@@ -147,6 +148,9 @@ CHAIN_CASES = [
     (np.float32, True, 2.0, 1, None, 6),  # one thread per row
     (np.float64, False, 3.0, 2, 0, 9),  # two lanes, several tiles, global stash
     (np.float64, True, 1.0, None, None, 1),  # a single bin: no gaps
+    (np.float32, False, 2.0, 2, None, 30),  # four tiles of 2 lanes × VEC bins
+    (np.float64, True, 1.0, 4, 0, 41),  # three tiles of a whole 4-thread "warp", global
+    (np.float64, False, 1.5, None, None, 5),  # one lane: N − 1 = VEC
 ]
 
 
@@ -159,7 +163,7 @@ def test_chain_matches_cpu(dt, classes, rho, width, max_shared, n):
     d = np.ascontiguousarray(np.diff(x))
     C = rng.integers(0, n, b).astype(np.int64) if classes else np.empty(0, np.int64)
     out, G = np.empty(b, dt), np.empty((b, n), dt)
-    chain_batch(P, P if classes else Q, C, d, rho, out, G, np.empty((2, n)))
+    chain_batch(P, P if classes else Q, C, UNIT, UNIT, d, rho, out, G, np.empty((2, n)))
     kw = dict(threads_per_block=TPB, width=width)
     if max_shared is not None:
         kw["max_shared"] = max_shared
@@ -192,7 +196,7 @@ def test_tree_matches_cpu(dt, classes, rho, nodes, n_bins, shared_nodes, max_sha
     P, Q = rows(rng, b, n, dt), rows(rng, b, n, dt)
     c = rng.integers(0, n, b).astype(np.int64) if classes else np.full(b, -1, np.int64)
     out, G = np.empty(b, dt), np.empty((b, n), dt)
-    tree_value_grad(P, Q, c, parent, weight, bin_node, count, rho, out, G, np.empty((2, nodes)))
+    tree_value_grad(P, Q, c, UNIT, UNIT, parent, weight, bin_node, count, rho, out, G, np.empty((2, nodes)))
     kw = dict(threads_per_block=TPB)
     if max_shared is not None:
         kw["max_shared"] = max_shared
@@ -201,7 +205,7 @@ def test_tree_matches_cpu(dt, classes, rho, nodes, n_bins, shared_nodes, max_sha
     np.testing.assert_allclose(got, out, **close(dt))
     np.testing.assert_allclose(grad, G, **close(dt))
     values = np.empty(b, dt)
-    tree_value(P, Q, c, parent, weight, bin_node, rho, values, np.empty((2, nodes)))
+    tree_value(P, Q, c, UNIT, UNIT, parent, weight, bin_node, rho, values, np.empty((2, nodes)))
     np.testing.assert_allclose(tree_value_cuda(P, Q, c, parent, weight, bin_node, rho, **kw),
                                values, **close(dt))
 
@@ -314,7 +318,7 @@ def test_device_arrays_in_device_arrays_out():
                                   threads_per_block=TPB)
     assert on_device(out) and on_device(G)
     vals, grads = np.empty(b, np.float32), np.empty((b, n), np.float32)
-    tree_value_grad(P, Q, c, tree.parent, tree.weight, tree.bin_node, tree.count, 2.0, vals,
+    tree_value_grad(P, Q, c, UNIT, UNIT, tree.parent, tree.weight, tree.bin_node, tree.count, 2.0, vals,
                     grads, np.empty((1, tree.n_nodes)))
     np.testing.assert_allclose(out.copy_to_host(), vals, **close(np.float32))
     np.testing.assert_allclose(G.copy_to_host(), grads, **close(np.float32))

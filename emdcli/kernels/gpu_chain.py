@@ -6,16 +6,18 @@ Same mathematics (0-based, ``phi_i = Σ_{j≤i} (p_j − q_j)``, ``i = 0 … N�
     a_i = rho d_i sgn(phi_i)|phi_i|^(rho−1),  A = Σ a_i,  S_k = Σ_{i<k} a_i,  T = Σ (i+1) a_i
     g_k = (A − S_k) − T/N    (g_{N−1} = −T/N)
 
-Thread mapping: a *group* of W lanes (a power of two, W ≤ threads per block) owns one
-row; a block holds R = threads/W groups and walks the batch with a grid stride. The
-row goes by in tiles of W bins (lane j ↔ bin t·W + j: coalesced loads), each tile
-through a block-wide Hillis–Steele scan in shared memory (``group_scan``: syncthreads
-only, so the CUDA simulator runs it too). Small N gets small groups (W = 1 is one
-thread per row), large N a whole block per row. One launch does value and gradient:
-the first pass stashes S_k (float64, N per group: dynamic shared memory when it fits,
-else a global scratch row per group slot), the second writes g. Every lane reads back
-only the stash entries it wrote itself, so the second pass needs no barrier.
-Accumulation is in float64 whatever the storage dtype, as on the CPU.
+Thread mapping: a *group* of W ≤ 32 lanes (a power of two, inside one warp) owns one
+row; a block holds R = threads/W groups and walks the batch with a grid stride. The row
+goes by in tiles of W·VEC bins, lane j holding VEC consecutive bins of the tile (the warp
+reads whole sectors): a serial scan over its own bins, then a warp-shuffle scan of the
+lanes' sums (``warp_scan``: no barrier, no shared memory; the CUDA simulator, which has
+no shuffles, runs the same code over a shared-memory stand-in). Small N gets small
+groups (W = 1 is one thread per row). One launch does value and gradient: the first
+pass stashes S_k (float64, N per group: dynamic shared memory when it fits, else a
+global scratch row per group slot), the second writes g. Every lane reads back only the
+stash entries it wrote itself, so the second pass needs no barrier. Accumulation is in
+float64 whatever the storage dtype, as on the CPU. (``group_scan``, a block-wide scan
+in shared memory, serves the tree and Sinkhorn kernels, whose groups span warps.)
 
 Also here, for Sinkhorn (``gpu_sinkhorn``): the chain's Gibbs passes ``chain_plain`` /
 ``chain_log`` (``gibbs._chain_plain`` / ``_chain_log`` transcribed, run by one thread)
@@ -38,6 +40,7 @@ from .chain import _power, _slope
 
 SHARED_BYTES = 48 * 1024  # dynamic shared memory usable without an opt-in
 SCRATCH_BYTES = 1 << 28  # global scratch cap: the grid shrinks (grid stride) to fit it
+SIMULATOR = ".simulator" in cuda.jit.__module__
 
 
 # ----------------------------------------------------------------------------- device
@@ -69,15 +72,72 @@ def group_scan(buf, tid, lane, width, x):
     return x, excl, total
 
 
+VEC = 4  # consecutive bins per lane per tile of the chain kernel (a compile-time constant)
+FULL_MASK = 0xFFFFFFFF
+
+
+if SIMULATOR:  # the simulator has no warp shuffles: shared memory stands in for them
+    @cuda.jit(device=True)
+    def shfl_up(buf, tid, x, off):
+        """x of the lane ``off`` below in the warp (own x where there is none)."""
+        buf[tid] = x
+        cuda.syncthreads()
+        y = buf[tid - off] if tid % 32 >= off else x
+        cuda.syncthreads()
+        return y
+
+    @cuda.jit(device=True)
+    def shfl_idx(buf, tid, x, src):
+        """x of warp lane ``src``."""
+        buf[tid] = x
+        cuda.syncthreads()
+        y = buf[tid - tid % 32 + src]
+        cuda.syncthreads()
+        return y
+else:
+    @cuda.jit(device=True)
+    def shfl_up(buf, tid, x, off):
+        """x of the lane ``off`` below in the warp (own x where there is none)."""
+        return cuda.shfl_up_sync(FULL_MASK, x, off)
+
+    @cuda.jit(device=True)
+    def shfl_idx(buf, tid, x, src):
+        """x of warp lane ``src``."""
+        return cuda.shfl_sync(FULL_MASK, x, src)
+
+
+@cuda.jit(device=True)
+def warp_scan(buf, tid, lane, width, x):
+    """(inclusive sum of the float64 ``x`` over the lanes ≤ ``lane`` of the group, group
+    total), for groups of ``width`` ≤ 32 lanes (a power of two) inside one warp: warp
+    shuffles, no barrier. Every thread of the warp must call it (the simulator's stand-in
+    synchronises the block: there every thread of the block); buf (≥ threads,) float64."""
+    off = 1
+    while off < width:
+        y = shfl_up(buf, tid, x, off)
+        if lane >= off:
+            x += y
+        off *= 2
+    return x, shfl_idx(buf, tid, x, tid % 32 - lane + width - 1)
+
+
 @cuda.jit(device=True)
 def _chain_rows(P, Q, C, use_c, d, rho, out, G, want_grad, width, buf, stash, at):
-    """All rows of this block's groups; the group's stash is ``stash[at : at + N]``."""
+    """All rows of this block's groups; the group's stash is ``stash[at : at + N]``.
+
+    A tile is width·VEC bins; lane j holds bins tile_start + j·VEC … + VEC − 1 (the warp
+    reads 4·width consecutive values per row, whole sectors): a serial scan of its VEC
+    bins, a warp scan of the lanes' sums, a serial pass for phi, the value and a, and the
+    same two scans for S. Each lane stashes and reads back only its own bins' S."""
     tid = cuda.threadIdx.x
     lane = tid % width
     per_block = cuda.blockDim.x // width
     n_rows, n = P.shape[0], P.shape[1]
+    tile = width * VEC
     step = cuda.gridDim.x * per_block
-    first = cuda.blockIdx.x * per_block  # block-uniform: every barrier is reached by all
+    first = cuda.blockIdx.x * per_block  # block-uniform: every shuffle is reached by all
+    s = cuda.local.array(VEC, float64)
+    a = cuda.local.array(VEC, float64)
     while first < n_rows:
         b = first + tid // width
         live = b < n_rows
@@ -88,40 +148,56 @@ def _chain_rows(P, Q, C, use_c, d, rho, out, G, want_grad, width, buf, stash, at
         acarry = 0.0  # S before this tile, A at the end
         total = 0.0
         weighted = 0.0  # T
-        for t in range((n + width - 1) // width):
-            i = t * width + lane
-            s = 0.0
-            if live and i < n - 1:
-                s = float64(P[b, i])
-                if c < 0:
-                    s -= float64(Q[b, i])
-                elif i == c:
-                    s -= 1.0
-            incl, excl, tile = group_scan(buf, tid, lane, width, s)
-            phi = carry + incl
-            carry += tile
-            a = 0.0
-            if i < n - 1:
-                total += d[i] * power(phi, rho)
-                if want_grad:
-                    a = rho * d[i] * slope(phi, rho)
-                    weighted += (i + 1) * a
-            if want_grad:
-                incl, excl, tile = group_scan(buf, tid, lane, width, a)
+        for t in range((n - 1 + tile - 1) // tile):  # the N − 1 gaps
+            start = t * tile + lane * VEC
+            own = 0.0
+            for v in range(VEC):
+                i = start + v
                 if live and i < n - 1:
-                    stash[at + i] = acarry + excl
-                acarry += tile
-        incl, excl, total = group_scan(buf, tid, lane, width, total)
+                    x = float64(P[b, i])
+                    if c < 0:
+                        x -= float64(Q[b, i])
+                    elif i == c:
+                        x -= 1.0
+                    own += x
+                s[v] = own
+            incl, sum_tile = warp_scan(buf, tid, lane, width, own)
+            before = carry + incl - own
+            carry += sum_tile
+            own = 0.0
+            for v in range(VEC):
+                i = start + v
+                a[v] = own  # exclusive
+                if i < n - 1:
+                    phi = before + s[v]
+                    total += d[i] * power(phi, rho)
+                    if want_grad:
+                        av = rho * d[i] * slope(phi, rho)
+                        weighted += (i + 1) * av
+                        own += av
+            if want_grad:
+                incl, sum_tile = warp_scan(buf, tid, lane, width, own)
+                if live:
+                    before = acarry + incl - own
+                    for v in range(VEC):
+                        i = start + v
+                        if i < n - 1:
+                            stash[at + i] = before + a[v]
+                acarry += sum_tile
+        incl, total = warp_scan(buf, tid, lane, width, total)
         if want_grad:
-            incl, excl, weighted = group_scan(buf, tid, lane, width, weighted)
+            incl, weighted = warp_scan(buf, tid, lane, width, weighted)
             mean = weighted / n
             base = acarry - mean
             if live:
-                for i in range(lane, n, width):
-                    if i < n - 1:
-                        G[b, i] = base - stash[at + i]
-                    else:
-                        G[b, i] = -mean
+                for t in range((n + tile - 1) // tile):
+                    start = t * tile + lane * VEC
+                    for v in range(VEC):
+                        i = start + v
+                        if i < n - 1:
+                            G[b, i] = base - stash[at + i]
+                        elif i == n - 1:
+                            G[b, i] = -mean
         if live and lane == 0:
             out[b] = total
         first += step
@@ -145,8 +221,6 @@ def _chain_global(P, Q, C, use_c, d, rho, out, G, want_grad, width, scratch):
 
 
 # ------------------------------------------------ math for the Gibbs passes (Sinkhorn)
-
-SIMULATOR = ".simulator" in cuda.jit.__module__
 
 # The simulator runs kernels as Python, whose math raises where the GPU returns ±inf:
 # there the same device functions use NumPy's scalar functions (same dtype, inf/nan).
@@ -318,6 +392,19 @@ def launch_shape(n, threads_per_block, width=None):
     return threads, width, threads // width
 
 
+def chain_shape(n, threads_per_block, width=None):
+    """(threads, lanes per row W, rows per block R) for the chain kernel: W the smallest
+    power of two with W·VEC ≥ N − 1, at most 32 (a warp) and the threads; or the largest
+    power of two ≤ ``width`` (within the same bounds) when given."""
+    threads = 1 << (max(int(threads_per_block), 1).bit_length() - 1)
+    if width is None:
+        width = 1
+        while width * VEC < n - 1 and width < 32:
+            width *= 2
+    width = min(1 << (max(int(width), 1).bit_length() - 1), threads, 32)
+    return threads, width, threads // width
+
+
 def output(x, shape, dtype):
     """(device array to write, host array to copy into afterwards or None)."""
     if x is None:
@@ -357,7 +444,7 @@ def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, threads_per_block=128,
     Q is ignored; pass None or an empty C for rows); d (N−1,) float64 gaps; out (B,) and
     G (B, N): host or device arrays to fill, or None to allocate (on the device when P
     is there, else on the host). No gradient when G is None or has no columns.
-    width: lanes per row (default from N); max_shared: dynamic shared memory allowed
+    width: lanes per row (≤ 32; default from N); max_shared: dynamic shared memory allowed
     for the stash (0 forces the global scratch). Returns (out, G).
     """
     dev_in = on_device(P)
@@ -369,9 +456,13 @@ def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, threads_per_block=128,
     dd = cached(d, np.float64) if N > 1 else dummy(np.float64)
     o, o_host, g, g_host, want_grad = value_grad_outputs(out, G, B, N, dP.dtype)
     if B:
-        threads, width, per_block = launch_shape(N, threads_per_block, width)
-        blocks = -(-B // per_block)
+        threads, width, per_block = chain_shape(N, threads_per_block, width)
         shared = (threads + per_block * N) * 8
+        while shared > max_shared and threads > max(width, 64):  # fewer rows per block
+            threads //= 2
+            per_block = threads // width
+            shared = (threads + per_block * N) * 8
+        blocks = -(-B // per_block)
         if shared <= max_shared:
             _chain_shared[blocks, threads, 0, shared](
                 dP, dQ, dC, use_c, dd, float(rho), o, g, want_grad, width)
