@@ -91,20 +91,21 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
     vals, G = np.empty(b, dt), np.empty((b, n), dt)
     scratch = np.empty((4 * numba.get_num_threads(), n))
     no_class = np.empty(0, np.int64)
+    unit = np.empty(0)  # row scales 1: the rows are distributions
     size = np.dtype(dt).itemsize
     dname = np.dtype(dt).name
     kw = {"min_time": args.min_time, "budget": args.budget, "repeat": args.repeat}
 
     for target in ("rows", "class"):
         if target == "rows":
-            ours = lambda: K.chain_batch(P, Q, no_class, d, RHO, vals, G, scratch)
+            ours = lambda: K.chain_batch(P, Q, no_class, unit, unit, d, RHO, vals, G, scratch)
             ref = lambda: numpy_value_grad(P, Q, d_np)
             api = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname)
             api_nc = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname, check=False)
             floor = lambda: np.subtract(P, Q, out=G)
             moved = 3 * b * n * size + b * size
         else:
-            ours = lambda: K.chain_batch(P, P, c, d, RHO, vals, G, scratch)
+            ours = lambda: K.chain_batch(P, P, c, unit, unit, d, RHO, vals, G, scratch)
             ref = lambda: numpy_value_grad_class(P, c, d_np)
             api = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname)
             api_nc = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname, check=False)
@@ -207,14 +208,14 @@ def make_pot(P, Q, d, K, notes):
     x = np.broadcast_to(np.arange(n, dtype=np.float64)[:, None], (n, b))  # sorted already
     PT, QT = np.ascontiguousarray(P.T), np.ascontiguousarray(Q.T)  # POT batches on axis 1
     w1 = np.empty(b)
-    no_grad, no_class = np.empty((b, 0)), np.empty(0, np.int64)
+    no_grad, no_class, unit = np.empty((b, 0)), np.empty(0, np.int64), np.empty(0)
     scratch = np.empty((4 * numba.get_num_threads(), n))
-    K.chain_batch(P, Q, no_class, d, 1.0, w1, no_grad, scratch)
+    K.chain_batch(P, Q, no_class, unit, unit, d, 1.0, w1, no_grad, scratch)
     pot_w1 = ot.wasserstein_1d(x, x, PT, QT, p=1, require_sort=False)
     check_close(f"{b}x{n}: POT p=1 vs our EMD", pot_w1, w1, np.float64)
     pot_w22 = ot.wasserstein_1d(x, x, PT, QT, p=2, require_sort=False)
     emd2 = np.empty(b)
-    K.chain_batch(P, Q, no_class, d, 2.0, emd2, no_grad, scratch)
+    K.chain_batch(P, Q, no_class, unit, unit, d, 2.0, emd2, no_grad, scratch)
     rel = np.abs(pot_w22 - emd2) / emd2
     notes.append(
         f"{b}x{n}: POT p=1 equals our EMD (checked, rtol 1e-9); POT p=2 (W_2^2) vs "

@@ -78,6 +78,7 @@ def main(argv=None):
     out, G = np.empty(B), np.empty((B, N))
     scratch = np.empty((4 * numba.get_num_threads(), tree.n_nodes))
     no_class = np.full(B, -1, dtype=np.int64)
+    unit = np.empty(0)  # row scales 1: the rows are distributions
     budget = 0.5 if args.quick else 5.0
 
     import ot
@@ -85,7 +86,7 @@ def main(argv=None):
     rows = []
     for target_name, T, c in (("labels", onehot, labels), ("soft", Q, no_class)):
         def ours():
-            kernels.tree_value_grad(P, P if c is labels else T, c, tree.parent, tree.weight,
+            kernels.tree_value_grad(P, P if c is labels else T, c, unit, unit, tree.parent, tree.weight,
                                     tree.bin_node, tree.count, 2.0, out, G, scratch)
 
         def public():

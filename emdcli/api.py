@@ -101,32 +101,33 @@ def emd(
     if grad_wrt not in GRAD_WRT:
         raise EMDInputError(f"grad_wrt must be one of {', '.join(GRAD_WRT)}, got {grad_wrt!r}")
     dt = rows.resolve_dtype(dtype)
-    p = rows.prepare_pred(pred, normalize, dt, check)
-    b, n = p.shape
-    kind, q = rows.prepare_target(target, b, n, normalize, dt, check)
+    x, sx = rows.pred_rows(pred, normalize, dt, check)  # p = sx · x, no copy for l1
+    b, n = x.shape
+    kind, t, st = rows.target_rows(target, b, n, normalize, dt, check)
     if check and normalize == "none":
-        rows.check_equal_mass(p, kind, q)
+        rows.check_equal_mass(x, kind, t)
     sp = _space_for(space, positions, n)
     values = np.empty(b, dtype=dt)
     g = np.empty((b, n), dtype=dt) if gradient else None
-    run_chain, run_tree = _chain, _tree
-    if where == "cuda":
-        from .gpu import chain_cuda as run_chain
-        from .gpu import tree_cuda as run_tree
-
-        if isinstance(sp, Ground):
+    if where == "cuda" or isinstance(sp, Ground):  # these kernels take distributions
+        if where == "cuda" and isinstance(sp, Ground):
             raise EMDInputError("a ground matrix has no GPU kernel for the EMD",
                                 hint="use device cpu")
-    if isinstance(sp, Chain):
-        run_chain(p, kind, q, sp, rho, values, g)
-    elif isinstance(sp, Tree):
-        run_tree(p, kind, q, sp, rho, values, g)
+        p, q = rows.scaled(x, sx), rows.scaled(t, st) if kind == "rows" else t
+        if isinstance(sp, Ground):
+            _ground(p, kind, q, sp, rho, values, g)
+        else:
+            from .gpu import chain_cuda, tree_cuda
+
+            (chain_cuda if isinstance(sp, Chain) else tree_cuda)(p, kind, q, sp, rho, values, g)
+    elif isinstance(sp, Chain):
+        _chain(x, kind, t, sx, st, sp, rho, values, g)
     else:
-        _ground(p, kind, q, sp, rho, values, g)
+        _tree(x, kind, t, sx, st, sp, rho, values, g)
     if not gradient:
         return values
     if grad_wrt == "input":
-        g = rows.input_gradient(g, p, pred, normalize)
+        g = rows.input_gradient(g, x, sx, normalize)
     return values, g
 
 
@@ -137,25 +138,28 @@ def _chunk_scratch(width):
     return np.empty((4 * numba.get_num_threads(), width), dtype=np.float64)
 
 
-def _chain(p, kind, q, chain, rho, values, g):
+def _chain(x, kind, t, sx, st, chain, rho, values, g):
+    """EMD^rho of ``sx·x`` against ``st·t`` (rows) or class indices ``t`` on a chain,
+    into values (B,) and g (B, N) or None."""
     from .kernels.chain import chain_batch
 
-    b, n = p.shape
-    classes = q if kind == "classes" else np.empty(0, dtype=np.int64)
-    grads = g if g is not None else np.empty((b, 0), dtype=p.dtype)
-    chain_batch(p, q if kind == "rows" else p, classes, chain.gaps, rho, values, grads,
-                _chunk_scratch(n))
+    b, n = x.shape
+    classes = t if kind == "classes" else np.empty(0, dtype=np.int64)
+    grads = g if g is not None else np.empty((b, 0), dtype=x.dtype)
+    chain_batch(x, t if kind == "rows" else x, classes, sx, st, chain.gaps, rho, values,
+                grads, _chunk_scratch(n))
 
 
-def _tree(p, kind, q, tree, rho, values, g):
+def _tree(x, kind, t, sx, st, tree, rho, values, g):
+    """:func:`_chain` on a tree."""
     from .kernels import tree as kernels
 
     if kind == "classes":
-        c, q = q, p  # q is not read for class targets
+        c, t = t, x  # t is not read for class targets
     else:
-        c = np.full(p.shape[0], -1, dtype=np.int64)
+        c = np.full(x.shape[0], -1, dtype=np.int64)
     scratch = _chunk_scratch(tree.n_nodes)
-    args = (p, q, c, tree.parent, tree.weight, tree.bin_node)
+    args = (x, t, c, sx, st, tree.parent, tree.weight, tree.bin_node)
     if g is None:
         kernels.tree_value(*args, rho, values, scratch)
     else:

@@ -1,6 +1,7 @@
 """GPU dispatch: whether CUDA can run, and the host calls behind ``device="cuda"``.
 
-``chain_cuda`` / ``tree_cuda`` take the arguments of ``api._chain`` / ``api._tree``, and
+``chain_cuda`` / ``tree_cuda`` take distributions (``api._chain`` / ``api._tree`` without
+the row scales: ``api.emd`` materialises the normalised rows for the GPU), and
 ``sinkhorn_cuda`` those of ``sinkhorn._structured`` (plus the dense plain form, which the
 CPU runs as BLAS products), so the public functions switch device with one branch each.
 numba.cuda is imported on first use here, never when emdcli is imported.
@@ -83,7 +84,8 @@ def on_device(x):
 
 
 def chain_cuda(p, kind, q, chain, rho, values, g, threads_per_block=THREADS_PER_BLOCK):
-    """EMD^rho on a chain: ``api._chain`` on the GPU. kind ``"rows"`` (q (B, N)) or
+    """EMD^rho on a chain: ``api._chain`` on the GPU, for rows p, q that are already
+    distributions (unit row scales). kind ``"rows"`` (q (B, N)) or
     ``"classes"`` (q (B,) int64); values (B,) and g (B, N) or None are filled in place
     (None: allocated like p). Returns (values, g)."""
     _cuda()

@@ -46,11 +46,28 @@ def _check_finite(a, source, raw=None):
         )
 
 
-def _check_rows(a, source, *, logits=False, raw=None):
-    """2-D, finite; unless ``logits``: non-negative and each row with positive, finite mass.
+def unit_scale():
+    """The empty row-scale array: every row as it is (scale 1)."""
+    return np.empty(0, dtype=np.float64)
 
-    Returns the row sums (B,). The common case costs two passes (the sums and the
-    minimum); the offending element is located only when a check fails.
+
+def row_sums_min(a):
+    """(Σ_i a[b, i], min_i a[b, i]) per row of a 2-D array, float64, in one parallel pass."""
+    from .kernels.rowstats import row_sums_min as kernel
+
+    sums = np.empty(a.shape[0], dtype=np.float64)
+    mins = np.empty(a.shape[0], dtype=np.float64)
+    if a.shape[0]:
+        kernel(a, sums, mins)
+    return sums, mins
+
+
+def _check_rows(a, source, *, logits=False, raw=None):
+    """2-D, finite; unless ``logits``: non-negative and each row with positive mass whose
+    sum the dtype can hold.
+
+    Returns the row sums (B,) float64. The common case costs one pass (the sums and the
+    minima together); the offending element is located only when a check fails.
     """
     if a.ndim != 2:
         raise EMDInputError(
@@ -58,19 +75,22 @@ def _check_rows(a, source, *, logits=False, raw=None):
         )
     if a.shape[0] and a.shape[1] < 1:
         raise EMDInputError("rows have no bins", source=source)
-    with np.errstate(over="ignore", invalid="ignore"):
-        sums = a.sum(axis=1)
-    if not np.isfinite(sums).all():  # a NaN/inf inside, or a finite row whose sum overflows
+    sums, mins = row_sums_min(a)
+    bad = ~np.isfinite(sums)
+    if bad.any():  # a NaN/inf inside, or a finite row whose sum overflows float64
         _check_finite(a, source, raw)
-        if not logits:
-            raise EMDInputError(
-                f"row sum overflows {a.dtype}", source=source,
-                row=int(np.flatnonzero(~np.isfinite(sums))[0]), hint="rescale the row",
-            )
     if logits:
         return sums
-    if a.size and a.min() < 0:
-        r, c = _first(a < 0)
+    bad |= sums > np.finfo(a.dtype).max  # as a sum in the dtype itself would overflow
+    if bad.any():
+        raise EMDInputError(
+            f"row sum overflows {a.dtype}", source=source,
+            row=int(np.flatnonzero(bad)[0]), hint="rescale the row",
+        )
+    negative = np.flatnonzero(mins < 0)
+    if negative.size:
+        r = int(negative[0])
+        c = int(np.flatnonzero(a[r] < 0)[0])
         raise EMDInputError(
             f"negative mass {float(a[r, c])!r}", source=source, row=r, column=c,
             hint="masses must be >= 0; for logits use --normalize softmax",
@@ -84,10 +104,13 @@ def _check_rows(a, source, *, logits=False, raw=None):
     return sums
 
 
-def prepare_pred(pred, normalize, dtype, check=True):
-    """Predictions (B, N) → distributions (B, N) of ``dtype``, C-contiguous.
+def pred_rows(pred, normalize, dtype, check=True):
+    """Predictions (B, N) → ``(x, scale)``: x (B, N) of ``dtype``, C-contiguous (the input
+    itself when it already is), and the distribution is ``p = scale[:, None] · x``.
 
-    ``l1``: ``p = x / Σx``; ``softmax``: ``p = exp(x − max x) / Σ exp(…)``; ``none``: as given.
+    ``l1``: scale = 1 / Σx (no copy is made: the EMD kernels take the scale);
+    ``softmax``: x = exp(x − max x) / Σ exp(…), computed; ``none``: x as given. The last
+    two get the empty scale (1). :func:`scaled` materialises p.
     """
     if normalize not in NORMALIZE:
         raise EMDInputError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
@@ -98,18 +121,17 @@ def prepare_pred(pred, normalize, dtype, check=True):
         raw, x = x, np.ascontiguousarray(x, dtype=dtype)
     sums = _check_rows(x, "pred", logits=normalize == "softmax", raw=raw) if check else None
     if normalize == "l1":
-        return x / (x.sum(axis=1) if sums is None else sums)[:, None]
+        return x, 1.0 / (row_sums_min(x)[0] if sums is None else sums)
     if normalize == "softmax":
         e = np.exp(x - x.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    return x
+        return e / e.sum(axis=1, keepdims=True), unit_scale()
+    return x, unit_scale()
 
 
-def prepare_target(target, n_rows, n_bins, normalize, dtype, check=True):
-    """Targets → ``("rows", Q (B, N))`` or ``("classes", c (B,) int64)``.
-
-    Rows are l1-normalised unless ``normalize == "none"``; a 1-D target is class indices.
-    """
+def target_rows(target, n_rows, n_bins, normalize, dtype, check=True):
+    """Targets → ``("rows", x (B, N), scale (B,))`` (as :func:`pred_rows` with ``l1``,
+    or the empty scale under ``none``) or ``("classes", c (B,) int64, empty scale)``;
+    a 1-D target is class indices."""
     t = np.asarray(target)
     if t.dtype.kind not in "fiub":
         raise EMDInputError(f"targets must be numbers, got dtype {t.dtype}", source="target")
@@ -119,7 +141,7 @@ def prepare_target(target, n_rows, n_bins, normalize, dtype, check=True):
             hint="give (B,) class indices or (B, N) rows",
         )
     if t.ndim == 1:
-        return "classes", prepare_classes(t, n_rows, n_bins, check)
+        return "classes", prepare_classes(t, n_rows, n_bins, check), unit_scale()
     if check:
         if t.ndim == 2 and t.shape[1] != n_bins:
             raise EMDInputError(
@@ -130,9 +152,28 @@ def prepare_target(target, n_rows, n_bins, normalize, dtype, check=True):
     with np.errstate(over="ignore"):
         q = np.ascontiguousarray(t, dtype=dtype)
     sums = _check_rows(q, "target", raw=t) if check else None
-    if normalize != "none":
-        q = q / (q.sum(axis=1) if sums is None else sums)[:, None]
-    return "rows", q
+    if normalize == "none":
+        return "rows", q, unit_scale()
+    return "rows", q, 1.0 / (row_sums_min(q)[0] if sums is None else sums)
+
+
+def scaled(x, scale):
+    """``scale[:, None] · x`` in x's dtype (x itself for the empty scale)."""
+    if scale.shape[0] == 0:
+        return x
+    return x * scale.astype(x.dtype)[:, None]
+
+
+def prepare_pred(pred, normalize, dtype, check=True):
+    """Predictions (B, N) → distributions (B, N) of ``dtype``, C-contiguous (see
+    :func:`pred_rows`)."""
+    return scaled(*pred_rows(pred, normalize, dtype, check))
+
+
+def prepare_target(target, n_rows, n_bins, normalize, dtype, check=True):
+    """Targets → ``("rows", Q (B, N))`` (normalised unless ``none``) or ``("classes", c)``."""
+    kind, t, scale = target_rows(target, n_rows, n_bins, normalize, dtype, check)
+    return kind, scaled(t, scale) if kind == "rows" else t
 
 
 def _check_rows_count(t, n_rows):
@@ -183,15 +224,20 @@ def check_equal_mass(p, kind, q):
         )
 
 
-def input_gradient(g, p, raw, normalize):
-    """Chain rule from the distribution gradient ``g`` (B, N) to the raw input.
+def input_gradient(g, x, scale, normalize):
+    """Chain rule from the distribution gradient ``g`` (B, N) to the raw input, for the
+    distribution ``p = scale[:, None] · x`` of :func:`pred_rows`.
 
-    ``l1``: ``(g − ⟨g, p⟩) / Σx``; ``softmax``: ``p ⊙ (g − ⟨g, p⟩)``; ``none``: ``g``.
-    Both are unchanged by adding a constant to ``g``, so the projected gradient will do.
+    ``l1``: ``(g − ⟨g, p⟩) / Σx`` (1/Σx is the scale); ``softmax``: ``p ⊙ (g − ⟨g, p⟩)``
+    (x is p); ``none``: ``g``. Both are unchanged by adding a constant to ``g``, so the
+    projected gradient will do.
     """
     if normalize == "none":
         return g
-    centred = g - np.einsum("ij,ij->i", g, p)[:, None]
+    dots = np.einsum("ij,ij->i", g, x, dtype=np.float64)
     if normalize == "l1":
-        return centred / np.asarray(raw, dtype=g.dtype).sum(axis=1, keepdims=True)
-    return p * centred
+        dots *= scale
+    centred = g - dots.astype(g.dtype)[:, None]
+    if normalize == "l1":
+        return centred * scale.astype(g.dtype)[:, None]
+    return x * centred

@@ -137,7 +137,8 @@ def sinkhorn(
         device = resolve_device(device)
     if grad_wrt not in GRAD_WRT:
         raise EMDInputError(f"grad_wrt must be one of {', '.join(GRAD_WRT)}, got {grad_wrt!r}")
-    p = rows.prepare_pred(pred, normalize, dt, check)
+    x, sx = rows.pred_rows(pred, normalize, dt, check)
+    p = rows.scaled(x, sx)
     b, n = p.shape
     kind, q = rows.prepare_target(target, b, n, normalize, dt, check)
     if check and normalize == "none":
@@ -165,7 +166,7 @@ def sinkhorn(
         values, its, errors, G = _structured(p, q, sp, lam, iters, tol, log_form, dense,
                                              gradient, dt)
     if gradient and grad_wrt == "input":
-        G = rows.input_gradient(G, p, pred, normalize)
+        G = rows.input_gradient(G, x, sx, normalize)
     judged = tol if tol > 0 else CONVERGED_TOL
     with np.errstate(invalid="ignore"):
         converged = np.isfinite(values) & np.isfinite(errors) & (errors < judged)

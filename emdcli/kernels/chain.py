@@ -13,7 +13,9 @@ row: with ``a_i = rho d_i sgn(phi_i)|phi_i|^(rho−1)``, ``A = Σ a_i``, the pre
 Layers: ``_row`` (serial, one row: a vectorisable difference pass, the serial scan, a
 vectorisable gradient pass) → ``_rows`` (a run of rows with one scratch row) →
 ``chain_batch`` (prange over contiguous chunks of rows; rho = 1 and 2 are dispatched once
-per call so the compiler folds them into the loops). Kernels never validate:
+per call so the compiler folds them into the loops). Each row may carry a scale for the
+prediction and one for the target (``p = sp·x``: the l1 normalisation without a copy).
+Kernels never validate:
 ``emdcli.api`` does. Accumulation is in float64 whatever the storage dtype.
 """
 
@@ -50,16 +52,17 @@ def _power(phi, rho):
 
 
 @njit(cache=True, inline="always")
-def _row(p, q, c, d, rho, g, want_grad, s):
-    """EMD^rho of one row (class ``c ≥ 0``: one-hot target, q unused) and, when
-    ``want_grad``, its projected gradient into ``g`` (N,); s (N,) float64 scratch."""
+def _row(p, q, c, sp, sq, d, rho, g, want_grad, s):
+    """EMD^rho of ``sp·p`` against ``sq·q`` (class ``c ≥ 0``: one-hot target, q unused)
+    and, when ``want_grad``, its projected gradient into ``g`` (N,); s (N,) float64
+    scratch."""
     n = p.shape[0]
     if c < 0:
         for i in range(n - 1):
-            s[i] = np.float64(p[i]) - np.float64(q[i])
+            s[i] = sp * np.float64(p[i]) - sq * np.float64(q[i])
     else:
         for i in range(n - 1):
-            s[i] = np.float64(p[i])
+            s[i] = sp * np.float64(p[i])
         if c < n - 1:
             s[c] -= 1.0
     phi = 0.0
@@ -89,30 +92,36 @@ def _row(p, q, c, d, rho, g, want_grad, s):
 
 
 @njit(cache=True, inline="always")
-def _rows(P, Q, C, d, rho, out, G, lo, hi, s):
+def _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, s):
     """Rows ``lo … hi−1``; classes C when ``C`` is not empty, else target rows Q."""
     use_c = C.shape[0] > 0
     want_grad = G.shape[1] > 0
+    scale_p = SP.shape[0] > 0
+    scale_q = SQ.shape[0] > 0 and not use_c
     for b in range(lo, hi):
         c = C[b] if use_c else -1
         q = P[b] if use_c else Q[b]
         g = G[b] if want_grad else G[0]
-        out[b] = _row(P[b], q, c, d, rho, g, want_grad, s)
+        sp = SP[b] if scale_p else 1.0
+        sq = SQ[b] if scale_q else 1.0
+        out[b] = _row(P[b], q, c, sp, sq, d, rho, g, want_grad, s)
 
 
 @njit(cache=True, parallel=True)
-def chain_batch(P, Q, C, d, rho, out, G, scratch):
+def chain_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
     """EMD^rho of every row into ``out`` (B,), gradients into ``G`` (B, N) unless G has
     no columns. P (B, N); Q (B, N) target rows, or C (B,) int64 class indices (then Q is
-    ignored; pass an empty C for rows); d (N−1,) float64; scratch (chunks, N) float64:
-    the rows are split into ``chunks`` contiguous runs, one scratch row each."""
+    ignored; pass an empty C for rows); SP, SQ (B,) float64 row scales, or empty for 1:
+    row b compares ``SP[b]·P[b]`` with ``SQ[b]·Q[b]`` (the l1 normalisation, no copy);
+    d (N−1,) float64; scratch (chunks, N) float64: the rows are split into ``chunks``
+    contiguous runs, one scratch row each."""
     n_rows = P.shape[0]
     n_chunks = min(scratch.shape[0], n_rows)
     for ch in prange(n_chunks):
         lo, hi = ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks
         if rho == 2.0:
-            _rows(P, Q, C, d, 2.0, out, G, lo, hi, scratch[ch])
+            _rows(P, Q, C, SP, SQ, d, 2.0, out, G, lo, hi, scratch[ch])
         elif rho == 1.0:
-            _rows(P, Q, C, d, 1.0, out, G, lo, hi, scratch[ch])
+            _rows(P, Q, C, SP, SQ, d, 1.0, out, G, lo, hi, scratch[ch])
         else:
-            _rows(P, Q, C, d, rho, out, G, lo, hi, scratch[ch])
+            _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, scratch[ch])

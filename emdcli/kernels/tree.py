@@ -25,22 +25,23 @@ from .chain import _power, _slope
 
 
 @njit(cache=True)
-def _scatter(p, q, c, bin_node, acc):
-    """``acc[node] = Σ (p_k − q_k)`` over the bins k on each node (class c ≥ 0: one-hot)."""
+def _scatter(p, q, c, sp, sq, bin_node, acc):
+    """``acc[node] = Σ (sp·p_k − sq·q_k)`` over the bins k on each node (class c ≥ 0:
+    one-hot)."""
     acc[:] = 0.0
     for k in range(bin_node.shape[0]):
         if c < 0:
-            acc[bin_node[k]] += np.float64(p[k]) - np.float64(q[k])
+            acc[bin_node[k]] += sp * np.float64(p[k]) - sq * np.float64(q[k])
         else:
-            acc[bin_node[k]] += np.float64(p[k])
+            acc[bin_node[k]] += sp * np.float64(p[k])
     if c >= 0:
         acc[bin_node[c]] -= 1.0
 
 
 @njit(cache=True)
-def _row_value(p, q, c, parent, weight, bin_node, rho, acc):
-    """HEMD^rho of one row; ``acc`` (nodes,) is scratch."""
-    _scatter(p, q, c, bin_node, acc)
+def _row_value(p, q, c, sp, sq, parent, weight, bin_node, rho, acc):
+    """HEMD^rho of ``sp·p`` against ``sq·q``; ``acc`` (nodes,) is scratch."""
+    _scatter(p, q, c, sp, sq, bin_node, acc)
     total = 0.0
     for v in range(parent.shape[0] - 1, 0, -1):
         phi = acc[v]
@@ -50,9 +51,9 @@ def _row_value(p, q, c, parent, weight, bin_node, rho, acc):
 
 
 @njit(cache=True)
-def _row_value_grad(p, q, c, parent, weight, bin_node, count, rho, acc, g):
-    """HEMD^rho of one row and its projected gradient into ``g`` (N,)."""
-    _scatter(p, q, c, bin_node, acc)
+def _row_value_grad(p, q, c, sp, sq, parent, weight, bin_node, count, rho, acc, g):
+    """HEMD^rho of ``sp·p`` against ``sq·q`` and its projected gradient into ``g`` (N,)."""
+    _scatter(p, q, c, sp, sq, bin_node, acc)
     total = 0.0
     mean = 0.0
     for v in range(parent.shape[0] - 1, 0, -1):
@@ -71,12 +72,20 @@ def _row_value_grad(p, q, c, parent, weight, bin_node, count, rho, acc, g):
     return total
 
 
+@njit(cache=True, inline="always")
+def _scales(SP, SQ, b):
+    """Row b's scales (1 where the scale arrays are empty)."""
+    return SP[b] if SP.shape[0] > 0 else 1.0, SQ[b] if SQ.shape[0] > 0 else 1.0
+
+
 @njit(cache=True, parallel=True)
-def tree_value(P, Q, c, parent, weight, bin_node, rho, out, scratch):
-    """``out[b] = HEMD^rho(P[b], Q[b])`` (``c[b] ≥ 0``: against class ``c[b]``; Q unused).
+def tree_value(P, Q, c, SP, SQ, parent, weight, bin_node, rho, out, scratch):
+    """``out[b] = HEMD^rho(SP[b]·P[b], SQ[b]·Q[b])`` (``c[b] ≥ 0``: against class ``c[b]``;
+    Q unused).
 
     P (B, N); Q (B, N), or any (B, ·) array when classes are given; c (B,) int64, −1 for
-    row targets; parent, weight (nodes,); bin_node (N,); out (B,); scratch (chunks, nodes)
+    row targets; SP, SQ (B,) float64 row scales, or empty for 1 (the l1 normalisation,
+    no copy); parent, weight (nodes,); bin_node (N,); out (B,); scratch (chunks, nodes)
     float64: the rows are split into ``chunks`` contiguous runs, one scratch row each.
     """
     n_rows = P.shape[0]
@@ -84,17 +93,19 @@ def tree_value(P, Q, c, parent, weight, bin_node, rho, out, scratch):
     for ch in prange(n_chunks):
         acc = scratch[ch]
         for b in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
-            out[b] = _row_value(P[b], Q[b], c[b], parent, weight, bin_node, rho, acc)
+            sp, sq = _scales(SP, SQ, b)
+            out[b] = _row_value(P[b], Q[b], c[b], sp, sq, parent, weight, bin_node, rho, acc)
 
 
 @njit(cache=True, parallel=True)
-def tree_value_grad(P, Q, c, parent, weight, bin_node, count, rho, out, G, scratch):
+def tree_value_grad(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch):
     """Values into ``out`` (B,), projected gradients into ``G`` (B, N); see tree_value."""
     n_rows = P.shape[0]
     n_chunks = min(scratch.shape[0], n_rows)
     for ch in prange(n_chunks):
         acc = scratch[ch]
         for b in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
+            sp, sq = _scales(SP, SQ, b)
             out[b] = _row_value_grad(
-                P[b], Q[b], c[b], parent, weight, bin_node, count, rho, acc, G[b]
+                P[b], Q[b], c[b], sp, sq, parent, weight, bin_node, count, rho, acc, G[b]
             )

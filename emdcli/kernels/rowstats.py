@@ -1,0 +1,28 @@
+"""Row statistics for the public functions' checks and normalisation (CPU, Numba).
+
+``row_sums_min(x, sums, mins)``: ``sums[b] = Σ_i x[b, i]`` and ``mins[b] = min_i x[b, i]``,
+in float64 whatever the storage dtype, in one parallel pass over the rows. A row holding
+a NaN or an infinity gets a non-finite sum, which is how the caller finds it (and then
+locates the element with numpy). The l1-normalised distribution is then
+``p = x / sums`` without a copy: the EMD kernels take ``1 / sums`` as a row scale.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def row_sums_min(x, sums, mins):
+    """Fill ``sums`` (B,) and ``mins`` (B,) float64 from x (B, N), N ≥ 1."""
+    n = x.shape[1]
+    for b in prange(x.shape[0]):
+        row = x[b]
+        s = 0.0
+        m = np.float64(row[0])
+        for i in range(n):
+            v = np.float64(row[i])
+            s += v
+            if v < m:
+                m = v
+        sums[b] = s
+        mins[b] = m
