@@ -19,6 +19,8 @@ Kernels never validate:
 ``emdcli.api`` does. Accumulation is in float64 whatever the storage dtype.
 """
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -26,12 +28,9 @@ from numba import njit, prange
 @njit(cache=True, inline="always")
 def _slope(phi, rho):
     """``sgn(phi) |phi|^(rho−1)`` with ``sgn(0) = 0``; cheap paths for rho = 1, 2."""
-    if rho == 1.0:
-        if phi > 0.0:
-            return 1.0
-        if phi < 0.0:
-            return -1.0
-        return 0.0
+    if rho == 1.0:  # branch-free: the sign of a soft row's phi flips unpredictably
+        s = math.copysign(1.0, phi)
+        return s if phi != 0.0 else 0.0
     if rho == 2.0:
         return phi
     a = abs(phi)
