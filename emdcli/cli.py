@@ -204,6 +204,7 @@ def compute(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per batch (default: about 2M values per batch)."),
     device: Device = typer.Option(Device.cpu, "--device", help="cpu, cuda (an NVIDIA GPU through numba.cuda) or auto (cuda when a GPU is usable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary or progress on stderr."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also say where the time went: rows/s, reading, computing, writing; on a GPU the copies in and out, compilation and kernels (which synchronises the GPU)."),
 ):
     """Per-row EMD / EMD² / EMD^rho between predictions and targets on a chain, a tree or a ground matrix.
 
@@ -226,12 +227,15 @@ def compute(
         sinkhorn_form=sinkhorn_form.value if sinkhorn_form else None,
         sinkhorn_kernel=sinkhorn_kernel.value if sinkhorn_kernel else None,
     )
+    if quiet and verbose:
+        fail("--quiet and --verbose contradict each other; give one")
     err = Console(stderr=True)
     progress = None if quiet else _Progress(err)
     try:
         summary = pipeline.run_compute(
             job, stdout=sys.stdout, console=Console(), stdout_is_tty=sys.stdout.isatty(),
             progress=progress, warn=lambda m: typer.echo(f"emd: warning: {m}", err=True),
+            clock_gpu=verbose,
         )
     except EMDInputError as e:
         fail(e.describe(e.source))
@@ -243,6 +247,8 @@ def compute(
             progress.stop()
     if not quiet:
         typer.echo(summary.line(), err=True)
+    if verbose:
+        typer.echo(summary.timing.line(), err=True)
 
 
 TREE_EPILOG = """

@@ -420,7 +420,9 @@ def _bench_table(rows, title):
 
     table = Table(title=title, caption=PAPER_HARDWARE)
     table.add_column("case", no_wrap=True)
-    for h in ("median", "IQR", "first call", "paper", "paper/ours", "POT", "POT/ours"):
+    gpu = any(r["kernel_s"] is not None for r in rows)
+    heads = ("median", "IQR", "first call") + (("GPU kernels", "GPU copies") if gpu else ())
+    for h in heads + ("paper", "paper/ours", "POT", "POT/ours"):
         table.add_column(h, justify="right")
     for r in rows:
         ratio = lambda v: "" if v is None else f"{v:.3g}×"  # noqa: E731
@@ -429,7 +431,8 @@ def _bench_table(rows, title):
         pot = ratio(r["pot_over_ours"])
         if r["pot_agrees"] is not None:
             pot += " ✓" if r["pot_agrees"] else " ✗ values differ"
+        split = (seconds(r["kernel_s"]), seconds(r["copies_s"])) if gpu else ()
         table.add_row(case, seconds(r["median_s"]), seconds(r["iqr_s"]),
-                      seconds(r["first_call_s"]), seconds(r["paper_s"]),
+                      seconds(r["first_call_s"]), *split, seconds(r["paper_s"]),
                       ratio(r["paper_over_ours"]), seconds(r["pot_s"]), pot)
     Console().print(table)

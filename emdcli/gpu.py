@@ -11,6 +11,7 @@ device arrays, CuPy, PyTorch CUDA tensors: results stay on the device).
 
 import os
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -78,6 +79,22 @@ def resolve_device(device):
     return device
 
 
+@contextmanager
+def clock_phases():
+    """Clock the GPU launchers while inside: yields a dict of seconds per phase
+    (``to_device``, ``compile``, ``kernel``, ``to_host``), filled as calls run. Each phase
+    synchronises the GPU, so use it to see where time goes, not in a training loop."""
+    _cuda()
+    from .kernels.gpu_common import CLOCK
+
+    CLOCK.reset()
+    CLOCK.on = True
+    try:
+        yield CLOCK.seconds
+    finally:
+        CLOCK.on = False
+
+
 def on_device(x):
     """True for an array already on the GPU (``__cuda_array_interface__`` or numba's)."""
     return bool(getattr(x, "__cuda_ndarray__", False)) or hasattr(x, "__cuda_array_interface__")
@@ -131,7 +148,7 @@ def emd_on_device(pred, target, space, rho=1.0, gradient=False,
     or (values, gradients (B, N)). No validation and no normalisation: pred (B, N) must
     hold distributions, target (B, N) too or (B,) integer class indices; space a Chain or
     a Tree. For the training loop that ``emdcli.emd(..., check=False)`` would serve."""
-    from .kernels.gpu_chain import to_device
+    from .kernels.gpu_common import to_device
     from .spaces import Chain, Tree
 
     cuda = _cuda()

@@ -6,6 +6,8 @@ each, and writes rows (and gradients) as they come. Errors come back as
 """
 
 import os
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -247,9 +249,20 @@ def check_paths(job):
             raise EMDInputError("--output and --gradient name the same file", source="--gradient")
 
 
-def run_compute(job, *, stdout, console, stdout_is_tty=False, progress=None, warn=print):
-    """Run ``job``; returns the :class:`report.Summary` of the distances."""
+def run_compute(job, *, stdout, console, stdout_is_tty=False, progress=None, warn=print,
+                clock_gpu=False):
+    """Run ``job``; returns the :class:`report.Summary` of the distances, its ``timing``
+    a :class:`report.Timing` (with the GPU launchers' phases when ``clock_gpu`` and the
+    job runs on CUDA: that synchronises the GPU around each phase)."""
+    started = time.perf_counter()
+    timing = report.Timing()
     metric = make_metric(job)
+    clock = nullcontext(None)
+    if job.device != "cpu":
+        from . import gpu
+
+        if clock_gpu and gpu.resolve_device(job.device) == "cuda":
+            clock = gpu.clock_phases()
     fmt = report.output_format(job.output, job.fmt, stdout_is_tty)
     check_paths(job)
     positions = io.read_positions(job.positions) if job.positions else None
@@ -263,33 +276,37 @@ def run_compute(job, *, stdout, console, stdout_is_tty=False, progress=None, war
     if progress:
         progress.start(pred.n_rows)
     try:
-        for offset, p, q, ids in aligned_batches(pred, target, size):
-            n = p.shape[1] if p.ndim == 2 else 0
-            try:
-                if space is None:
-                    space = Chain.uniform(n) if positions is None else Chain.from_positions(positions, n)
-                cols, grads = metric.run(p, q, space)
-            except EMDInputError as e:
-                raise (e.shifted(offset) if e.row is not None else e) from None
-            values = cols[metric.value]
-            if ids is None:
-                ids = np.arange(offset, offset + len(values))
-            if not writers:
-                writers, atomics = _start(job, fmt, metric, id_name, pred.n_rows, n, stdout,
-                                          console)
-            batch = {id_name: ids, **cols, "gradient": grads}
-            for w in writers:
-                w.write(batch)
-            summary.add(values, cols.get("sinkhorn_converged"))
-            if progress:
-                progress.advance(len(values))
+        with clock as gpu_seconds:
+            for offset, p, q, ids, read_s in _timed(aligned_batches(pred, target, size)):
+                timing.read += read_s
+                t = time.perf_counter()
+                n = p.shape[1] if p.ndim == 2 else 0
+                try:
+                    if space is None:
+                        space = (Chain.uniform(n) if positions is None
+                                 else Chain.from_positions(positions, n))
+                    cols, grads = metric.run(p, q, space)
+                except EMDInputError as e:
+                    raise (e.shifted(offset) if e.row is not None else e) from None
+                timing.compute += time.perf_counter() - t
+                t = time.perf_counter()
+                _write_batch(job, fmt, metric, id_name, pred.n_rows, n, offset, ids, cols, grads,
+                             writers, atomics, stdout, console)
+                summary.add(cols[metric.value], cols.get("sinkhorn_converged"))
+                timing.rows += len(cols[metric.value])
+                timing.write += time.perf_counter() - t
+                if progress:
+                    progress.advance(len(cols[metric.value]))
+        timing.gpu = None if gpu_seconds is None else dict(gpu_seconds)
+        t = time.perf_counter()
         if not writers:  # no rows at all
             width = pred.width or (space.n if space is not None else 0)
-            writers, atomics = _start(job, fmt, metric, id_name, 0, width, stdout, console)
+            writers[:], atomics[:] = _start(job, fmt, metric, id_name, 0, width, stdout, console)
         for w in writers:
             w.close()
         for a in atomics:
             a.commit()
+        timing.write += time.perf_counter() - t
     except EMDInputError as e:
         _abort(writers, atomics)
         e.source = names.get(e.source, e.source)
@@ -297,7 +314,34 @@ def run_compute(job, *, stdout, console, stdout_is_tty=False, progress=None, war
     except BaseException:
         _abort(writers, atomics)
         raise
+    timing.wall = time.perf_counter() - started
+    summary.timing = timing
     return summary
+
+
+def _timed(batches):
+    """The batches with the seconds spent reading each appended."""
+    it = iter(batches)
+    while True:
+        t = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        yield (*batch, time.perf_counter() - t)
+
+
+def _write_batch(job, fmt, metric, id_name, n_rows, width, offset, ids, cols, grads, writers,
+                 atomics, stdout, console):
+    """Write one batch's rows (and gradients), opening the writers on the first batch
+    (they fill ``writers`` and ``atomics`` in place)."""
+    if ids is None:
+        ids = np.arange(offset, offset + len(cols[metric.value]))
+    if not writers:
+        writers[:], atomics[:] = _start(job, fmt, metric, id_name, n_rows, width, stdout, console)
+    batch = {id_name: ids, **cols, "gradient": grads}
+    for w in writers:
+        w.write(batch)
 
 
 def _positions_name(spec):

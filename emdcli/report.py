@@ -259,6 +259,33 @@ class Summary:
         return f"{self.name}: " + " ".join(parts)
 
 
+class Timing:
+    """Where a job's time went (seconds): reading batches, computing, writing, in all;
+    ``gpu``: the GPU launchers' phases (``to_device``, ``compile``, ``kernel``,
+    ``to_host``) when they were clocked, else None."""
+
+    def __init__(self):
+        self.rows = 0
+        self.read = self.compute = self.write = self.wall = 0.0
+        self.gpu = None
+
+    def line(self):
+        from .timing import format_seconds
+
+        def fs(seconds):
+            return "0 s" if seconds == 0 else format_seconds(seconds)
+
+        rate = f" ({self.rows / self.wall:,.0f} rows/s)" if self.wall > 0 else ""
+        text = (f"timing: {self.rows} rows in {fs(self.wall)}{rate}: read {fs(self.read)}, "
+                f"compute {fs(self.compute)}, write {fs(self.write)}")
+        if self.gpu is not None:
+            g = self.gpu
+            text += (f"; of the compute, on the GPU: copies in {fs(g['to_device'])}, "
+                     f"compilation {fs(g['compile'])}, kernels {fs(g['kernel'])}, "
+                     f"copies out {fs(g['to_host'])}")
+        return text
+
+
 def stderr_console():
     from rich.console import Console
 

@@ -617,6 +617,28 @@ def test_quiet_suppresses_summary(d):
     assert r.stderr == ""
 
 
+TIMING = re.compile(
+    r"^timing: (\d+) rows in \S+ \S+ \(([\d,]+) rows/s\): read \S+ \S+, compute \S+ \S+, "
+    r"write \S+ \S+$"
+)
+
+
+def test_verbose_says_where_the_time_went(d):
+    """--verbose adds one line after the summary: rows, rows/s, read / compute / write."""
+    r = ok(d.p_npy, d.q_npy, "--verbose", "--batch-size", BATCH)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("emd: count=11 ")
+    m = TIMING.match(lines[1])
+    assert m, lines[1]
+    assert int(m.group(1)) == B and int(m.group(2).replace(",", "")) > 0
+    assert ok(d.p_npy, d.q_npy).stdout == r.stdout  # the rows are not touched
+
+
+def test_quiet_and_verbose_contradict(d):
+    r = invoke(d.p_npy, d.q_npy, "-q", "-v")
+    assert r.exit_code == 2 and "contradict" in r.stderr and r.stdout == ""
+
+
 @pytest.mark.parametrize("metric,name,extra", [("emd", "emd", []), ("emd2", "emd2", []),
                                                ("emd-rho", "emd_rho", ["--rho", "1.5"])])
 def test_summary_line(d, metric, name, extra):

@@ -65,7 +65,8 @@ if not SIM and not cuda.is_available():
 import emdcli  # noqa: E402
 from emdcli import gpu  # noqa: E402
 from emdcli.kernels.chain import chain_batch  # noqa: E402
-from emdcli.kernels.gpu_chain import chain_batch_cuda, on_device  # noqa: E402
+from emdcli.kernels.gpu_chain import chain_batch_cuda  # noqa: E402
+from emdcli.kernels.gpu_common import on_device  # noqa: E402
 from emdcli.kernels.gpu_sinkhorn import sinkhorn_batch_cuda  # noqa: E402
 from emdcli.kernels.gpu_tree import tree_value_cuda, tree_value_grad_cuda  # noqa: E402
 from emdcli.kernels.gibbs import DENSE  # noqa: E402
@@ -358,6 +359,50 @@ def test_dispatch_matches_public_functions():
     np.testing.assert_array_equal(its, res.iterations)
     np.testing.assert_allclose(values, res.values, **close(np.float64))
     np.testing.assert_allclose(G, res.gradient, **close(np.float64))
+
+
+def test_clock_books_copies_compilation_and_kernels():
+    """gpu.clock_phases: every phase of a host-array call is booked; a first launch of a
+    new signature goes to compilation where the dispatcher shows it; off afterwards."""
+    from emdcli.kernels.gpu_common import CLOCK
+
+    rng = rng_for("clock")
+    P, Q = rows(rng, 3, 5, np.float64), rows(rng, 3, 5, np.float64)
+    d = np.ones(4)
+    with gpu.clock_phases() as seconds:
+        chain_batch_cuda(P, Q, None, d, 2.0, None, np.empty((3, 5)), threads_per_block=TPB)
+    assert set(seconds) == {"to_device", "compile", "kernel", "to_host"}
+    assert seconds["to_device"] > 0 and seconds["to_host"] > 0
+    assert seconds["kernel"] + seconds["compile"] > 0
+    assert not CLOCK.on
+    before = dict(CLOCK.seconds)
+    chain_batch_cuda(P, Q, None, d, 2.0, None, None, threads_per_block=TPB)
+    assert CLOCK.seconds == before  # off: nothing booked
+
+
+def test_compute_verbose_and_bench_split_gpu_time(tmp_path):
+    """``emd compute --device cuda --verbose`` reports the GPU phases; ``emd bench``'s
+    cuda rows carry kernel and copy seconds."""
+    from typer.testing import CliRunner
+
+    from emdcli import bench
+    from emdcli.cli import app
+
+    rng = rng_for("verbose")
+    np.save(tmp_path / "p.npy", rows(rng, 4, 3, np.float64))
+    np.save(tmp_path / "c.npy", rng.integers(0, 3, 4))
+    r = CliRunner().invoke(app, ["compute", str(tmp_path / "p.npy"), str(tmp_path / "c.npy"),
+                                 "--device", "cuda", "-v"])
+    assert r.exit_code == 0, r.stderr
+    line = r.stderr.splitlines()[-1]
+    assert line.startswith("timing: 4 rows in ") and "on the GPU: copies in " in line
+    assert "kernels " in line and "copies out " in line
+    cfg = bench.BenchConfig(space=Chain.uniform(3), batch=2, iters=[2], dtypes=["float64"],
+                            repeat=1, devices=["cuda"], budget=0.0)
+    got, _ = bench.run_bench(cfg)
+    assert [r["metric"] for r in got] == ["emd", "emd2", "sinkhorn"]
+    for row in got:
+        assert row["device"] == "cuda" and row["kernel_s"] > 0 and row["copies_s"] > 0
 
 
 def test_cuda_available_follows_the_simulator_switch(monkeypatch):

@@ -16,31 +16,26 @@ groups (W = 1 is one thread per row). One launch does value and gradient: the fi
 pass stashes S_k (float64, N per group: dynamic shared memory when it fits, else a
 global scratch row per group slot), the second writes g. Every lane reads back only the
 stash entries it wrote itself, so the second pass needs no barrier. Accumulation is in
-float64 whatever the storage dtype, as on the CPU. (``group_scan``, a block-wide scan
-in shared memory, serves the tree and Sinkhorn kernels, whose groups span warps.)
+float64 whatever the storage dtype, as on the CPU.
 
 Also here, for Sinkhorn (``gpu_sinkhorn``): the chain's Gibbs passes ``chain_plain`` /
-``chain_log`` (``gibbs._chain_plain`` / ``_chain_log`` transcribed, run by one thread)
-and the scalar math they share with the tree's (``logaddexp``, ``log_``, ``exp_``).
+``chain_log`` (``gibbs._chain_plain`` / ``_chain_log`` transcribed, run by one thread).
 
 Host side: :func:`chain_batch_cuda` takes numpy arrays or arrays already on the GPU
 (numba device arrays, or anything with ``__cuda_array_interface__``: CuPy, PyTorch)
-and answers in kind. The helpers here (:func:`on_device`, :func:`to_device`,
-:func:`cached`, :func:`launch_shape`, :func:`group_scan`, …) serve every ``gpu_``
-module. Kernels never validate.
+and answers in kind (the helpers are in ``gpu_common``). Kernels never validate.
 """
 
 import math
-from collections import OrderedDict
 
 import numpy as np
 from numba import cuda, float64
 
 from .chain import _power, _slope
-
-SHARED_BYTES = 48 * 1024  # dynamic shared memory usable without an opt-in
-SCRATCH_BYTES = 1 << 28  # global scratch cap: the grid shrinks (grid stride) to fit it
-SIMULATOR = ".simulator" in cuda.jit.__module__
+from .gpu_common import (
+    CLOCK, SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, logaddexp, on_device, to_device,
+    value_grad_outputs, warp_scan, work_array,
+)
 
 
 # ----------------------------------------------------------------------------- device
@@ -51,76 +46,7 @@ power = cuda.jit(device=True)(_power.py_func)
 slope = cuda.jit(device=True)(_slope.py_func)
 
 
-@cuda.jit(device=True)
-def group_scan(buf, tid, lane, width, x):
-    """Inclusive and exclusive sums of the float64 ``x`` over the ``width`` lanes of each
-    group, and the group total: (incl, excl, total). Every thread of the block must call
-    it (it synchronises the block); buf (≥ threads,) float64 shared scratch."""
-    buf[tid] = x
-    off = 1
-    while off < width:
-        cuda.syncthreads()
-        y = buf[tid - off] if lane >= off else 0.0
-        cuda.syncthreads()
-        x += y
-        buf[tid] = x
-        off *= 2
-    cuda.syncthreads()
-    excl = buf[tid - 1] if lane > 0 else 0.0
-    total = buf[tid - lane + width - 1]
-    cuda.syncthreads()
-    return x, excl, total
-
-
 VEC = 4  # consecutive bins per lane per tile of the chain kernel (a compile-time constant)
-FULL_MASK = 0xFFFFFFFF
-
-
-if SIMULATOR:  # the simulator has no warp shuffles: shared memory stands in for them
-    @cuda.jit(device=True)
-    def shfl_up(buf, tid, x, off):
-        """x of the lane ``off`` below in the warp (own x where there is none)."""
-        buf[tid] = x
-        cuda.syncthreads()
-        y = buf[tid - off] if tid % 32 >= off else x
-        cuda.syncthreads()
-        return y
-
-    @cuda.jit(device=True)
-    def shfl_idx(buf, tid, x, src):
-        """x of warp lane ``src``."""
-        buf[tid] = x
-        cuda.syncthreads()
-        y = buf[tid - tid % 32 + src]
-        cuda.syncthreads()
-        return y
-else:
-    @cuda.jit(device=True)
-    def shfl_up(buf, tid, x, off):
-        """x of the lane ``off`` below in the warp (own x where there is none)."""
-        return cuda.shfl_up_sync(FULL_MASK, x, off)
-
-    @cuda.jit(device=True)
-    def shfl_idx(buf, tid, x, src):
-        """x of warp lane ``src``."""
-        return cuda.shfl_sync(FULL_MASK, x, src)
-
-
-@cuda.jit(device=True)
-def warp_scan(buf, tid, lane, width, x):
-    """(inclusive sum of the float64 ``x`` over the lanes ≤ ``lane`` of the group, group
-    total), for groups of ``width`` ≤ 32 lanes (a power of two) inside one warp: warp
-    shuffles, no barrier. Every thread of the warp must call it (the simulator's stand-in
-    synchronises the block: there every thread of the block); buf (≥ threads,) float64."""
-    off = 1
-    while off < width:
-        y = shfl_up(buf, tid, x, off)
-        if lane >= off:
-            x += y
-        off *= 2
-    return x, shfl_idx(buf, tid, x, tid % 32 - lane + width - 1)
-
-
 @cuda.jit(device=True)
 def _chain_rows(P, Q, C, use_c, d, rho, out, G, want_grad, width, buf, stash, at):
     """All rows of this block's groups; the group's stash is ``stash[at : at + N]``.
@@ -220,45 +146,6 @@ def _chain_global(P, Q, C, use_c, d, rho, out, G, want_grad, width, scratch):
                 slot * P.shape[1])
 
 
-# ------------------------------------------------ math for the Gibbs passes (Sinkhorn)
-
-# The simulator runs kernels as Python, whose math raises where the GPU returns ±inf:
-# there the same device functions use NumPy's scalar functions (same dtype, inf/nan).
-if SIMULATOR:
-    @cuda.jit(device=True)
-    def log_(x):
-        return np.log(x)
-
-    @cuda.jit(device=True)
-    def exp_(x):
-        return np.exp(x)
-
-    @cuda.jit(device=True)
-    def log1p_(x):
-        return np.log1p(x)
-else:
-    @cuda.jit(device=True)
-    def log_(x):
-        return math.log(x)
-
-    @cuda.jit(device=True)
-    def exp_(x):
-        return math.exp(x)
-
-    @cuda.jit(device=True)
-    def log1p_(x):
-        return math.log1p(x)
-
-
-@cuda.jit(device=True)
-def logaddexp(a, b):
-    """log(e^a + e^b), exact at −inf."""
-    m = b if b > a else a  # max(a, b), as Python spells it (the CUDA target lacks max)
-    if m == -math.inf:
-        return m
-    return m + log1p_(exp_(-abs(a - b)))
-
-
 # ---------------------------------------------------- Gibbs kernel on a chain (Sinkhorn)
 
 
@@ -321,77 +208,6 @@ def chain_log(lx, la, lw, scale, out, moment, tmp, n):
 # ------------------------------------------------------------------------------- host
 
 
-def on_device(x):
-    """True for a numba device array or anything exposing ``__cuda_array_interface__``."""
-    return bool(getattr(x, "__cuda_ndarray__", False)) or hasattr(x, "__cuda_array_interface__")
-
-
-def to_device(x, dtype=None):
-    """x as a numba device array: device arrays as they are (a zero-copy view for CuPy /
-    PyTorch), host arrays copied (made contiguous, cast to ``dtype`` when given)."""
-    if getattr(x, "__cuda_ndarray__", False):
-        return x
-    if hasattr(x, "__cuda_array_interface__"):
-        return cuda.as_cuda_array(x)
-    return cuda.to_device(np.ascontiguousarray(x, dtype=dtype))
-
-
-_SMALL = OrderedDict()
-SMALL_BYTES = 1 << 20
-
-
-def cached(x, dtype=None):
-    """Like :func:`to_device`, but a small host array (a space's gaps or weights, a
-    stand-in) is copied once and reused while the same bytes come again: no host →
-    device copy per call in a training loop. Kernels never write into these."""
-    if on_device(x):
-        return to_device(x)
-    a = np.ascontiguousarray(x, dtype=dtype)
-    if a.nbytes > SMALL_BYTES:
-        return cuda.to_device(a)
-    key = (a.dtype.str, a.shape, a.tobytes())
-    hit = _SMALL.get(key)
-    if hit is None:
-        hit = _SMALL[key] = cuda.to_device(a)
-        while len(_SMALL) > 64:
-            _SMALL.popitem(last=False)
-    else:
-        _SMALL.move_to_end(key)
-    return hit
-
-
-_SCRATCH = {}
-
-
-def work_array(shape, dtype):
-    """A device work array, kept for the next call of the same shape (every launch goes
-    to the default stream, so successive kernels never share it at once)."""
-    key = (tuple(int(k) for k in np.atleast_1d(shape)), np.dtype(dtype).str)
-    hit = _SCRATCH.get(key)
-    if hit is None:
-        _SCRATCH.clear()  # one at a time: they can be large
-        hit = _SCRATCH[key] = cuda.device_array(key[0], dtype=dtype)
-    return hit
-
-
-def dummy(dtype, ndim=1):
-    """A one-element device array standing in for an unused argument."""
-    return cached(np.zeros((1,) * ndim, dtype=dtype))
-
-
-def launch_shape(n, threads_per_block, width=None):
-    """(threads, group width W, groups per block R = threads / W): threads is the largest
-    power of two ≤ threads_per_block, W the smallest power of two ≥ min(n, threads), or
-    the largest ≤ ``width`` when given."""
-    threads = 1 << (max(int(threads_per_block), 1).bit_length() - 1)
-    if width is None:
-        width = 1
-        while width < n and width < threads:
-            width *= 2
-    width = min(1 << (max(int(width), 1).bit_length() - 1), threads)
-    return threads, width, threads // width
-
-
 def chain_shape(n, threads_per_block, width=None):
     """(threads, lanes per row W, rows per block R) for the chain kernel: W the smallest
     power of two with W·VEC ≥ N − 1, at most 32 (a warp) and the threads; or the largest
@@ -403,36 +219,6 @@ def chain_shape(n, threads_per_block, width=None):
             width *= 2
     width = min(1 << (max(int(width), 1).bit_length() - 1), threads, 32)
     return threads, width, threads // width
-
-
-def output(x, shape, dtype):
-    """(device array to write, host array to copy into afterwards or None)."""
-    if x is None:
-        return cuda.device_array(shape, dtype=dtype), None
-    if on_device(x):
-        return to_device(x), None
-    return cuda.device_array(x.shape, dtype=x.dtype), x
-
-
-def value_grad_outputs(out, G, B, N, dtype):
-    """Device arrays for the values (B,) and, when ``G`` has columns, the gradients (B, N),
-    with the host arrays to copy into afterwards: (o, o_host, g, g_host, want_grad)."""
-    o, o_host = output(out, B, dtype)
-    want_grad = G is not None and G.shape[1] > 0
-    if want_grad:
-        g, g_host = output(G, (B, N), dtype)
-    else:
-        g, g_host = dummy(dtype, 2), None
-    return o, o_host, g, g_host, want_grad
-
-
-def finish(dev, host, like_device):
-    """Copy ``dev`` into the caller's host array, or hand back the device array (for a
-    device input) or a new host copy (for a host input)."""
-    if host is not None:
-        dev.copy_to_host(host)
-        return host
-    return dev if like_device else dev.copy_to_host()
 
 
 def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, threads_per_block=128,
@@ -448,12 +234,13 @@ def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, threads_per_block=128,
     for the stash (0 forces the global scratch). Returns (out, G).
     """
     dev_in = on_device(P)
-    dP = to_device(P)
-    B, N = dP.shape
-    use_c = C is not None and C.shape[0] > 0
-    dC = to_device(C, np.int64) if use_c else dummy(np.int64)
-    dQ = dP if use_c or Q is None else to_device(Q)
-    dd = cached(d, np.float64) if N > 1 else dummy(np.float64)
+    with CLOCK.phase("to_device"):
+        dP = to_device(P)
+        B, N = dP.shape
+        use_c = C is not None and C.shape[0] > 0
+        dC = to_device(C, np.int64) if use_c else dummy(np.int64)
+        dQ = dP if use_c or Q is None else to_device(Q)
+        dd = cached(d, np.float64) if N > 1 else dummy(np.float64)
     o, o_host, g, g_host, want_grad = value_grad_outputs(out, G, B, N, dP.dtype)
     if B:
         threads, width, per_block = chain_shape(N, threads_per_block, width)
@@ -464,14 +251,17 @@ def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, threads_per_block=128,
             shared = (threads + per_block * N) * 8
         blocks = -(-B // per_block)
         if shared <= max_shared:
-            _chain_shared[blocks, threads, 0, shared](
-                dP, dQ, dC, use_c, dd, float(rho), o, g, want_grad, width)
+            with CLOCK.phase("kernel", _chain_shared):
+                _chain_shared[blocks, threads, 0, shared](
+                    dP, dQ, dC, use_c, dd, float(rho), o, g, want_grad, width)
         else:
             blocks = max(1, min(blocks, SCRATCH_BYTES // (per_block * N * 8)))
             work = work_array(blocks * per_block * N, np.float64)
-            _chain_global[blocks, threads, 0, threads * 8](
-                dP, dQ, dC, use_c, dd, float(rho), o, g, want_grad, width, work)
-    out = finish(o, o_host, dev_in)
-    if want_grad:
-        G = finish(g, g_host, dev_in)
+            with CLOCK.phase("kernel", _chain_global):
+                _chain_global[blocks, threads, 0, threads * 8](
+                    dP, dQ, dC, use_c, dd, float(rho), o, g, want_grad, width, work)
+    with CLOCK.phase("to_host"):
+        out = finish(o, o_host, dev_in)
+        if want_grad:
+            G = finish(g, g_host, dev_in)
     return out, G

@@ -27,9 +27,10 @@ import numpy as np
 from numba import cuda, float64
 
 from .gibbs import CHAIN, TREE
-from .gpu_chain import (
-    SCRATCH_BYTES, exp_, log_, cached, chain_log, chain_plain, dummy, finish, group_scan,
-    launch_shape, on_device, output, to_device, work_array,
+from .gpu_chain import chain_log, chain_plain
+from .gpu_common import (
+    CLOCK, SCRATCH_BYTES, cached, dummy, exp_, finish, group_scan, launch_shape, log_, on_device,
+    output, to_device, work_array,
 )
 from .gpu_tree import device_tree, tree_apply
 
@@ -213,10 +214,11 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
     Returns (values, iterations, errors, G or None).
     """
     dev_in = on_device(P)
-    dP = to_device(P)
+    with CLOCK.phase("to_device"):
+        dP = to_device(P)
+        dQ = to_device(Q)
     B, N = dP.shape
     dt = dP.dtype
-    dQ = to_device(Q)
     scale = dt.type(g.scale)
     fdum, idum = dummy(dt), dummy(np.int64)
     mat = mat_t = mat2_t = dummy(dt, 2)
@@ -225,20 +227,23 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
     plan_arrays = (idum,) * 8
     nodes = N
     if g.kind == TREE:
-        plan, (alpha, w) = device_tree(g.parent, g.bin_node, np.asarray(g.alpha, dt),
-                                       np.asarray(g.w, dt))
+        with CLOCK.phase("to_device"):
+            plan, (alpha, w) = device_tree(g.parent, g.bin_node, np.asarray(g.alpha, dt),
+                                           np.asarray(g.w, dt))
         parent, bin_node = plan.parent, plan.bin_node
         plan_arrays = (plan.child_idx, plan.child_ptr, plan.up_nodes, plan.up_ptr,
                        plan.down_nodes, plan.down_ptr, plan.bin_perm, plan.layer_ptr)
         nodes, widest = parent.shape[0], plan.widest
     elif g.kind == CHAIN:
         if N > 1:
-            alpha, w = cached(g.alpha, dt), cached(g.w, dt)
+            with CLOCK.phase("to_device"):
+                alpha, w = cached(g.alpha, dt), cached(g.w, dt)
         widest = 1
         if width is None:  # one thread per row: one warp per block spreads small batches
             threads_per_block = min(threads_per_block, 32)
     else:
-        mat, mat_t, mat2_t = dense if dense is not None else dense_arrays(g, dt)
+        with CLOCK.phase("to_device"):
+            mat, mat_t, mat2_t = dense if dense is not None else dense_arrays(g, dt)
         widest = N
     vals, vals_host = output(values, B, np.float64)
     its, its_host = output(iterations, B, np.int64)
@@ -254,12 +259,14 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
         slot_bytes = per_block * N_SCRATCH * width_n * dt.itemsize
         blocks = max(1, min(blocks, SCRATCH_BYTES // slot_bytes))
         work = work_array((blocks * per_block, N_SCRATCH, width_n), dt)
-        _sinkhorn[blocks, threads, 0, threads * 8](
-            dP, dQ, float(lam), int(iters), float(tol), bool(log_form), bool(want_grad),
-            vals, its, errs, grad, int(g.kind), mat, mat_t, mat2_t, alpha, w, parent,
-            bin_node, *plan_arrays, scale, width, work)
-    values = finish(vals, vals_host, dev_in)
-    iterations = finish(its, its_host, dev_in)
-    errors = finish(errs, errs_host, dev_in)
-    G = finish(grad, grad_host, dev_in) if want_grad else None
+        with CLOCK.phase("kernel", _sinkhorn):
+            _sinkhorn[blocks, threads, 0, threads * 8](
+                dP, dQ, float(lam), int(iters), float(tol), bool(log_form), bool(want_grad),
+                vals, its, errs, grad, int(g.kind), mat, mat_t, mat2_t, alpha, w, parent,
+                bin_node, *plan_arrays, scale, width, work)
+    with CLOCK.phase("to_host"):
+        values = finish(vals, vals_host, dev_in)
+        iterations = finish(its, its_host, dev_in)
+        errors = finish(errs, errs_host, dev_in)
+        G = finish(grad, grad_host, dev_in) if want_grad else None
     return values, iterations, errors, G

@@ -30,9 +30,10 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from .gpu_chain import (
-    SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, group_scan, launch_shape, logaddexp, on_device,
-    power, slope, to_device, value_grad_outputs, work_array,
+from .gpu_chain import power, slope
+from .gpu_common import (
+    CLOCK, SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, group_scan, launch_shape, logaddexp,
+    on_device, to_device, value_grad_outputs, work_array,
 )
 
 TreePlan = namedtuple(
@@ -341,14 +342,15 @@ def tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, count, rho, out=None
     no columns. Returns (out, G).
     """
     dev_in = on_device(P)
-    dP = to_device(P)
-    B, N = dP.shape
-    dQ = dP if Q is None else to_device(Q)
-    dc = cached(c, np.int64) if B else dummy(np.int64)
-    extra = [np.asarray(weight, dtype=np.float64)]
-    if count is not None:
-        extra.append(np.asarray(count, dtype=np.int64))
-    plan, dev = device_tree(parent, bin_node, *extra)
+    with CLOCK.phase("to_device"):
+        dP = to_device(P)
+        B, N = dP.shape
+        dQ = dP if Q is None else to_device(Q)
+        dc = cached(c, np.int64) if B else dummy(np.int64)
+        extra = [np.asarray(weight, dtype=np.float64)]
+        if count is not None:
+            extra.append(np.asarray(count, dtype=np.int64))
+        plan, dev = device_tree(parent, bin_node, *extra)
     dweight, dcount = dev if count is not None else (dev[0], dummy(np.int64))
     o, o_host, g, g_host, want_grad = value_grad_outputs(out, G, B, N, dP.dtype)
     if B:
@@ -360,14 +362,17 @@ def tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, count, rho, out=None
                 plan.down_nodes, plan.down_ptr, plan.bin_perm, plan.layer_ptr, width)
         shared = (threads + per_block * 2 * nodes) * 8
         if shared <= max_shared:
-            _tree_shared[blocks, threads, 0, shared](*args)
+            with CLOCK.phase("kernel", _tree_shared):
+                _tree_shared[blocks, threads, 0, shared](*args)
         else:
             blocks = max(1, min(blocks, SCRATCH_BYTES // (per_block * 2 * nodes * 8)))
             work = work_array(blocks * per_block * 2 * nodes, np.float64)
-            _tree_global[blocks, threads, 0, threads * 8](*args, work)
-    out = finish(o, o_host, dev_in)
-    if want_grad:
-        G = finish(g, g_host, dev_in)
+            with CLOCK.phase("kernel", _tree_global):
+                _tree_global[blocks, threads, 0, threads * 8](*args, work)
+    with CLOCK.phase("to_host"):
+        out = finish(o, o_host, dev_in)
+        if want_grad:
+            G = finish(g, g_host, dev_in)
     return out, G
 
 
