@@ -76,13 +76,10 @@ def _dense_apply(x, out, moment, transpose, log_form, lane, width, mat, mat_t, m
 
 @cuda.jit(device=True)
 def _apply(x, out, moment, transpose, log_form, active, lane, width, n, kind, mat, mat_t,
-           mat2_t, alpha, w, parent, bin_node, kids, child_ptr, up_nodes, up_ptr, down_nodes,
-           down_ptr, bin_perm, layer_ptr, scale, s):
+           mat2_t, alpha, w, plan, scale, s):
     """Any space, any form; every thread of the block calls it (it synchronises)."""
     if kind == TREE:
-        tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, parent,
-                   bin_node, kids, child_ptr, up_nodes, up_ptr, down_nodes, down_ptr,
-                   bin_perm, layer_ptr, scale, s)
+        tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, scale, s)
         return
     if active:
         if kind == CHAIN:
@@ -99,8 +96,7 @@ def _apply(x, out, moment, transpose, log_form, active, lane, width, n, kind, ma
 
 @cuda.jit
 def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
-              kind, mat, mat_t, mat2_t, alpha, w, parent, bin_node, kids, child_ptr, up_nodes,
-              up_ptr, down_nodes, down_ptr, bin_perm, layer_ptr, scale, width, scratch):
+              kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, scratch):
     """Every row of P, Q (B, N); scratch (slots, N_SCRATCH, max(N, nodes)) in the dtype;
     dynamic shared memory: threads float64 (reductions)."""
     buf = cuda.shared.array(0, dtype=float64)
@@ -123,8 +119,7 @@ def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, er
         cuda.syncthreads()
         while True:
             _apply(u, ku, False, True, log_form, active, lane, width, n, kind, mat, mat_t,
-                   mat2_t, alpha, w, parent, bin_node, kids, child_ptr, up_nodes, up_ptr,
-                   down_nodes, down_ptr, bin_perm, layer_ptr, scale, s)  # Kᵀu
+                   mat2_t, alpha, w, plan, scale, s)  # Kᵀu
             if active:
                 for j in range(lane, n, width):
                     if log_form:
@@ -133,8 +128,7 @@ def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, er
                         v[j] = Q[b, j] / ku[j]
             cuda.syncthreads()
             _apply(v, kv, False, False, log_form, active, lane, width, n, kind, mat, mat_t,
-                   mat2_t, alpha, w, parent, bin_node, kids, child_ptr, up_nodes, up_ptr,
-                   down_nodes, down_ptr, bin_perm, layer_ptr, scale, s)  # K v
+                   mat2_t, alpha, w, plan, scale, s)  # K v
             e = 0.0
             if active:
                 for i in range(lane, n, width):
@@ -157,8 +151,7 @@ def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, er
             if cuda.syncthreads_or(1 if active else 0) == 0:
                 break
         _apply(v, kv, True, False, log_form, live, lane, width, n, kind, mat, mat_t, mat2_t,
-               alpha, w, parent, bin_node, kids, child_ptr, up_nodes, up_ptr, down_nodes,
-               down_ptr, bin_perm, layer_ptr, scale, s)  # (K ⊙ M) v
+               alpha, w, plan, scale, s)  # (K ⊙ M) v
         value = 0.0
         if live:
             for i in range(lane, n, width):
@@ -223,17 +216,13 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
     fdum, idum = dummy(dt), dummy(np.int64)
     mat = mat_t = mat2_t = dummy(dt, 2)
     alpha = w = fdum
-    parent = bin_node = idum  # every kind's kernel is typed with the tree's int arrays
-    plan_arrays = (idum,) * 8
+    packed = idum  # every kind's kernel is typed with the tree's packed plan
     nodes = N
     if g.kind == TREE:
         with CLOCK.phase("to_device"):
-            plan, (alpha, w) = device_tree(g.parent, g.bin_node, np.asarray(g.alpha, dt),
+            plan, (alpha, w) = device_tree(g.parent, g.bin_node, None, np.asarray(g.alpha, dt),
                                            np.asarray(g.w, dt))
-        parent, bin_node = plan.parent, plan.bin_node
-        plan_arrays = (plan.child_idx, plan.child_ptr, plan.up_nodes, plan.up_ptr,
-                       plan.down_nodes, plan.down_ptr, plan.bin_perm, plan.layer_ptr)
-        nodes, widest = parent.shape[0], plan.widest
+        packed, nodes, widest = plan.packed, plan.nodes, plan.widest
     elif g.kind == CHAIN:
         if N > 1:
             with CLOCK.phase("to_device"):
@@ -262,8 +251,8 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
         with CLOCK.phase("kernel", _sinkhorn):
             _sinkhorn[blocks, threads, 0, threads * 8](
                 dP, dQ, float(lam), int(iters), float(tol), bool(log_form), bool(want_grad),
-                vals, its, errs, grad, int(g.kind), mat, mat_t, mat2_t, alpha, w, parent,
-                bin_node, *plan_arrays, scale, width, work)
+                vals, its, errs, grad, int(g.kind), mat, mat_t, mat2_t, alpha, w, packed,
+                scale, width, work)
     with CLOCK.phase("to_host"):
         values = finish(vals, vals_host, dev_in)
         iterations = finish(its, its_host, dev_in)

@@ -17,7 +17,10 @@ level-synchronous passes over a :class:`TreePlan`, one barrier per level:
 Per-row scratch, 2·nodes float64 (phi and a/r), sits in dynamic shared memory when it
 fits, else in a global scratch row per group slot. One launch does value and gradient.
 The plan and the tree's arrays are built and copied to the device once per distinct
-tree (a small cache keyed by the arrays' bytes), not per row and not per call.
+tree (a small cache keyed by the arrays' bytes), not per row and not per call, and travel
+packed in one int64 array (:func:`pack_plan`): Numba's host-side cost of a launch grows
+with the number of array arguments, and the paper's Table 1 batch is small enough for
+that cost to matter.
 
 Also here, for Sinkhorn: ``tree_apply``, the tree's Gibbs kernel K x / (K ⊙ M) x in the
 plain and log forms (``gibbs._tree_plain`` / ``_tree_log`` on the same level schedule).
@@ -36,11 +39,16 @@ from .gpu_common import (
     on_device, to_device, value_grad_outputs, work_array,
 )
 
-TreePlan = namedtuple(
-    "TreePlan",
-    "parent bin_node child_ptr child_idx up_nodes up_ptr down_nodes down_ptr bin_perm "
-    "layer_ptr widest",
-)
+# the arrays packed in a plan, in order: plan[k] : plan[k + 1] is array k
+PARENT, BIN_NODE, CHILD_PTR, CHILD_IDX, UP_NODES, UP_PTR, DOWN_NODES, DOWN_PTR, BIN_PERM, \
+    LAYER_PTR, COUNT = range(11)
+HEADER = 12  # 11 offsets and the end
+
+TreePlan = namedtuple("TreePlan", "packed nodes widest")
+TreePlan.__doc__ = """A tree's level schedule on the device: ``packed`` one int64 array
+holding every array of :func:`tree_plan` (and the subtree bin counts) behind a header of
+offsets (one kernel argument instead of eleven: Numba's launch cost grows with the
+arguments), ``nodes`` and ``widest`` (the largest level, to size the groups)."""
 
 
 def tree_plan(parent, bin_node):
@@ -84,19 +92,37 @@ def tree_plan(parent, bin_node):
     return child_ptr, child_idx, up_nodes, up_ptr, down_nodes, down_ptr, bin_perm, layer_ptr, widest
 
 
+def pack_plan(parent, bin_node, count=None):
+    """(one int64 array: the offsets header, then parent, bin_node, the
+    :func:`tree_plan` arrays and ``count`` (empty when None), in the order of the
+    ``PARENT`` … ``COUNT`` constants; widest)."""
+    parent = np.asarray(parent, dtype=np.int64)
+    bin_node = np.asarray(bin_node, dtype=np.int64)
+    *levels, widest = tree_plan(parent, bin_node)
+    child_ptr, child_idx, up_nodes, up_ptr, down_nodes, down_ptr, bin_perm, layer_ptr = levels
+    count = np.empty(0, np.int64) if count is None else np.asarray(count, dtype=np.int64)
+    parts = [parent, bin_node, child_ptr, child_idx, up_nodes, up_ptr, down_nodes, down_ptr,
+             bin_perm, layer_ptr, count]
+    offsets = HEADER + np.concatenate([[0], np.cumsum([len(a) for a in parts])])
+    return np.concatenate([offsets] + parts).astype(np.int64), widest
+
+
 _PLANS = OrderedDict()
 
 
-def device_tree(parent, bin_node, *extra):
+def device_tree(parent, bin_node, count, *extra):
     """(the :class:`TreePlan` on the device, device copies of the ``extra`` host arrays),
     cached by the arrays' bytes: a training loop calling with the same tree copies
-    nothing. parent, bin_node and extra are host arrays."""
+    nothing. parent, bin_node, count (or None) and extra are host arrays."""
     arrays = [np.ascontiguousarray(a) for a in (parent, bin_node) + extra]
-    key = tuple((a.dtype.str, a.tobytes()) for a in arrays)
+    if count is not None:
+        count = np.ascontiguousarray(count, dtype=np.int64)
+    key = tuple((a.dtype.str, a.tobytes()) for a in arrays) + (
+        None if count is None else count.tobytes(),)
     hit = _PLANS.get(key)
     if hit is None:
-        *levels, widest = tree_plan(arrays[0], arrays[1])
-        plan = TreePlan(*[cuda.to_device(a) for a in arrays[:2] + levels], widest)
+        packed, widest = pack_plan(arrays[0], arrays[1], count)
+        plan = TreePlan(cuda.to_device(packed), len(arrays[0]), widest)
         hit = plan, tuple(cuda.to_device(a) for a in arrays[2:])
         _PLANS[key] = hit
         while len(_PLANS) > 8:
@@ -106,14 +132,25 @@ def device_tree(parent, bin_node, *extra):
     return hit
 
 
+
 # ----------------------------------------------------------------------------- device
 
 
 @cuda.jit(device=True)
-def _tree_rows(P, Q, c, rho, out, G, want_grad, parent, weight, bin_node, count,
-               child_ptr, child_idx, up_nodes, up_ptr, down_nodes, down_ptr, bin_perm,
-               layer_ptr, width, buf, acc, at):
+def _tree_rows(P, Q, c, rho, out, G, want_grad, plan, weight, width, buf, acc, at):
     """All rows of this block's groups; phi at acc[at : at+nodes], a/r after it."""
+    # the packed arrays (views; a device function cannot return one)
+    parent = plan[plan[PARENT]:plan[PARENT + 1]]
+    bin_node = plan[plan[BIN_NODE]:plan[BIN_NODE + 1]]
+    count = plan[plan[COUNT]:plan[COUNT + 1]]
+    child_ptr = plan[plan[CHILD_PTR]:plan[CHILD_PTR + 1]]
+    child_idx = plan[plan[CHILD_IDX]:plan[CHILD_IDX + 1]]
+    up_nodes = plan[plan[UP_NODES]:plan[UP_NODES + 1]]
+    up_ptr = plan[plan[UP_PTR]:plan[UP_PTR + 1]]
+    down_nodes = plan[plan[DOWN_NODES]:plan[DOWN_NODES + 1]]
+    down_ptr = plan[plan[DOWN_PTR]:plan[DOWN_PTR + 1]]
+    bin_perm = plan[plan[BIN_PERM]:plan[BIN_PERM + 1]]
+    layer_ptr = plan[plan[LAYER_PTR]:plan[LAYER_PTR + 1]]
     tid = cuda.threadIdx.x
     lane = tid % width
     per_block = cuda.blockDim.x // width
@@ -180,38 +217,39 @@ def _tree_rows(P, Q, c, rho, out, G, want_grad, parent, weight, bin_node, count,
 
 
 @cuda.jit
-def _tree_shared(P, Q, c, rho, out, G, want_grad, parent, weight, bin_node, count,
-                 child_ptr, child_idx, up_nodes, up_ptr, down_nodes, down_ptr, bin_perm,
-                 layer_ptr, width):
+def _tree_shared(P, Q, c, rho, out, G, want_grad, plan, weight, width):
     """Scratch in dynamic shared memory: threads + R·2·nodes float64."""
     dyn = cuda.shared.array(0, dtype=float64)
-    at = cuda.blockDim.x + (cuda.threadIdx.x // width) * 2 * parent.shape[0]
-    _tree_rows(P, Q, c, rho, out, G, want_grad, parent, weight, bin_node, count,
-               child_ptr, child_idx, up_nodes, up_ptr, down_nodes, down_ptr, bin_perm,
-               layer_ptr, width, dyn, dyn, at)
+    at = cuda.blockDim.x + (cuda.threadIdx.x // width) * 2 * weight.shape[0]
+    _tree_rows(P, Q, c, rho, out, G, want_grad, plan, weight, width, dyn, dyn, at)
 
 
 @cuda.jit
-def _tree_global(P, Q, c, rho, out, G, want_grad, parent, weight, bin_node, count,
-                 child_ptr, child_idx, up_nodes, up_ptr, down_nodes, down_ptr, bin_perm,
-                 layer_ptr, width, scratch):
+def _tree_global(P, Q, c, rho, out, G, want_grad, plan, weight, width, scratch):
     """Scratch in global memory: scratch (grid·R·2·nodes,) float64."""
     dyn = cuda.shared.array(0, dtype=float64)
     slot = cuda.blockIdx.x * (cuda.blockDim.x // width) + cuda.threadIdx.x // width
-    _tree_rows(P, Q, c, rho, out, G, want_grad, parent, weight, bin_node, count,
-               child_ptr, child_idx, up_nodes, up_ptr, down_nodes, down_ptr, bin_perm,
-               layer_ptr, width, dyn, scratch, slot * 2 * parent.shape[0])
+    _tree_rows(P, Q, c, rho, out, G, want_grad, plan, weight, width, dyn, scratch,
+               slot * 2 * weight.shape[0])
 
 
 # ----------------------------------------------------- Gibbs kernel on a tree (Sinkhorn)
 
 
 @cuda.jit(device=True)
-def tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, parent, bin_node,
-               kids, child_ptr, up_nodes, up_ptr, down_nodes, down_ptr, bin_perm, layer_ptr,
-               scale, s):
+def tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, scale, s):
     """out = K x (or (K ⊙ M) x; log forms: of e^x) on a tree, the group's lanes across
     each level; s[4:11] hold up, outside, own, um, om, suf, sufm (nodes,)."""
+    parent = plan[plan[PARENT]:plan[PARENT + 1]]
+    bin_node = plan[plan[BIN_NODE]:plan[BIN_NODE + 1]]
+    kids = plan[plan[CHILD_IDX]:plan[CHILD_IDX + 1]]
+    child_ptr = plan[plan[CHILD_PTR]:plan[CHILD_PTR + 1]]
+    up_nodes = plan[plan[UP_NODES]:plan[UP_NODES + 1]]
+    up_ptr = plan[plan[UP_PTR]:plan[UP_PTR + 1]]
+    down_nodes = plan[plan[DOWN_NODES]:plan[DOWN_NODES + 1]]
+    down_ptr = plan[plan[DOWN_PTR]:plan[DOWN_PTR + 1]]
+    bin_perm = plan[plan[BIN_PERM]:plan[BIN_PERM + 1]]
+    layer_ptr = plan[plan[LAYER_PTR]:plan[LAYER_PTR + 1]]
     up, outside, own, um, om, suf, sufm = s[4], s[5], s[6], s[7], s[8], s[9], s[10]
     nodes = parent.shape[0]
     zero = scale - scale
@@ -347,19 +385,14 @@ def tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, count, rho, out=None
         B, N = dP.shape
         dQ = dP if Q is None else to_device(Q)
         dc = cached(c, np.int64) if B else dummy(np.int64)
-        extra = [np.asarray(weight, dtype=np.float64)]
-        if count is not None:
-            extra.append(np.asarray(count, dtype=np.int64))
-        plan, dev = device_tree(parent, bin_node, *extra)
-    dweight, dcount = dev if count is not None else (dev[0], dummy(np.int64))
+        plan, (dweight,) = device_tree(parent, bin_node, count,
+                                       np.asarray(weight, dtype=np.float64))
     o, o_host, g, g_host, want_grad = value_grad_outputs(out, G, B, N, dP.dtype)
     if B:
-        nodes = plan.parent.shape[0]
+        nodes = plan.nodes
         threads, width, per_block = launch_shape(max(plan.widest, 1), threads_per_block, width)
         blocks = -(-B // per_block)
-        args = (dP, dQ, dc, float(rho), o, g, want_grad, plan.parent, dweight, plan.bin_node,
-                dcount, plan.child_ptr, plan.child_idx, plan.up_nodes, plan.up_ptr,
-                plan.down_nodes, plan.down_ptr, plan.bin_perm, plan.layer_ptr, width)
+        args = (dP, dQ, dc, float(rho), o, g, want_grad, plan.packed, dweight, width)
         shared = (threads + per_block * 2 * nodes) * 8
         if shared <= max_shared:
             with CLOCK.phase("kernel", _tree_shared):
