@@ -267,8 +267,70 @@ def test_sinkhorn_matches_cpu(kind, log_form, dt):
     g = gibbs_for(sp, lam, dt, log_form, dense=dense)
     width = max(n, getattr(sp, "n_nodes", n))
     want = cpu_sinkhorn(P, Q, g, lam, 3, 0.0, log_form, width)
-    got = sinkhorn_batch_cuda(P, Q, g, lam, 3, 0.0, log_form, True, threads_per_block=TPB)
+    got = sinkhorn_batch_cuda(P, Q, g, lam, 3, 0.0, log_form, True, threads_per_block=TPB,
+                              blas=False)  # the Numba kernel, also where CuPy is installed
     assert_same_sinkhorn(got, want, dt)
+
+
+class _HostArray(np.ndarray):
+    """A numpy array with CuPy's ``get``: what the fake CuPy below hands out."""
+
+    def get(self):
+        return np.asarray(self).copy()
+
+
+class _FakeCupy:
+    """numpy dressed as CuPy (arrays with ``get``), to run the cuBLAS path's glue on CI."""
+
+    def asarray(self, x, dtype=None):
+        return np.array(host(x), dtype=dtype).view(_HostArray)
+
+    def __getattr__(self, name):
+        f = getattr(np, name)
+        if not callable(f):
+            return f
+
+        def wrapped(*args, **kwargs):
+            r = f(*args, **kwargs)
+            return r.view(_HostArray) if isinstance(r, np.ndarray) else r
+
+        return wrapped
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+@pytest.mark.parametrize("tol", [0.0, 1e-3])
+def test_dense_plain_as_cublas_products(monkeypatch, dt, tol):
+    """The dense plain form through CuPy is the CPU's batched products on CuPy arrays:
+    with numpy dressed as CuPy it gives the CPU's results bit for bit (host outputs
+    given or allocated, K from the Gibbs kernel or from ``dense_arrays``); with a real
+    CuPy on a real GPU, to rounding."""
+    from emdcli.kernels import gpu_sinkhorn
+
+    rng = rng_for("cublas", dt.__name__, tol)
+    sp = Chain.from_positions(np.cumsum(rng.uniform(0.5, 1.5, 6)))
+    b, n, lam = 4, sp.n, 2.0
+    P, Q = rows(rng, b, n, dt, zeros=True), rows(rng, b, n, dt)
+    g = gibbs_for(sp, lam, dt, False, dense=True)
+    want = cpu_sinkhorn(P, Q, g, lam, 8, tol, False, n)
+    real = gpu_sinkhorn.cublas()
+    if real is not None:
+        assert_same_sinkhorn(sinkhorn_batch_cuda(P, Q, g, lam, 8, tol, False, True, blas=True),
+                             want, dt)
+    monkeypatch.setattr(gpu_sinkhorn, "cublas", lambda: _FakeCupy())
+    got = sinkhorn_batch_cuda(P, Q, g, lam, 8, tol, False, True, blas=True)
+    for x, w in zip(got, want):
+        assert type(x) is np.ndarray
+        np.testing.assert_array_equal(x, w)
+    outs = [np.empty(b), np.empty(b, np.int64), np.empty(b), np.empty((b, n), dt)]
+    got = sinkhorn_batch_cuda(P, Q, g, lam, 8, tol, False, True, *outs, blas=True,
+                              dense=(g.mat, g.mat.T, np.ascontiguousarray(g.mat2.T)))
+    for x, o, w in zip(got, outs, want):
+        assert x is o
+        np.testing.assert_array_equal(x, w)
+    if SIM:
+        monkeypatch.undo()
+        with pytest.raises(RuntimeError, match="CuPy"):
+            sinkhorn_batch_cuda(P, Q, g, lam, 8, tol, False, True, blas=True)
 
 
 @pytest.mark.parametrize("kind,width,lam", [("chain", 2, 0.5), ("tree", 2, 0.5), ("dense", 1, 2.0)])
@@ -327,6 +389,11 @@ def test_device_arrays_in_device_arrays_out():
     got = sinkhorn_batch_cuda(dP, dQ, g, 2.0, 3, 0.0, True, True, threads_per_block=TPB)
     assert all(on_device(x) for x in got)
     assert_same_sinkhorn(got, cpu_sinkhorn(P, Q, g, 2.0, 3, 0.0, True, n), np.float32)
+    g = gibbs_for(chain, 2.0, np.float32, False, dense=True)  # dense plain: CuPy where present
+    outs = [cuda.device_array(b), None, None, cuda.device_array((b, n), np.float32)]
+    got = sinkhorn_batch_cuda(dP, dQ, g, 2.0, 3, 0.0, False, True, *outs, threads_per_block=TPB)
+    assert all(on_device(x) for x in got) and got[0] is outs[0] and got[3] is outs[3]
+    assert_same_sinkhorn(got, cpu_sinkhorn(P, Q, g, 2.0, 3, 0.0, False, n), np.float32)
 
 
 def test_dispatch_matches_public_functions():

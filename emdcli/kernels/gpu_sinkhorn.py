@@ -13,7 +13,10 @@ CPU's passes, in the working dtype, transcribed:
   tree   level-synchronous up (by height) and down (by depth) passes over the
          ``gpu_tree`` plan, lanes across the nodes of a level; the outside message of a
          child is the parent's plus its siblings' (prefix/suffix sums), never a difference
-  dense  here: one output bin per lane, a serial dot product (log: max, then Σ exp)
+  dense  here: one output bin per lane, a serial dot product (log: max, then Σ exp);
+         the plain form runs, where CuPy is installed, as the CPU's batched products
+         (``kernels.sinkhorn.dense_plain_batch`` on CuPy arrays: cuBLAS), which re-read
+         K once per batch rather than once per row
 Thread mapping: a group of W lanes per row (chain default W = 1: one thread per row;
 tree and dense: up to a block per row), R groups per block; the loop over iterations
 stays block-uniform (``syncthreads_or`` over the groups still running) while each row
@@ -26,11 +29,11 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from .gibbs import CHAIN, TREE
+from .gibbs import CHAIN, DENSE, TREE
 from .gpu_chain import chain_log, chain_plain
 from .gpu_common import (
-    CLOCK, SCRATCH_BYTES, cached, dummy, exp_, finish, group_scan, launch_shape, log_, on_device,
-    output, to_device, work_array,
+    CLOCK, SCRATCH_BYTES, SIMULATOR, cached, dummy, exp_, finish, group_scan, launch_shape, log_,
+    on_device, output, to_device, work_array,
 )
 from .gpu_tree import device_tree, tree_apply
 
@@ -194,9 +197,55 @@ def dense_arrays(g, dtype):
     return tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (mat, mat.T, mat2_t))
 
 
+def cublas():
+    """CuPy, when the dense plain form can run as cuBLAS products (CuPy importable, a real
+    GPU rather than the simulator), else None."""
+    if SIMULATOR:
+        return None
+    try:
+        import cupy
+    except Exception:  # not installed, or installed for another CUDA
+        return None
+    return cupy
+
+
+def _deliver(cp, x, dest, like_device):
+    """The CuPy result ``x`` into ``dest`` (a host or device array, or None: a numba
+    device array for a device input, else a new host array)."""
+    if dest is None:
+        return cuda.as_cuda_array(x) if like_device else x.get()
+    if on_device(dest):
+        cp.asarray(dest)[...] = x
+    else:
+        dest[...] = x.get()
+    return dest
+
+
+def _dense_plain_cublas(cp, P, Q, g, lam, iters, tol, want_grad, values, iterations, errors,
+                        G, dense):
+    """The dense plain form as ``kernels.sinkhorn.dense_plain_batch`` (the CPU's BLAS
+    batch) on CuPy arrays: the same code, cuBLAS products. Arguments and results as
+    :func:`sinkhorn_batch_cuda`."""
+    from .sinkhorn import dense_plain_batch
+
+    dev_in = on_device(P)
+    with CLOCK.phase("to_device"):
+        cP, cQ = cp.asarray(P), cp.asarray(Q)  # zero-copy views of device arrays
+        if dense is not None:
+            K, KM = cp.asarray(dense[0]), cp.asarray(dense[2]).T
+        else:
+            K, KM = cp.asarray(g.mat, dtype=cP.dtype), cp.asarray(g.mat2, dtype=cP.dtype)
+    with CLOCK.phase("kernel"):
+        out = dense_plain_batch(cP, cQ, K, KM, lam, iters, tol, want_grad, xp=cp)
+    with CLOCK.phase("to_host"):
+        got = [_deliver(cp, x, d, dev_in) for x, d in zip(out[:3], (values, iterations, errors))]
+        got.append(_deliver(cp, out[3], G, dev_in) if want_grad else None)
+    return tuple(got)
+
+
 def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=None,
                         iterations=None, errors=None, G=None, threads_per_block=128,
-                        width=None, dense=None):
+                        width=None, dense=None, blas=None):
     """Sinkhorn for every row of P, Q (B, N) on the GPU over the space ``g`` (a
     ``gibbs.Gibbs`` of any kind, as built by ``emdcli.sinkhorn.gibbs_for`` for P's dtype;
     host arrays; the small ones are copied once per distinct space and reused).
@@ -204,8 +253,17 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
     values, errors (B,) float64, iterations (B,) int64, G (B, N): host or device arrays
     to fill, or None to allocate like P. width: lanes per row (default: 1 for a chain,
     else up to the block). dense: :func:`dense_arrays` of g, made once (else per call).
-    Returns (values, iterations, errors, G or None).
+    blas: for the dense plain form, True runs it as cuBLAS products through CuPy (as the
+    CPU runs it as BLAS products), False as the Numba kernel here; None (default): CuPy
+    when :func:`cublas` finds it. Returns (values, iterations, errors, G or None).
     """
+    if g.kind == DENSE and not log_form and blas is not False:
+        cp = cublas()
+        if cp is None and blas:
+            raise RuntimeError("the cuBLAS path needs CuPy on a real GPU")
+        if cp is not None:
+            return _dense_plain_cublas(cp, P, Q, g, lam, iters, tol, want_grad, values,
+                                       iterations, errors, G, dense)
     dev_in = on_device(P)
     with CLOCK.phase("to_device"):
         dP = to_device(P)

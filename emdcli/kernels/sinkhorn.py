@@ -19,6 +19,8 @@ Layers: ``_solve_*_row`` serial row solvers over any space (``gibbs.apply``) →
 ``dense_plain_batch``: the dense plain form as batched matrix–matrix products (BLAS).
 """
 
+from contextlib import nullcontext
+
 import numpy as np
 from numba import njit, prange
 
@@ -142,48 +144,51 @@ def sinkhorn_batch(P, Q, g, lam, iters, tol, log_form, want_grad,
             errors[b] = err
 
 
-def dense_plain_batch(P, Q, K, KM, lam, iters, tol, want_grad):
+def dense_plain_batch(P, Q, K, KM, lam, iters, tol, want_grad, xp=np):
     """The plain form with a dense K (N, N) as batched matrix products, per-row stopping.
 
     The rows still running are kept packed together (re-packed only when some stop), so
     each iteration is two matrix products and a few in-place element-wise passes.
-    Returns (values (B,) float64, iterations (B,) int64, errors (B,) float64, G or None).
+    ``xp``: the array module of P, Q, K, KM: numpy (BLAS on the CPU) or CuPy (cuBLAS on the
+    GPU; the same code). Returns (values (B,) float64, iterations (B,) int64, errors (B,)
+    float64, G or None), arrays of ``xp``.
     """
     B = P.shape[0]
-    U, V = np.ones_like(P), np.empty_like(P)
-    iterations = np.zeros(B, dtype=np.int64)
-    errors = np.full(B, np.inf)
-    idx = np.arange(B)
+    U, V = xp.ones_like(P), xp.empty_like(P)
+    iterations = xp.zeros(B, dtype=np.int64)
+    errors = xp.full(B, np.inf)
+    idx = xp.arange(B)
     Ua, Pa, Qa = U.copy(), P, Q
-    Va, KVa, tmp = np.empty_like(P), np.empty_like(P), np.empty_like(P)
+    Va, KVa, tmp = xp.empty_like(P), xp.empty_like(P), xp.empty_like(P)
     it = 0
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    quiet = np.errstate(divide="ignore", invalid="ignore", over="ignore") if xp is np else nullcontext()
+    with quiet:
         while idx.size:
-            np.divide(Qa, Ua @ K, out=Va)  # v = q ⊘ Kᵀu
-            np.matmul(Va, K.T, out=KVa)  # K v
+            xp.divide(Qa, Ua @ K, out=Va)  # v = q ⊘ Kᵀu
+            xp.matmul(Va, K.T, out=KVa)  # K v
             if tol > 0 or it >= iters:  # with tol = 0 the error matters only at the end
-                np.multiply(Ua, KVa, out=tmp)
+                xp.multiply(Ua, KVa, out=tmp)
                 tmp -= Pa
-                np.abs(tmp, out=tmp)
+                xp.abs(tmp, out=tmp)
                 err = tmp.sum(axis=1, dtype=np.float64)
-                stop = ~np.isfinite(err) | (it >= iters) | (err < tol)
+                stop = ~xp.isfinite(err) | (it >= iters) | (err < tol)
             else:
-                stop = np.zeros(idx.size, dtype=bool)
+                stop = xp.zeros(idx.size, dtype=bool)
             if stop.any():  # file the finished rows, pack the rest
                 done = idx[stop]
                 U[done], V[done], errors[done] = Ua[stop], Va[stop], err[stop]
                 keep = ~stop
                 idx = idx[keep]
                 Ua, Pa, Qa, KVa = Ua[keep], Pa[keep], Qa[keep], KVa[keep]
-                Va, tmp = np.empty_like(Ua), np.empty_like(Ua)
-            np.divide(Pa, KVa, out=Ua)
+                Va, tmp = xp.empty_like(Ua), xp.empty_like(Ua)
+            xp.divide(Pa, KVa, out=Ua)
             iterations[idx] += 1
             it += 1
         values = (U * (V @ KM.T)).sum(axis=1, dtype=np.float64)
         G = None
         if want_grad:
-            G = np.log(U) / U.dtype.type(lam)
-            finite = np.isfinite(G)
-            mean = np.where(finite, G, 0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+            G = xp.log(U) / U.dtype.type(lam)
+            finite = xp.isfinite(G)
+            mean = xp.where(finite, G, 0).sum(axis=1) / xp.maximum(finite.sum(axis=1), 1)
             G -= mean[:, None].astype(G.dtype)
     return values, iterations, errors, G
