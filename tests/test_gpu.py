@@ -336,7 +336,8 @@ def test_dense_plain_as_cublas_products(monkeypatch, dt, tol):
 @pytest.mark.parametrize("kind,width,lam", [("chain", 2, 0.5), ("tree", 2, 0.5), ("dense", 1, 2.0)])
 def test_sinkhorn_rows_stop_on_their_own(kind, width, lam):
     """With a tolerance, rows converge after different numbers of iterations (as on the
-    CPU) while the others go on; group widths other than the default."""
+    CPU) while the others go on; group widths other than the default; the work rows in
+    shared and in global memory."""
     rng = rng_for("stop", kind)
     sp, dense = space_for(kind, rng)
     b, n = 3, sp.n
@@ -344,9 +345,11 @@ def test_sinkhorn_rows_stop_on_their_own(kind, width, lam):
     g = gibbs_for(sp, lam, np.float64, False, dense=dense)
     want = cpu_sinkhorn(P, Q, g, lam, 8, 1e-3, False, max(n, getattr(sp, "n_nodes", n)))
     assert len(set(want[1].tolist())) > 1
-    got = sinkhorn_batch_cuda(P, Q, g, lam, 8, 1e-3, False, True, threads_per_block=TPB,
-                              width=width)
-    assert_same_sinkhorn(got, want, np.float64)
+    for max_shared in (None, 0):  # work rows in shared memory, then in global memory
+        kw = {} if max_shared is None else {"max_shared": max_shared}
+        got = sinkhorn_batch_cuda(P, Q, g, lam, 8, 1e-3, False, True, threads_per_block=TPB,
+                                  width=width, blas=False, **kw)
+        assert_same_sinkhorn(got, want, np.float64)
 
 
 # --------------------------------------------------------------- device arrays, dispatch
@@ -528,6 +531,7 @@ PTX_CHECK = textwrap.dedent("""
                      "_sinkhorn"):
             if hasattr(mod, name):
                 setattr(mod, name, Recorder(getattr(mod, name)))
+    gpu_sinkhorn._sinkhorn_shared = {k: Recorder(v) for k, v in gpu_sinkhorn._sinkhorn_shared.items()}
     tree = Tree.from_edges(list("rabc"), ["", "r", "r", "a"], [0, 1, 2, 1])
     for dt in (np.float32, np.float64):
         P = np.full((2, 3), 1 / 3, dt)
@@ -540,7 +544,9 @@ PTX_CHECK = textwrap.dedent("""
         for sp, dense in ((Chain.uniform(3), False), (tree, False), (Chain.uniform(3), True)):
             g = gibbs_for(sp, 1.0, dt, True, dense=dense)
             q = P[:, :sp.n]
-            gpu_sinkhorn.sinkhorn_batch_cuda(q, q, g, 1.0, 3, 0.0, True, True)
+            for shared in (0, 1 << 20):
+                gpu_sinkhorn.sinkhorn_batch_cuda(q, q, g, 1.0, 3, 0.0, True, True, blas=False,
+                                                 max_shared=shared)
     for func, sig in seen.values():
         try:
             cuda.compile_ptx(func, sig, cc=(9, 0))

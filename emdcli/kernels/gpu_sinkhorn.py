@@ -20,24 +20,28 @@ CPU's passes, in the working dtype, transcribed:
 Thread mapping: a group of W lanes per row (chain default W = 1: one thread per row;
 tree and dense: up to a block per row), R groups per block; the loop over iterations
 stays block-uniform (``syncthreads_or`` over the groups still running) while each row
-stops on its own and keeps its u. Per-row vectors (u, v, Kᵀu, Kv and 7 node-length rows
-of tree work space, as the CPU's N_SCRATCH) live in a global scratch row per group slot.
+stops on its own and keeps its u. Per-row vectors u, v, Kᵀu, Kv live in a global scratch
+row per group slot; the 7 node-length work rows of the Gibbs passes (as the CPU's
+N_SCRATCH) sit in dynamic shared memory when they fit (the tree passes touch them between
+every pair of barriers; the WordNet tree fits in float32), else in global memory too.
 """
 
 import math
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda, float32, float64
 
 from .gibbs import CHAIN, DENSE, TREE
 from .gpu_chain import chain_log, chain_plain
 from .gpu_common import (
-    CLOCK, SCRATCH_BYTES, SIMULATOR, cached, dummy, exp_, finish, group_scan, launch_shape, log_,
-    on_device, output, to_device, work_array,
+    CLOCK, SCRATCH_BYTES, SHARED_BYTES, SIMULATOR, cached, dummy, exp_, finish, group_scan,
+    launch_shape, log_, on_device, output, to_device, work_array,
 )
 from .gpu_tree import device_tree, tree_apply
 
 N_SCRATCH = 11  # u, v, ku, kv + 7 rows of Gibbs work space
+N_WORK = 7  # the Gibbs passes' work rows (a chain uses the first)
+MAX_THREADS = 256  # threads per block at most: the static reduction buffer
 
 
 # ----------------------------------------------------------------------------- dense
@@ -79,34 +83,33 @@ def _dense_apply(x, out, moment, transpose, log_form, lane, width, mat, mat_t, m
 
 @cuda.jit(device=True)
 def _apply(x, out, moment, transpose, log_form, active, lane, width, n, kind, mat, mat_t,
-           mat2_t, alpha, w, plan, scale, s):
-    """Any space, any form; every thread of the block calls it (it synchronises)."""
+           mat2_t, alpha, w, plan, scale, t):
+    """Any space, any form; every thread of the block calls it (it synchronises);
+    t (N_WORK, ≥ nodes) the Gibbs passes' work rows."""
     if kind == TREE:
-        tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, scale, s)
+        tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, scale, t)
         return
     if active:
         if kind == CHAIN:
             if lane == 0:
                 if log_form:
-                    chain_log(x, alpha, w, scale, out, moment, s[4], n)
+                    chain_log(x, alpha, w, scale, out, moment, t[0], n)
                 else:
-                    chain_plain(x, alpha, w, scale, out, moment, s[4], n)
+                    chain_plain(x, alpha, w, scale, out, moment, t[0], n)
         else:
             _dense_apply(x, out, moment, transpose, log_form, lane, width, mat, mat_t, mat2_t,
                          scale, n)
     cuda.syncthreads()
 
 
-@cuda.jit
-def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
-              kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, scratch):
-    """Every row of P, Q (B, N); scratch (slots, N_SCRATCH, max(N, nodes)) in the dtype;
-    dynamic shared memory: threads float64 (reductions)."""
-    buf = cuda.shared.array(0, dtype=float64)
+@cuda.jit(device=True)
+def _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
+                   kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, buf, s, t):
+    """Every row of this block's groups; s (4, N): u, v, Kᵀu, Kv; t (N_WORK, ≥ nodes):
+    the Gibbs passes' work rows; buf (≥ threads,) float64 (reductions)."""
     tid = cuda.threadIdx.x
     lane = tid % width
     per_block = cuda.blockDim.x // width
-    s = scratch[cuda.blockIdx.x * per_block + tid // width]
     u, v, ku, kv = s[0], s[1], s[2], s[3]
     n_rows, n = P.shape[0], P.shape[1]
     step = cuda.gridDim.x * per_block
@@ -122,7 +125,7 @@ def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, er
         cuda.syncthreads()
         while True:
             _apply(u, ku, False, True, log_form, active, lane, width, n, kind, mat, mat_t,
-                   mat2_t, alpha, w, plan, scale, s)  # Kᵀu
+                   mat2_t, alpha, w, plan, scale, t)  # Kᵀu
             if active:
                 for j in range(lane, n, width):
                     if log_form:
@@ -131,7 +134,7 @@ def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, er
                         v[j] = Q[b, j] / ku[j]
             cuda.syncthreads()
             _apply(v, kv, False, False, log_form, active, lane, width, n, kind, mat, mat_t,
-                   mat2_t, alpha, w, plan, scale, s)  # K v
+                   mat2_t, alpha, w, plan, scale, t)  # K v
             e = 0.0
             if active:
                 for i in range(lane, n, width):
@@ -154,7 +157,7 @@ def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, er
             if cuda.syncthreads_or(1 if active else 0) == 0:
                 break
         _apply(v, kv, True, False, log_form, live, lane, width, n, kind, mat, mat_t, mat2_t,
-               alpha, w, plan, scale, s)  # (K ⊙ M) v
+               alpha, w, plan, scale, t)  # (K ⊙ M) v
         value = 0.0
         if live:
             for i in range(lane, n, width):
@@ -184,6 +187,43 @@ def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, er
             iterations[b] = it
             errors[b] = err
         first += step
+
+
+@cuda.jit
+def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
+              kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, scratch):
+    """Every row of P, Q (B, N), all work in global memory: scratch (slots, N_SCRATCH,
+    max(N, nodes)) in the dtype, rows 0-3 u, v, Kᵀu, Kv, then the N_WORK work rows."""
+    buf = cuda.shared.array(MAX_THREADS, dtype=float64)
+    s = scratch[cuda.blockIdx.x * (cuda.blockDim.x // width) + cuda.threadIdx.x // width]
+    _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
+                   kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, buf, s[0:4],
+                   s[4:N_SCRATCH])
+
+
+def _shared_work_kernel(dtype):
+    """``_sinkhorn`` with the N_WORK work rows of each group in dynamic shared memory
+    (``dtype``: the working dtype, fixed per kernel): the level-synchronous tree passes
+    touch them between every pair of barriers. scratch (slots, 4, N) global."""
+
+    @cuda.jit
+    def kernel(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
+               kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, scratch, length):
+        buf = cuda.shared.array(MAX_THREADS, dtype=float64)
+        dyn = cuda.shared.array(0, dtype=dtype)
+        group = cuda.threadIdx.x // width
+        size = N_WORK * length
+        t = dyn[group * size:(group + 1) * size].reshape((N_WORK, length))
+        s = scratch[cuda.blockIdx.x * (cuda.blockDim.x // width) + group]
+        _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iterations,
+                       errors, G, kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, buf,
+                       s, t)
+
+    return kernel
+
+
+_sinkhorn_shared = {np.dtype(np.float32): _shared_work_kernel(float32),
+                    np.dtype(np.float64): _shared_work_kernel(float64)}
 
 
 # ------------------------------------------------------------------------------- host
@@ -245,7 +285,7 @@ def _dense_plain_cublas(cp, P, Q, g, lam, iters, tol, want_grad, values, iterati
 
 def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=None,
                         iterations=None, errors=None, G=None, threads_per_block=128,
-                        width=None, dense=None, blas=None):
+                        width=None, dense=None, blas=None, max_shared=SHARED_BYTES):
     """Sinkhorn for every row of P, Q (B, N) on the GPU over the space ``g`` (a
     ``gibbs.Gibbs`` of any kind, as built by ``emdcli.sinkhorn.gibbs_for`` for P's dtype;
     host arrays; the small ones are copied once per distinct space and reused).
@@ -255,7 +295,9 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
     else up to the block). dense: :func:`dense_arrays` of g, made once (else per call).
     blas: for the dense plain form, True runs it as cuBLAS products through CuPy (as the
     CPU runs it as BLAS products), False as the Numba kernel here; None (default): CuPy
-    when :func:`cublas` finds it. Returns (values, iterations, errors, G or None).
+    when :func:`cublas` finds it. max_shared: dynamic shared memory allowed for the
+    work rows (0 keeps them in global memory). Returns (values, iterations, errors, G or
+    None).
     """
     if g.kind == DENSE and not log_form and blas is not False:
         cp = cublas()
@@ -300,17 +342,27 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
     else:
         grad, grad_host = dummy(dt, 2), None
     if B:
-        threads, width, per_block = launch_shape(widest, threads_per_block, width)
+        threads, width, per_block = launch_shape(widest, min(threads_per_block, MAX_THREADS),
+                                                 width)
         width_n = max(N, nodes)
         blocks = -(-B // per_block)
-        slot_bytes = per_block * N_SCRATCH * width_n * dt.itemsize
-        blocks = max(1, min(blocks, SCRATCH_BYTES // slot_bytes))
-        work = work_array((blocks * per_block, N_SCRATCH, width_n), dt)
-        with CLOCK.phase("kernel", _sinkhorn):
-            _sinkhorn[blocks, threads, 0, threads * 8](
-                dP, dQ, float(lam), int(iters), float(tol), bool(log_form), bool(want_grad),
+        args = (dP, dQ, float(lam), int(iters), float(tol), bool(log_form), bool(want_grad),
                 vals, its, errs, grad, int(g.kind), mat, mat_t, mat2_t, alpha, w, packed,
-                scale, width, work)
+                scale, width)
+        shared = per_block * N_WORK * width_n * dt.itemsize  # beside the static buffer
+        if g.kind == TREE and shared <= max_shared - MAX_THREADS * 8:  # (a chain's one work
+            # row is read by one thread, the dense kernel has none: global memory serves)
+            blocks = max(1, min(blocks, SCRATCH_BYTES // (per_block * 4 * N * dt.itemsize)))
+            work = work_array((blocks * per_block, 4, N), dt)
+            kernel = _sinkhorn_shared[dt]
+            with CLOCK.phase("kernel", kernel):
+                kernel[blocks, threads, 0, shared](*args, work, width_n)
+        else:
+            slot_bytes = per_block * N_SCRATCH * width_n * dt.itemsize
+            blocks = max(1, min(blocks, SCRATCH_BYTES // slot_bytes))
+            work = work_array((blocks * per_block, N_SCRATCH, width_n), dt)
+            with CLOCK.phase("kernel", _sinkhorn):
+                _sinkhorn[blocks, threads, 0, 0](*args, work)
     with CLOCK.phase("to_host"):
         values = finish(vals, vals_host, dev_in)
         iterations = finish(its, its_host, dev_in)

@@ -237,9 +237,9 @@ def _tree_global(P, Q, c, rho, out, G, want_grad, plan, weight, width, scratch):
 
 
 @cuda.jit(device=True)
-def tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, scale, s):
+def tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, scale, t):
     """out = K x (or (K ⊙ M) x; log forms: of e^x) on a tree, the group's lanes across
-    each level; s[4:11] hold up, outside, own, um, om, suf, sufm (nodes,)."""
+    each level; t (7, ≥ nodes) work: up, outside, own, um, om, suf, sufm."""
     parent = plan[plan[PARENT]:plan[PARENT + 1]]
     bin_node = plan[plan[BIN_NODE]:plan[BIN_NODE + 1]]
     kids = plan[plan[CHILD_IDX]:plan[CHILD_IDX + 1]]
@@ -250,7 +250,7 @@ def tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, sc
     down_ptr = plan[plan[DOWN_PTR]:plan[DOWN_PTR + 1]]
     bin_perm = plan[plan[BIN_PERM]:plan[BIN_PERM + 1]]
     layer_ptr = plan[plan[LAYER_PTR]:plan[LAYER_PTR + 1]]
-    up, outside, own, um, om, suf, sufm = s[4], s[5], s[6], s[7], s[8], s[9], s[10]
+    up, outside, own, um, om, suf, sufm = t[0], t[1], t[2], t[3], t[4], t[5], t[6]
     nodes = parent.shape[0]
     zero = scale - scale
     empty = -math.inf if log_form else 0.0
