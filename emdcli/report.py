@@ -61,6 +61,38 @@ def _json_value(v):
     return v
 
 
+def _text_cells(values, sep):
+    """A column's CSV/TSV cells, all at once: what :func:`_cell` (and :func:`_quoted`)
+    give cell by cell (float64: ``repr``, which spells nan/inf/-inf as we do; float32:
+    numpy's shortest round-trip text), without a numpy scalar per cell."""
+    a = np.asarray(values)
+    if a.dtype == np.float64:
+        return list(map(repr, a.tolist()))
+    if a.dtype == np.float32:
+        return a.astype(str).tolist()
+    if a.dtype.kind == "b":
+        return ["true" if v else "false" for v in a.tolist()]
+    if a.dtype.kind in "iu":
+        return list(map(str, a.tolist()))
+    return [_quoted(_cell(v), sep) for v in a]
+
+
+def _json_cells(values):
+    """A column's JSON values as text, all at once: ``json.dumps`` of :func:`_json_value`
+    cell by cell (non-finite floats are ``null``; a float32 is its shortest text read as
+    a Python float)."""
+    a = np.asarray(values)
+    if a.dtype.kind == "f":
+        finite = np.isfinite(a).tolist()
+        texts = a.tolist() if a.dtype == np.float64 else map(float, a.astype(str).tolist())
+        return [repr(v) if ok else "null" for v, ok in zip(texts, finite)]
+    if a.dtype.kind == "b":
+        return ["true" if v else "false" for v in a.tolist()]
+    if a.dtype.kind in "iu":
+        return list(map(str, a.tolist()))
+    return [json.dumps(_json_value(v)) for v in a]
+
+
 class AtomicPath:
     """A temporary path beside ``path``; ``commit()`` renames it into place."""
 
@@ -106,17 +138,15 @@ class TextWriter:
             stream.write(self.sep.join(columns) + "\n")
 
     def write(self, batch):
-        cols = [batch[c] for c in self.columns]
-        n = len(cols[0])
+        if not len(batch[self.columns[0]]):
+            return
         if self.fmt == "jsonl":
-            lines = (
-                json.dumps({c: _json_value(col[i]) for c, col in zip(self.columns, cols)})
-                for i in range(n)
-            )
+            cols = [[f"{json.dumps(c)}: {v}" for v in _json_cells(batch[c])] for c in self.columns]
+            lines = ("{" + ", ".join(row) + "}" for row in zip(*cols))
         else:
-            sep = self.sep
-            lines = (sep.join(_quoted(_cell(col[i]), sep) for col in cols) for i in range(n))
-        self.stream.write("".join(line + "\n" for line in lines))
+            cols = [_text_cells(batch[c], self.sep) for c in self.columns]
+            lines = map(self.sep.join, zip(*cols))
+        self.stream.write("\n".join(lines) + "\n")
 
     def close(self):
         self.stream.flush()

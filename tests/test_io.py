@@ -325,6 +325,31 @@ def test_text_writer_jsonl_float32_and_python_values():
     assert report._json_value(np.int64(3)) == 3 and type(report._json_value(np.int64(3))) is int
 
 
+def test_text_writer_columns_equal_the_cell_by_cell_definition():
+    """The writers format whole columns at once; the text must be what formatting cell by
+    cell (``_cell``/``_quoted`` for CSV and TSV, ``json.dumps`` of ``_json_value`` for
+    JSONL) gives, for every kind of column: float64 and float32 (awkward values, non-finite,
+    signed zeros, subnormals), integers, booleans, strings needing quotes."""
+    with np.errstate(over="ignore"):
+        f64 = np.concatenate([_f64_samples(), [np.nan, np.inf, -np.inf]])
+        f32 = f64.astype(np.float32)
+    n = f64.size
+    ids = np.array([f'id "{i}",\t{i}' if i % 7 == 0 else f"id{i}" for i in range(n)])
+    batch = {"id": ids, "row": np.arange(n), "v64": f64, "v32": f32,
+             "iters": np.arange(n, dtype=np.int64) * 3, "ok": np.arange(n) % 3 == 0,
+             "u8": (np.arange(n) % 256).astype(np.uint8)}
+    columns = list(batch)
+    for fmt, sep in (("csv", ","), ("tsv", "\t")):
+        want = sep.join(columns) + "\n" + "".join(
+            sep.join(report._quoted(report._cell(batch[c][i]), sep) for c in columns) + "\n"
+            for i in range(n))
+        assert _write(fmt, [batch], columns) == want
+    want = "".join(json.dumps({c: report._json_value(batch[c][i]) for c in columns}) + "\n"
+                   for i in range(n))
+    assert _write("jsonl", [batch], columns) == want
+    assert _write("jsonl", [{k: v[:0] for k, v in batch.items()}], columns) == ""
+
+
 def test_parquet_writer_batches_and_empty(tmp_path):
     w = report.ParquetWriter(str(tmp_path / "a.parquet"), ["row", "emd", "gradient"])
     g = np.arange(12.0).reshape(4, 3)
