@@ -261,6 +261,7 @@ class Summary:
         self.name = name
         self.parts = []
         self.not_converged = None
+        self.timing = None  # a Timing, once a job has run
 
     def add(self, values, converged=None):
         """Add a batch of values (and, for iterative metrics, their converged flags)."""

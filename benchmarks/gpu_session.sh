@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Everything a session with an NVIDIA GPU should run, in one go, results under one folder:
+#   1. the GPU test suite, un-simulated (every kernel against its CPU twin, real compilation)
+#   2. benchmarks/bench_gpu.py: our kernels against PyTorch on the same GPU (CUDA events)
+#   3. emd bench on CPU and GPU: the paper's Table 1 workload, kernels and copies split
+#   4. emd compute --device cuda --verbose on the sample data: where the time goes end to end
+# Usage: bash benchmarks/gpu_session.sh [OUT_DIR]   (default: gpu_results/)
+# Each step's output goes to OUT_DIR/<step>.txt; a failing step does not stop the others,
+# and the exit status is that of the first failure.
+set -u
+out="${1:-gpu_results}"
+mkdir -p "$out"
+py="${PYTHON:-python3}"
+status=0
+step() {
+    local name="$1"; shift
+    {
+        echo "== $name: $*"
+        "$@" 2>&1 || { echo "== $name FAILED"; [ "$status" -eq 0 ] && status=1; }
+    } > "$out/$name.txt"
+    tail -n 40 "$out/$name.txt"
+}
+step env "$py" -c "import numpy, numba, numba.cuda as c; print(numpy.__version__, numba.__version__); c.detect()"
+step tests env EMDCLI_TEST_CUDA=real "$py" -m pytest -q tests/test_gpu.py
+step bench_gpu "$py" benchmarks/bench_gpu.py
+step emd_bench "$py" -m emdcli bench --device cpu,cuda --repeat 5
+step compute "$py" -m emdcli compute sample_data/signal.parquet --target-column level \
+    --metric emd2 --device cuda --verbose -o "$out/signal_emd2.parquet"
+exit "$status"
