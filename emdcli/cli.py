@@ -154,6 +154,8 @@ Examples:
 
   emd compute pred.npy labels.npy --metric sinkhorn --lam 10 --iters 1000 --sinkhorn-form log
 
+  emd compute big.npy labels.npy -o out.parquet --device auto --verbose   # rows/s, where the time went
+
   emd compute sample_data/imagenet_pred.parquet --tree sample_data/imagenet_wordnet_tree.csv --bins sample_data/imagenet_bins.txt --target-column label -m emd2
 """
 
