@@ -101,6 +101,13 @@ def _check_rows(a, source, *, logits=False, raw=None):
             "row sums to zero and cannot be a distribution", source=source, row=int(zero[0]),
             hint="drop the row or give it some mass",
         )
+    tiny = np.flatnonzero(sums < np.finfo(np.float64).tiny)
+    if tiny.size:  # its reciprocal, the row's scale, would overflow
+        r = int(tiny[0])
+        raise EMDInputError(
+            f"row mass {float(sums[r])!r} is below the smallest normal float64 and cannot be "
+            "normalised", source=source, row=r, hint="rescale the row",
+        )
     return sums
 
 
@@ -121,7 +128,7 @@ def pred_rows(pred, normalize, dtype, check=True):
         raw, x = x, np.ascontiguousarray(x, dtype=dtype)
     sums = _check_rows(x, "pred", logits=normalize == "softmax", raw=raw) if check else None
     if normalize == "l1":
-        return x, 1.0 / (row_sums_min(x)[0] if sums is None else sums)
+        return _l1(x, row_sums_min(x)[0] if sums is None else sums)
     if normalize == "softmax":
         e = np.exp(x - x.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True), unit_scale()
@@ -154,14 +161,23 @@ def target_rows(target, n_rows, n_bins, normalize, dtype, check=True):
     sums = _check_rows(q, "target", raw=t) if check else None
     if normalize == "none":
         return "rows", q, unit_scale()
-    return "rows", q, 1.0 / (row_sums_min(q)[0] if sums is None else sums)
+    return ("rows", *_l1(q, row_sums_min(q)[0] if sums is None else sums))
+
+
+def _l1(x, sums):
+    """(x, 1 / sums): the l1 normalisation as a row scale (checked rows have sums whose
+    reciprocal is finite; unchecked zero rows give inf, as a division would)."""
+    with np.errstate(divide="ignore", over="ignore"):
+        return x, 1.0 / sums
 
 
 def scaled(x, scale):
-    """``scale[:, None] · x`` in x's dtype (x itself for the empty scale)."""
+    """``scale[:, None] · x`` in x's dtype (x itself for the empty scale), computed as x
+    divided by the row sum 1/scale (in float32 the scale of a row of subnormal masses
+    would overflow, its sum does not)."""
     if scale.shape[0] == 0:
         return x
-    return x * scale.astype(x.dtype)[:, None]
+    return x / (1.0 / scale).astype(x.dtype)[:, None]
 
 
 def prepare_pred(pred, normalize, dtype, check=True):

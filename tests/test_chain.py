@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 from scipy.stats import wasserstein_distance
 
 import emdcli
+from emdcli.sinkhorn import sinkhorn
 from emdcli import Chain, EMDInputError, chain_hessian, emd, emd2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -578,6 +579,30 @@ def test_l1_row_sum_overflow_is_an_input_error(dtype, big):
     with pytest.raises(EMDInputError, match="overflows") as e:
         emd(pred, np.array([[1.0, 0.0, 0.0]]), dtype=dtype)
     assert e.value.row == 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tiny_and_huge_row_masses_normalise_exactly(dtype):
+    """l1 normalisation is a row scale (1/Σx, float64) inside the kernels, and a division
+    by Σx where rows are materialised (Sinkhorn): rows of subnormal float32 masses (whose
+    float32 scale would overflow) and of huge masses give the answers of the unit rows; a
+    row whose float64 mass is subnormal is refused (its scale would overflow)."""
+    rng = np.random.default_rng(11)
+    unit = rng.random((4, 6)) + 0.1
+    unit /= unit.sum(axis=1, keepdims=True)
+    q = np.array([0, 5, 2, 3])
+    want = emd(unit, q, dtype=dtype)
+    want_sd = sinkhorn(unit, q, lam=2.0, dtype=dtype).values
+    factors = (1e-42, 1e30) if dtype == "float32" else (1e-300, 1e300)
+    for factor in factors:
+        rtol = 2e-2 if factor == 1e-42 else 1e-6  # subnormal float32 masses lose digits
+        np.testing.assert_allclose(emd(unit * factor, q, dtype=dtype), want, rtol=rtol)
+        np.testing.assert_allclose(sinkhorn(unit * factor, q, lam=2.0, dtype=dtype).values,
+                                   want_sd, rtol=max(rtol, 1e-5))
+    if dtype == "float64":
+        with pytest.raises(EMDInputError, match="below the smallest normal float64") as e:
+            emd(np.vstack([unit, unit[:1] * 1e-310]), np.append(q, 0))
+        assert e.value.row == 4
 
 
 def test_float32_cast_overflow_is_named():
