@@ -57,7 +57,7 @@ FULL_MASK = 0xFFFFFFFF
 
 if SIMULATOR:  # the simulator has no warp shuffles: shared memory stands in for them
     @cuda.jit(device=True)
-    def shfl_up(buf, tid, x, off):
+    def shfl_up(buf, tid, mask, x, off):
         """x of the lane ``off`` below in the warp (own x where there is none)."""
         buf[tid] = x
         cuda.syncthreads()
@@ -66,7 +66,7 @@ if SIMULATOR:  # the simulator has no warp shuffles: shared memory stands in for
         return y
 
     @cuda.jit(device=True)
-    def shfl_idx(buf, tid, x, src):
+    def shfl_idx(buf, tid, mask, x, src):
         """x of warp lane ``src``."""
         buf[tid] = x
         cuda.syncthreads()
@@ -75,14 +75,15 @@ if SIMULATOR:  # the simulator has no warp shuffles: shared memory stands in for
         return y
 else:
     @cuda.jit(device=True)
-    def shfl_up(buf, tid, x, off):
-        """x of the lane ``off`` below in the warp (own x where there is none)."""
-        return cuda.shfl_up_sync(FULL_MASK, x, off)
+    def shfl_up(buf, tid, mask, x, off):
+        """x of the lane ``off`` below in the warp (own x where there is none); ``mask``:
+        the warp's lanes that exist."""
+        return cuda.shfl_up_sync(mask, x, off)
 
     @cuda.jit(device=True)
-    def shfl_idx(buf, tid, x, src):
-        """x of warp lane ``src``."""
-        return cuda.shfl_sync(FULL_MASK, x, src)
+    def shfl_idx(buf, tid, mask, x, src):
+        """x of warp lane ``src``; ``mask``: the warp's lanes that exist."""
+        return cuda.shfl_sync(mask, x, src)
 
 
 @cuda.jit(device=True)
@@ -90,14 +91,18 @@ def warp_scan(buf, tid, lane, width, x):
     """(inclusive sum of the float64 ``x`` over the lanes ≤ ``lane`` of the group, group
     total), for groups of ``width`` ≤ 32 lanes (a power of two) inside one warp: warp
     shuffles, no barrier. Every thread of the warp must call it (the simulator's stand-in
-    synchronises the block: there every thread of the block); buf (≥ threads,) float64."""
+    synchronises the block: there every thread of the block); buf (≥ threads,) float64.
+    A block of fewer than 32 threads is one partial warp: the shuffles name only the lanes
+    that exist (naming absent lanes is undefined behaviour)."""
+    threads = cuda.blockDim.x
+    mask = FULL_MASK if threads >= 32 else (1 << threads) - 1
     off = 1
     while off < width:
-        y = shfl_up(buf, tid, x, off)
+        y = shfl_up(buf, tid, mask, x, off)
         if lane >= off:
             x += y
         off *= 2
-    return x, shfl_idx(buf, tid, x, tid % 32 - lane + width - 1)
+    return x, shfl_idx(buf, tid, mask, x, tid % 32 - lane + width - 1)
 
 
 # ------------------------------------------------------------------------------- math
