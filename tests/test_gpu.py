@@ -352,6 +352,50 @@ def test_sinkhorn_rows_stop_on_their_own(kind, width, lam):
         assert_same_sinkhorn(got, want, np.float64)
 
 
+# ------------------------------------------------------- real launch shapes (real GPU)
+
+# Production launches: 128-thread blocks (full warps, several rows per block for the chain,
+# a block per row for the tree), rows long enough for several tiles. Too slow for the
+# simulator on CI; EMDCLI_TEST_CUDA=sim-full runs them there too.
+FULL_SHAPES = not SIM or os.environ.get("EMDCLI_TEST_CUDA") == "sim-full"
+
+
+@pytest.mark.skipif(not FULL_SHAPES, reason="production launch shapes: a real GPU (or sim-full)")
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_production_launch_shapes_match_cpu(dt):
+    from emdcli.bench import default_tree
+
+    rng = rng_for("production", dt.__name__)
+    if SIM:  # sim-full: the same code on sizes the simulator finishes (still full warps)
+        parent, weight, bin_node, _ = random_tree(rng, 60, 40)
+        names = [f"n{v}" for v in range(60)]
+        tree = Tree.from_edges(names, [names[u] if u >= 0 else "" for u in parent], weight,
+                               bins=[names[v] for v in bin_node])
+        b, n_chain, iters = 2, 70, 3
+    else:
+        tree = default_tree()  # WordNet: 1371 nodes, 1000 bins
+        b, n_chain, iters = 6, 300, 20
+    for n, use_tree in ((n_chain, False), (tree.n, True)):
+        P, Q = rows(rng, b, n, dt), rows(rng, b, n, dt)
+        labels = rng.integers(0, n, b).astype(np.int64)
+        sp = tree if use_tree else Chain.from_positions(np.cumsum(rng.uniform(0.2, 1.5, n)))
+        for q in (Q, labels):
+            for rho in (1.0, 2.0):
+                want_v, want_g = emdcli.emd(P, q, space=sp, rho=rho, gradient=True, dtype=dt,
+                                            normalize="none")
+                got_v, got_g = emdcli.emd(P, q, space=sp, rho=rho, gradient=True, dtype=dt,
+                                          normalize="none", device="cuda")
+                np.testing.assert_allclose(got_v, want_v, **close(dt))
+                np.testing.assert_allclose(got_g, want_g, **close(dt))
+    for log_form in (False, True):
+        P, Q = rows(rng, b, tree.n, dt), rows(rng, b, tree.n, dt)
+        for kind_dense in (False, True):
+            g = gibbs_for(tree, 3.0, dt, log_form, dense=kind_dense)
+            want = cpu_sinkhorn(P, Q, g, 3.0, iters, 0.0, log_form, tree.n_nodes)
+            got = sinkhorn_batch_cuda(P, Q, g, 3.0, iters, 0.0, log_form, True)
+            assert_same_sinkhorn(got, want, dt)
+
+
 # --------------------------------------------------------------- device arrays, dispatch
 
 
