@@ -18,8 +18,10 @@ global scratch row per group slot), the second writes g. Every lane reads back o
 stash entries it wrote itself, so the second pass needs no barrier. Accumulation is in
 float64 whatever the storage dtype, as on the CPU.
 
-Also here, for Sinkhorn (``gpu_sinkhorn``): the chain's Gibbs passes ``chain_plain`` /
-``chain_log`` (``gibbs._chain_plain`` / ``_chain_log`` transcribed, run by one thread).
+Also here, for Sinkhorn (``gpu_sinkhorn``): the chain's Gibbs passes, run by one thread:
+``chain_plain`` (``gibbs._chain_plain``'s own source, compiled for the GPU) and
+``chain_log`` (``gibbs._chain_log`` transcribed: the CPU's logaddexp is a Numba CPU
+function, the GPU's lives in ``gpu_common``).
 
 Host side: :func:`chain_batch_cuda` takes numpy arrays or arrays already on the GPU
 (numba device arrays, or anything with ``__cuda_array_interface__``: CuPy, PyTorch)
@@ -32,6 +34,7 @@ import numpy as np
 from numba import cuda, float64
 
 from .chain import _power, _slope
+from .gibbs import _chain_plain
 from .gpu_common import (
     CLOCK, SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, logaddexp, on_device, to_device,
     value_grad_outputs, warp_scan, work_array,
@@ -149,32 +152,9 @@ def _chain_global(P, Q, C, use_c, d, rho, out, G, want_grad, width, scratch):
 # ---------------------------------------------------- Gibbs kernel on a chain (Sinkhorn)
 
 
-@cuda.jit(device=True)
-def chain_plain(x, alpha, w, scale, out, moment, tmp, n):
-    """out = K x, or (K ⊙ M) x when ``moment``; tmp (N,) scratch. One thread."""
-    zero = scale - scale
-    tmp[0] = x[0]
-    for i in range(1, n):
-        tmp[i] = x[i] + alpha[i - 1] * tmp[i - 1]
-    if not moment:
-        back = zero
-        for i in range(n - 1, -1, -1):
-            a = alpha[i] if i < n - 1 else zero
-            out[i] = scale * (tmp[i] + a * back)
-            back = x[i] + a * back
-        return
-    fm = zero
-    out[0] = fm
-    for i in range(1, n):
-        fm = alpha[i - 1] * (fm + w[i - 1] * tmp[i - 1])
-        out[i] = fm
-    back = x[n - 1]
-    bm = zero
-    out[n - 1] = scale * out[n - 1]
-    for i in range(n - 2, -1, -1):
-        bm = alpha[i] * (bm + w[i] * back)
-        back = x[i] + alpha[i] * back
-        out[i] = scale * (out[i] + bm)
+# out = K x or (K ⊙ M) x: the CPU's forward/backward passes, compiled for the GPU (one
+# thread; x, out, tmp of length N)
+chain_plain = cuda.jit(device=True)(_chain_plain.py_func)
 
 
 @cuda.jit(device=True)

@@ -95,7 +95,7 @@ def _apply(x, out, moment, transpose, log_form, active, lane, width, n, kind, ma
                 if log_form:
                     chain_log(x, alpha, w, scale, out, moment, t[0], n)
                 else:
-                    chain_plain(x, alpha, w, scale, out, moment, t[0], n)
+                    chain_plain(x, alpha, w, scale, out, moment, t[0])  # rows of length n
         else:
             _dense_apply(x, out, moment, transpose, log_form, lane, width, mat, mat_t, mat2_t,
                          scale, n)
