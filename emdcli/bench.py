@@ -28,6 +28,7 @@ PAPER = {
     ("sinkhorn", 100): (7.51, 0.0889),
     ("sinkhorn", 1000): (74.5, 0.865),
 }
+DEFAULT_ITERS = [10, 100, 1000]
 COLUMNS = ["metric", "iters", "dtype", "device", "median_s", "iqr_s", "min_s",
            "first_call_s", "repeats", "paper_s", "paper_over_ours", "pot_s",
            "pot_over_ours", "pot_agrees", "kernel_s", "copies_s"]
@@ -47,7 +48,7 @@ class BenchConfig:
 
     space: object = None
     batch: int = 512
-    iters: list = field(default_factory=lambda: [10, 100, 1000])
+    iters: list = field(default_factory=lambda: list(DEFAULT_ITERS))
     dtypes: list = field(default_factory=lambda: ["float32", "float64"])
     lam: float = 3.0
     repeat: int = 5

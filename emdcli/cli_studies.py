@@ -62,22 +62,21 @@ def compare_command(
     """
     import math
 
-    from . import compare, pipeline, report
+    from . import compare, options, pipeline, report
     from .errors import EMDInputError
 
     say = (lambda m: None) if quiet else (lambda m: typer.echo(f"emd: {m}", err=True))
     warn = lambda m: typer.echo(f"emd: warning: {m}", err=True)  # noqa: E731
     try:
-        devices = compare.parse_choices(device, "--device", compare.DEVICES, compare.DEFAULT_DEVICES)
-        compare.check_devices(devices)
-        lams = compare.parse_lams(lam, compare.PROFILE_LAMS if profile is not None else compare.DEFAULT_LAMS)
+        devices = options.parse_devices(device, compare.DEFAULT_DEVICES)
+        lams = options.parse_lams(lam, compare.PROFILE_LAMS if profile is not None else compare.DEFAULT_LAMS)
         grid = compare.Grid(
-            lams=lams, iters=compare.parse_iters(iters),
-            dtypes=compare.parse_choices(dtype, "--dtype", compare.DTYPES, compare.DEFAULT_DTYPES),
-            forms=compare.parse_choices(form, "--form", compare.FORMS, compare.DEFAULT_FORMS),
+            lams=lams, iters=options.parse_iters(iters, compare.DEFAULT_ITERS),
+            dtypes=options.parse_choices(dtype, "--dtype", compare.DTYPES, compare.DEFAULT_DTYPES),
+            forms=options.parse_choices(form, "--form", compare.FORMS, compare.DEFAULT_FORMS),
             devices=devices,
         )
-        eps = compare.check_smoothing(label_smoothing)
+        eps = options.check_smoothing(label_smoothing)
         if tol is not None and not (tol >= 0 and math.isfinite(tol)):
             raise EMDInputError(f"--tol {tol!r}: must be a finite number >= 0")
         if profile is not None:
@@ -325,17 +324,12 @@ def bench_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages on stderr."),
 ):
     """Time EMD / EMD² value+gradient and Sinkhorn at several iteration limits, beside the paper's Table 1."""
-    from . import bench, report
+    from . import bench, options, report
     from .errors import EMDInputError
 
     try:
         space = _bench_space(tree, bins, positions, ground)
-        try:
-            iter_list = [int(v) for v in iters.split(",") if v.strip()]
-        except ValueError:
-            raise EMDInputError(f"--iters {iters!r} is not a comma list of integers") from None
-        if not iter_list or min(iter_list) < 1:
-            raise EMDInputError("--iters needs integers >= 1")
+        iter_list = options.parse_iters([iters], bench.DEFAULT_ITERS)
         if targets not in ("labels", "soft"):
             raise EMDInputError("--targets is labels or soft")
         if against not in (None, "pot"):
@@ -348,7 +342,7 @@ def bench_command(
         cfg = bench.BenchConfig(
             space=space, batch=batch, iters=iter_list, lam=lam, repeat=repeat, targets=targets,
             dtypes=[d.value for d in dtype] if dtype else ["float32", "float64"],
-            against_pot=against == "pot", pot_rows=pot_rows, devices=_bench_devices(device),
+            against_pot=against == "pot", pot_rows=pot_rows, devices=options.parse_devices(device, _bench_default_devices()),
         )
         from .sinkhorn import check_params
 
@@ -369,23 +363,14 @@ def bench_command(
         typer.echo(f"emd: {title}; {bench.PAPER_HARDWARE}", err=True)
 
 
-def _bench_devices(given):
-    """``--device`` values (checked), or cpu plus cuda when a real GPU is usable."""
+def _bench_default_devices():
+    """cpu, plus cuda when a real GPU is usable (the simulator only when asked for)."""
     import os
 
     from . import gpu
-    from .errors import EMDInputError
 
-    if not given:
-        real_gpu = not os.environ.get("NUMBA_ENABLE_CUDASIM") and gpu.cuda_available()
-        return ["cpu", "cuda"] if real_gpu else ["cpu"]
-    devices = [d.strip() for v in given for d in v.split(",") if d.strip()]
-    for d in devices:
-        if d not in ("cpu", "cuda"):
-            raise EMDInputError(f"--device {d!r}: choose cpu or cuda")
-        if d == "cuda":
-            gpu.require_cuda()
-    return devices
+    real_gpu = not os.environ.get("NUMBA_ENABLE_CUDASIM") and gpu.cuda_available()
+    return ["cpu", "cuda"] if real_gpu else ["cpu"]
 
 
 def _bench_space(tree, bins, positions, ground):

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import EMDInputError
+from .options import check_devices
 
 MAX_ROWS = 100_000
 DEFAULT_LAMS = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
@@ -52,7 +53,6 @@ PROFILE_LAMS = [1.0, 10.0, 100.0]
 PROFILE_ITERS = 100_000
 DTYPES = ("float32", "float64")
 FORMS = ("plain", "log")
-DEVICES = ("cpu", "cuda")
 COLUMNS = ["lam", "iters", "dtype", "form", "device", "ratio_mean", "ratio_p05",
            "ratio_p95", "angle_mean", "angle_p05", "angle_p95", "nonconverged", "seconds",
            "nonfinite", "iterations_mean", "sd_mean", "rows"]
@@ -81,90 +81,6 @@ class Grid:
     def __len__(self):
         return (len(self.lams) * len(self.iters) * len(self.dtypes) * len(self.forms)
                 * len(self.devices))
-
-
-def split_values(values, flag):
-    """Repeated options and comma lists → one flat list of stripped, non-empty strings."""
-    out = []
-    for v in values or []:
-        parts = [s.strip() for s in str(v).split(",")]
-        if any(not s for s in parts):
-            raise EMDInputError(f"{flag} {v!r} has an empty item", hint=f"e.g. {flag} 1,10")
-        out += parts
-    return out
-
-
-def _unique(seq):
-    return list(dict.fromkeys(seq))
-
-
-def parse_lams(values, default=DEFAULT_LAMS):
-    """``--lam``: numbers > 0, repeatable or comma lists; sorted ascending."""
-    items = split_values(values, "--lam")
-    if not items:
-        return list(default)
-    out = []
-    for s in items:
-        try:
-            lam = float(s)
-        except ValueError:
-            raise EMDInputError(f"--lam {s!r} is not a number", hint="e.g. --lam 1,10,100") from None
-        if not (np.isfinite(lam) and lam > 0):
-            raise EMDInputError(f"--lam {s!r}: λ must be a finite number > 0",
-                                hint="the paper's λ; POT's reg is 1/λ")
-        out.append(lam)
-    return sorted(_unique(out))
-
-
-def parse_iters(values):
-    """``--iters``: integers >= 1; sorted ascending."""
-    items = split_values(values, "--iters")
-    if not items:
-        return list(DEFAULT_ITERS)
-    out = []
-    for s in items:
-        try:
-            it = int(s)
-        except ValueError:
-            raise EMDInputError(f"--iters {s!r} is not an integer",
-                                hint="e.g. --iters 10,100,1000") from None
-        if it < 1:
-            raise EMDInputError(f"--iters {s!r}: the iteration limit must be >= 1")
-        out.append(it)
-    return sorted(_unique(out))
-
-
-def parse_choices(values, flag, choices, default):
-    """``--dtype`` / ``--form`` / ``--device``: names from ``choices``, in the given order."""
-    items = split_values(values, flag)
-    if not items:
-        return list(default)
-    for s in items:
-        if s not in choices:
-            raise EMDInputError(f"{flag} {s!r}: choose from {', '.join(choices)}")
-    return _unique(items)
-
-
-def check_devices(devices):
-    """``cuda`` needs a usable NVIDIA GPU (or the CUDA simulator); refused otherwise with the
-    reason. numba.cuda is imported only when ``cuda`` is asked for."""
-    if "cuda" in devices:
-        from . import gpu
-
-        reason = gpu.unavailable_reason()
-        if reason is not None:
-            raise EMDInputError(f"--device cuda: CUDA cannot run here: {reason}",
-                                hint="use --device cpu")
-
-
-def check_smoothing(eps):
-    if eps is None:
-        return 0.0
-    eps = float(eps)
-    if not (0.0 <= eps < 1.0):
-        raise EMDInputError(f"--label-smoothing {eps!r}: ε must be in [0, 1)",
-                            hint="e.g. --label-smoothing 0.1")
-    return eps
 
 
 # ----------------------------------------------------------------------------- the batch
