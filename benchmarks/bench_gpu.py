@@ -19,6 +19,11 @@ calls (per call; Python launch overhead included, as a training loop pays it):
                         per block, K re-read per row) beside it
             torch       Algorithm 1 with batched matrix products (U @ K, V @ Kᵀ)
 
+  shapes  the launch shapes of our kernels swept (threads per block × lanes per row ×
+          shared or global scratch) on chain, tree, table1 and Sinkhorn tree, each shape's
+          results checked against the default shape's; the defaults are these guesses
+          until this table has been read on a GPU
+
 Results are checked first (ours and torch against a float64 torch reference on the
 first rows). Targets (issue 5, H100): chain and tree within 1.5× of the copy; table1
 ≤ 0.1 ms; Sinkhorn tree ≤ 2 ms, dense within 1.5× of torch. Paper (GTX 1080): HEMD²
@@ -40,7 +45,7 @@ SAMPLES = os.path.join(HERE, "..", "sample_data")
 PAPER_GPU_S = {"table1": 0.025, "sinkhorn": 0.0889}
 LAM = 3.0
 ITERS = 100
-WORKLOADS = ("chain", "tree", "table1", "sinkhorn")
+WORKLOADS = ("chain", "tree", "table1", "sinkhorn", "shapes")
 
 
 def gpu_or_exit():
@@ -284,6 +289,88 @@ def bench_sinkhorn(torch, cuda, tree, B, reps, out):
                     "vs paper GPU": PAPER_GPU_S["sinkhorn"] / t})
 
 
+# ---------------------------------------------------------------------- launch shapes
+
+
+def shape_cases(cuda, tree, B, B1):
+    """{workload: (default-shape call, [(threads, width, stash), ...], call(threads, width,
+    max_shared) → fn, outputs to compare)} for the sweep: every fn fills the same device
+    outputs, so each shape's results can be checked against the default's."""
+    from emdcli.kernels.gpu_chain import chain_batch_cuda
+    from emdcli.kernels.gpu_common import SHARED_BYTES
+    from emdcli.kernels.gpu_sinkhorn import sinkhorn_batch_cuda
+    from emdcli.kernels.gpu_tree import tree_value_grad_cuda
+    from emdcli.sinkhorn import gibbs_for
+    from emdcli.spaces import Chain
+
+    rng = np.random.default_rng(2)
+    cases = {}
+    chain = Chain.uniform(1000)
+    for name, space, b in (("chain", chain, B), ("tree", tree, B), ("table1", tree, B1),
+                           ("sinkhorn", tree, B1)):
+        n = space.n
+        dP, dQ = cuda.to_device(rows(rng, b, n)), cuda.to_device(rows(rng, b, n))
+        if name == "sinkhorn":
+            g = gibbs_for(tree, LAM, np.float32, False)
+            outs = [cuda.device_array(b), cuda.device_array(b, np.int64),
+                    cuda.device_array(b), cuda.device_array((b, n), np.float32)]
+
+            def call(t, w, shared, p=dP, q=dQ, g=g, o=outs):
+                return lambda: sinkhorn_batch_cuda(p, q, g, LAM, ITERS, 0.0, False, True, *o,
+                                                   threads_per_block=t, width=w,
+                                                   max_shared=shared)
+            shapes = [(t, w) for t in (64, 128, 256) for w in (None, 32, 64, 128, 256)
+                      if w is None or w <= t]
+            compared = (outs[0], outs[3])
+        else:
+            outs = [cuda.device_array(b, np.float32), cuda.device_array((b, n), np.float32)]
+            if name == "chain":
+                def call(t, w, shared, p=dP, q=dQ, o=outs, d=chain.gaps):
+                    return lambda: chain_batch_cuda(p, q, None, d, 2.0, *o, threads_per_block=t,
+                                                    width=w, max_shared=shared)
+                shapes = [(t, w) for t in (32, 64, 128, 256) for w in (None, 8, 16, 32)
+                          if w is None or w <= t]
+            else:
+                c = cuda.to_device(np.full(b, -1, dtype=np.int64))
+                args = (space.parent, space.weight, space.bin_node, space.count, 2.0)
+
+                def call(t, w, shared, p=dP, q=dQ, o=outs, c=c, a=args):
+                    return lambda: tree_value_grad_cuda(p, q, c, *a, *o, threads_per_block=t,
+                                                        width=w, max_shared=shared)
+                shapes = [(t, w) for t in (64, 128, 256, 512) for w in (None, 32, 64, 128, 256)
+                          if w is None or w <= t]
+            compared = tuple(outs)
+        sweep = [(t, w, stash) for t, w in shapes for stash in ("auto", "global")]
+        cases[name] = (call(128, None, SHARED_BYTES), sweep,
+                       lambda t, w, stash, call=call: call(t, w, SHARED_BYTES if stash == "auto" else 0),
+                       compared)
+    return cases
+
+
+def bench_shapes(torch, cuda, tree, B, B1, reps, out, timer=None):
+    """Time every launch shape of :func:`shape_cases` (CUDA events unless ``timer(fn,
+    reps)`` is given); each shape's results must match the default shape's."""
+    timer = timer or (lambda fn, r: event_time(torch, fn, r, warmup=1))
+    for name, (default, sweep, make, compared) in shape_cases(cuda, tree, B, B1).items():
+        default()
+        cuda.synchronize()
+        ref = [a.copy_to_host() for a in compared]
+        r = max(2, reps // 4) if name == "sinkhorn" else reps
+        base = timer(default, r)
+        for t, w, stash in sweep:
+            fn = make(t, w, stash)
+            for a in compared:  # poison, so a shape that writes nothing cannot pass
+                a.copy_to_device(np.full(a.shape, np.nan, dtype=a.dtype))
+            fn()
+            cuda.synchronize()
+            err = max(rel_err(a.copy_to_host(), x) for a, x in zip(compared, ref))
+            tol = 1e-3 if name == "sinkhorn" else 1e-5  # float32 order of summation
+            time = timer(fn, r)
+            out.append({"workload": name, "threads": t, "width": "auto" if w is None else w,
+                        "stash": stash, "time": fmt(time), "vs default": time / base,
+                        "rel err": "%.1e" % err + ("" if err <= tol else "  DISAGREES")})
+
+
 def fmt(t):
     from emdcli.timing import format_seconds
 
@@ -320,12 +407,19 @@ def main(argv=None):
         bench_emd(torch, cuda, "table1", tree, args.table1_batch, args.reps, out)
     if "sinkhorn" in wanted:
         bench_sinkhorn(torch, cuda, tree, args.table1_batch, args.reps, out)
+    shape_rows = []
+    if "shapes" in wanted:
+        bench_shapes(torch, cuda, tree, args.batch, args.table1_batch, args.reps, shape_rows)
     dev = torch.cuda.get_device_properties(0)
     print(f"{dev.name}, {dev.multi_processor_count} SMs, torch {torch.__version__}, "
           f"float32, TF32 off, CUDA events, {args.reps} calls per time")
     columns = ["workload", "method", "time", "vs ours", "GB/s (P,Q,G)",
                "rel err value / grad", "vs paper GPU"]
     print(format_table([{c: r.get(c, "-") for c in columns} for r in out], columns))
+    if shape_rows:
+        columns = ["workload", "threads", "width", "stash", "time", "vs default", "rel err"]
+        print("\nLaunch shapes (default: 128 threads, automatic width; stash auto: shared memory when it fits)")
+        print(format_table(shape_rows, columns))
     return 0
 
 

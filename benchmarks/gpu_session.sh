@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything a session with an NVIDIA GPU should run, in one go, results under one folder:
 #   1. the GPU test suite, un-simulated (every kernel against its CPU twin, real compilation)
-#   2. benchmarks/bench_gpu.py: our kernels against PyTorch on the same GPU (CUDA events)
+#   2. benchmarks/bench_gpu.py: our kernels against PyTorch on the same GPU (CUDA events),
+#      and the launch shapes swept (each checked against the default shape)
 #   3. emd bench on CPU and GPU: the paper's Table 1 workload, kernels and copies split
 #   4. emd compute --device cuda --verbose on the sample data: where the time goes end to end
 # Usage: bash benchmarks/gpu_session.sh [OUT_DIR]   (default: gpu_results/)
