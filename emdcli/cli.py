@@ -16,7 +16,10 @@ class _OneLineErrors(TyperGroup):
     """Usage errors as one ``emd: error: …`` line on stderr (exit 2), like bad input."""
 
     def main(self, *args, standalone_mode=True, **kwargs):
-        from typer.core import _click
+        try:  # Typer ≥ 0.26 vendors Click as typer._click; earlier Typers use click
+            from typer.core import _click
+        except ImportError:
+            import click as _click
 
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)

@@ -22,3 +22,14 @@ def onehot(c, n):
     q = np.zeros((len(c), n))
     q[np.arange(len(c)), c] = 1.0
     return q
+
+
+def cli_runner():
+    """A Typer CliRunner with stdout and stderr apart (Click < 8.2 mixes them unless
+    told not to; later Clicks always keep them apart and take no such argument)."""
+    from typer.testing import CliRunner
+
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from common import cli_runner
 
 from emdcli import bench
 from emdcli.cli import app
 from emdcli.spaces import Chain
 
-runner = CliRunner()
+runner = cli_runner()
 TINY = ["--batch", "4", "--iters", "2", "--repeat", "1", "--quiet"]
 
 

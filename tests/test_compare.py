@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
+from common import cli_runner
 
 from emdcli import compare
 from emdcli.api import emd
@@ -32,7 +32,7 @@ WORDNET = ["--tree", os.path.join(SAMPLE, "imagenet_wordnet_tree.csv"),
 IMAGENET_PRED = os.path.join(SAMPLE, "imagenet_pred.parquet")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 B, N = 5, 8
-RUNNER = CliRunner()
+RUNNER = cli_runner()
 
 
 def invoke(*args):

@@ -497,7 +497,7 @@ def test_clock_books_copies_compilation_and_kernels():
 def test_compute_verbose_and_bench_split_gpu_time(tmp_path):
     """``emd compute --device cuda --verbose`` reports the GPU phases; ``emd bench``'s
     cuda rows carry kernel and copy seconds."""
-    from typer.testing import CliRunner
+    from common import cli_runner
 
     from emdcli import bench
     from emdcli.cli import app
@@ -505,7 +505,7 @@ def test_compute_verbose_and_bench_split_gpu_time(tmp_path):
     rng = rng_for("verbose")
     np.save(tmp_path / "p.npy", rows(rng, 4, 3, np.float64))
     np.save(tmp_path / "c.npy", rng.integers(0, 3, 4))
-    r = CliRunner().invoke(app, ["compute", str(tmp_path / "p.npy"), str(tmp_path / "c.npy"),
+    r = cli_runner().invoke(app, ["compute", str(tmp_path / "p.npy"), str(tmp_path / "c.npy"),
                                  "--device", "cuda", "-v"])
     assert r.exit_code == 0, r.stderr
     line = r.stderr.splitlines()[-1]

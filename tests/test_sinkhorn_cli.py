@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
+from common import cli_runner
 
 from emdcli.cli import app
 from emdcli.sinkhorn import sinkhorn
@@ -33,7 +33,7 @@ IMAGENET_PRED = os.path.join(SAMPLE, "imagenet_pred.parquet")
 
 B, N = 7, 6
 COLUMNS = ["row", "sinkhorn", "sinkhorn_iterations", "sinkhorn_converged"]
-RUNNER = CliRunner()
+RUNNER = cli_runner()
 
 
 # ----------------------------------------------------------------------------- helpers

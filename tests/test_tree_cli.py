@@ -16,7 +16,6 @@ import ot
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
 from emdcli import emd
 from emdcli.cli import app
@@ -25,6 +24,7 @@ from emdcli.treefiles import load_tree, read_bins
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import naive  # noqa: E402
+from common import cli_runner  # noqa: E402
 from test_treefiles import MALFORMED  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, os.pardir))
@@ -39,7 +39,7 @@ def rng_for(*key):
 
 
 def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return cli_runner().invoke(app, [str(a) for a in args])
 
 
 def ok(*args):
