@@ -12,11 +12,6 @@ from .spaces import Chain, Ground, Tree
 GRAD_WRT = ("distribution", "input")
 
 
-def _on_gpu(x):
-    """An array on the GPU, without importing anything GPU-related for host arrays."""
-    return hasattr(x, "__cuda_array_interface__") or bool(getattr(x, "__cuda_ndarray__", False))
-
-
 def _space_for(space, positions, n):
     """The validated space for rows of ``n`` bins: a Chain (default), Tree or Ground."""
     if space is None:
@@ -91,7 +86,7 @@ def emd(
         from .gpu import resolve_device
 
         where = resolve_device(device)
-    if _on_gpu(pred):  # stays on the GPU: taken as given, results left there
+    if rows.on_device(pred):  # stays on the GPU: taken as given, results left there
         from .gpu import emd_on_device
 
         sp = _space_for(space, positions, pred.shape[1])

@@ -95,11 +95,6 @@ def clock_phases():
         CLOCK.on = False
 
 
-def on_device(x):
-    """True for an array already on the GPU (``__cuda_array_interface__`` or numba's)."""
-    return bool(getattr(x, "__cuda_ndarray__", False)) or hasattr(x, "__cuda_array_interface__")
-
-
 def chain_cuda(p, kind, q, chain, rho, values, g, threads_per_block=THREADS_PER_BLOCK):
     """EMD^rho on a chain: ``api._chain`` on the GPU, for rows p, q that are already
     distributions (unit row scales). kind ``"rows"`` (q (B, N)) or

@@ -14,6 +14,24 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 MASS_RTOL = {np.float64: 1e-9, np.float32: 1e-5}
 
 
+def on_device(x):
+    """True for an array already on the GPU: a numba device array, or anything exposing
+    ``__cuda_array_interface__`` (CuPy; PyTorch CUDA tensors, those that require grad too).
+    Imports nothing GPU-related."""
+    if getattr(x, "__cuda_ndarray__", False):
+        return True
+    try:
+        return hasattr(x, "__cuda_array_interface__")
+    except RuntimeError:  # PyTorch refuses to export a tensor that requires grad
+        return True
+
+
+def detached(x):
+    """x without autograd history: a PyTorch tensor that requires grad refuses to export
+    its memory (to numpy or to numba), so the distances are taken of ``x.detach()``."""
+    return x.detach() if getattr(x, "requires_grad", False) is True else x
+
+
 def resolve_dtype(dtype):
     """``"float64"``/``"float32"`` or a numpy float dtype → ``np.float64``/``np.float32``."""
     try:
@@ -121,7 +139,7 @@ def pred_rows(pred, normalize, dtype, check=True):
     """
     if normalize not in NORMALIZE:
         raise EMDInputError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
-    x = np.asarray(pred)
+    x = np.asarray(detached(pred))
     if x.dtype.kind not in "fiub":
         raise EMDInputError(f"predictions must be numbers, got dtype {x.dtype}", source="pred")
     with np.errstate(over="ignore"):  # an overflowing cast is reported by the checks
@@ -139,7 +157,7 @@ def target_rows(target, n_rows, n_bins, normalize, dtype, check=True):
     """Targets → ``("rows", x (B, N), scale (B,))`` (as :func:`pred_rows` with ``l1``,
     or the empty scale under ``none``) or ``("classes", c (B,) int64, empty scale)``;
     a 1-D target is class indices."""
-    t = np.asarray(target)
+    t = np.asarray(detached(target))
     if t.dtype.kind not in "fiub":
         raise EMDInputError(f"targets must be numbers, got dtype {t.dtype}", source="target")
     if t.ndim == 0:

@@ -559,6 +559,36 @@ def test_inputs_are_not_modified_and_lists_are_accepted():
     np.testing.assert_allclose(v[0], want, rtol=1e-13)
 
 
+class _GradHostTensor:
+    """A CPU tensor that requires grad, as numpy sees one (PyTorch's behaviour): it
+    refuses to convert until detached."""
+
+    requires_grad = True
+
+    def __init__(self, a):
+        self._a = np.asarray(a)
+
+    def __array__(self, dtype=None, copy=None):
+        raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+
+    def detach(self):
+        return self._a
+
+
+def test_inputs_that_require_grad_are_detached():
+    """A training loop's prediction tensor (requires grad) is taken as its detached value."""
+    rng = np.random.default_rng(5)
+    p, q = dists(rng, 4, 6), dists(rng, 4, 6)
+    with pytest.raises(RuntimeError):
+        np.asarray(_GradHostTensor(p))
+    want = emd(p, q, rho=2.0, gradient=True)
+    got = emd(_GradHostTensor(p), _GradHostTensor(q), rho=2.0, gradient=True)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(emd(_GradHostTensor(p), np.array([0, 5, 2, 1])),
+                                  emd(p, np.array([0, 5, 2, 1])))
+
+
 def test_public_exports():
     for name in ("emd", "emd2", "chain_hessian", "EMDInputError", "Chain"):
         assert hasattr(emdcli, name)

@@ -360,6 +360,21 @@ def test_sinkhorn_rows_stop_on_their_own(kind, width, lam):
 FULL_SHAPES = not SIM or os.environ.get("EMDCLI_TEST_CUDA") == "sim-full"
 
 
+def test_launch_shapes_stay_within_hardware_limits():
+    """Blocks of at most MAX_BLOCK threads (a 1024-thread block of these kernels needs more
+    registers than an SM has), powers of two, groups that tile the block."""
+    from emdcli.kernels.gpu_chain import chain_shape
+    from emdcli.kernels.gpu_common import MAX_BLOCK, launch_shape
+
+    for tpb in (1, 3, 32, 100, 128, 512, 1000, 1024, 4096):
+        for n in (1, 2, 7, 33, 1000, 5000):
+            for shape in (launch_shape(n, tpb), chain_shape(n, tpb), launch_shape(n, tpb, 64)):
+                threads, width, per_block = shape
+                assert threads <= MAX_BLOCK and threads & (threads - 1) == 0
+                assert width * per_block == threads and width <= threads
+    assert launch_shape(1000, 1024)[0] == MAX_BLOCK == 512
+
+
 @pytest.mark.skipif(not FULL_SHAPES, reason="production launch shapes: a real GPU (or sim-full)")
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 def test_production_launch_shapes_match_cpu(dt):
@@ -441,6 +456,41 @@ def test_device_arrays_in_device_arrays_out():
     got = sinkhorn_batch_cuda(dP, dQ, g, 2.0, 3, 0.0, False, True, *outs, threads_per_block=TPB)
     assert all(on_device(x) for x in got) and got[0] is outs[0] and got[3] is outs[3]
     assert_same_sinkhorn(got, cpu_sinkhorn(P, Q, g, 2.0, 3, 0.0, False, n), np.float32)
+
+
+class _GradCudaTensor:
+    """A PyTorch CUDA tensor that requires grad, as numba sees one: exporting
+    ``__cuda_array_interface__`` raises until the tensor is detached."""
+
+    requires_grad = True
+
+    def __init__(self, dev):
+        self._dev = dev
+        self.shape = dev.shape
+
+    @property
+    def __cuda_array_interface__(self):
+        raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad.")
+
+    def detach(self):
+        return self._dev
+
+
+def test_device_tensors_that_require_grad_are_detached():
+    """A training loop's prediction (a CUDA tensor that requires grad) is computed from
+    its detached value, results on the device; hasattr would raise on it."""
+    rng = rng_for("grad")
+    b, n = 3, 5
+    P, Q = rows(rng, b, n, np.float32), rows(rng, b, n, np.float32)
+    dP, dQ = cuda.to_device(P), cuda.to_device(Q)
+    chain = Chain.uniform(n)
+    want = gpu.emd_on_device(dP, dQ, chain, 2.0, gradient=True, threads_per_block=TPB)
+    assert on_device(_GradCudaTensor(dP))
+    got = emdcli.emd(_GradCudaTensor(dP), _GradCudaTensor(dQ), space=chain, rho=2.0,
+                     gradient=True, device="cuda")
+    assert on_device(got[0]) and on_device(got[1])
+    np.testing.assert_array_equal(got[0].copy_to_host(), want[0].copy_to_host())
+    np.testing.assert_array_equal(got[1].copy_to_host(), want[1].copy_to_host())
 
 
 def test_dispatch_matches_public_functions():
@@ -591,15 +641,32 @@ PTX_CHECK = textwrap.dedent("""
             for shared in (0, 1 << 20):
                 gpu_sinkhorn.sinkhorn_batch_cuda(q, q, g, 1.0, 3, 0.0, True, True, blas=False,
                                                  max_shared=shared)
+    import os, re, shutil, subprocess, tempfile
+    from emdcli.kernels.gpu_common import MAX_BLOCK
+    ptxas = shutil.which("ptxas")
     for func, sig in seen.values():
         try:
-            cuda.compile_ptx(func, sig, cc=(9, 0))
+            ptx, _ = cuda.compile_ptx(func, sig, cc=(9, 0))
         except Exception as exc:
             if type(exc).__name__ == "CudaSupportError":  # wants a driver after all
                 print("cannot compile for a GPU here:", exc)
                 sys.exit(3)
             raise
-    print("compiled", len(seen))
+        # a reshape inside a kernel is an out-of-line call, linked from CUDA C at launch
+        assert "nocopy_reshape" not in ptx, func.__name__
+        if ptxas:  # the registers of the largest block the launchers make must fit an SM
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "k.ptx")
+                with open(path, "w") as f:
+                    f.write(ptx)
+                info = subprocess.run([ptxas, "-arch=sm_90", "-v", path, "-o", os.devnull],
+                                      capture_output=True, text=True).stderr
+            regs = int(re.search(r"Used (\\d+) registers", info).group(1))
+            sinkhorn = func.__name__ in ("_sinkhorn", "kernel")  # "kernel": the shared-work one
+            threads = gpu_sinkhorn.MAX_THREADS if sinkhorn else MAX_BLOCK
+            assert regs * threads <= 65536, (func.__name__, regs, threads)
+            assert not re.search(r"[1-9]\\d* bytes spill", info), (func.__name__, info)
+    print("compiled", len(seen), "ptxas" if ptxas else "")
 """)
 
 

@@ -36,8 +36,8 @@ from numba import cuda, float64
 from .chain import _power, _slope
 from .gibbs import _chain_plain
 from .gpu_common import (
-    CLOCK, SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, logaddexp, on_device, to_device,
-    value_grad_outputs, warp_scan, work_array,
+    CLOCK, MAX_BLOCK, SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, logaddexp, on_device,
+    to_device, value_grad_outputs, warp_scan, work_array,
 )
 
 
@@ -189,10 +189,11 @@ def chain_log(lx, la, lw, scale, out, moment, tmp, n):
 
 
 def chain_shape(n, threads_per_block, width=None):
-    """(threads, lanes per row W, rows per block R) for the chain kernel: W the smallest
+    """(threads, lanes per row W, rows per block R) for the chain kernel (threads: the
+    largest power of two ≤ threads_per_block and MAX_BLOCK): W the smallest
     power of two with W·VEC ≥ N − 1, at most 32 (a warp) and the threads; or the largest
     power of two ≤ ``width`` (within the same bounds) when given."""
-    threads = 1 << (max(int(threads_per_block), 1).bit_length() - 1)
+    threads = 1 << (min(max(int(threads_per_block), 1), MAX_BLOCK).bit_length() - 1)
     if width is None:
         width = 1
         while width * VEC < n - 1 and width < 32:
@@ -211,7 +212,7 @@ def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, threads_per_block=128,
     G (B, N): host or device arrays to fill, or None to allocate (on the device when P
     is there, else on the host). No gradient when G is None or has no columns.
     width: lanes per row (≤ 32; default from N); max_shared: dynamic shared memory allowed
-    for the stash (0 forces the global scratch). Returns (out, G).
+    for the stash (at most SHARED_BYTES; 0 forces the global scratch). Returns (out, G).
     """
     dev_in = on_device(P)
     with CLOCK.phase("to_device"):
@@ -224,6 +225,7 @@ def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, threads_per_block=128,
     o, o_host, g, g_host, want_grad = value_grad_outputs(out, G, B, N, dP.dtype)
     if B:
         threads, width, per_block = chain_shape(N, threads_per_block, width)
+        max_shared = min(max_shared, SHARED_BYTES)  # numba-cuda does not opt in to more
         shared = (threads + per_block * N) * 8
         while shared > max_shared and threads > max(width, 64):  # fewer rows per block
             threads //= 2

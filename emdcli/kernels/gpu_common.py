@@ -22,7 +22,12 @@ from contextlib import contextmanager
 import numpy as np
 from numba import cuda
 
-SHARED_BYTES = 48 * 1024  # dynamic shared memory usable without an opt-in
+from ..rows import detached, on_device  # noqa: F401  (on_device: the launchers import it from here)
+
+SHARED_BYTES = 48 * 1024  # dynamic shared memory usable without an opt-in (numba-cuda
+# never opts in to more: a launch asking for more fails, so the launchers cap there)
+MAX_BLOCK = 512  # threads per block at most: the chain and tree kernels take 81-92
+# registers a thread (ptxas, sm_90), too many for 1024 threads in 64 K registers
 SCRATCH_BYTES = 1 << 28  # global scratch cap: the grid shrinks (grid stride) to fit it
 SIMULATOR = ".simulator" in cuda.jit.__module__
 
@@ -147,17 +152,13 @@ def logaddexp(a, b):
 # ------------------------------------------------------------------------------- host
 
 
-def on_device(x):
-    """True for a numba device array or anything exposing ``__cuda_array_interface__``."""
-    return bool(getattr(x, "__cuda_ndarray__", False)) or hasattr(x, "__cuda_array_interface__")
-
-
 def to_device(x, dtype=None):
     """x as a numba device array: device arrays as they are (a zero-copy view for CuPy /
-    PyTorch), host arrays copied (made contiguous, cast to ``dtype`` when given)."""
+    PyTorch, detached from autograd), host arrays copied (made contiguous, cast to ``dtype`` when given)."""
+    x = detached(x)
     if getattr(x, "__cuda_ndarray__", False):
         return x
-    if hasattr(x, "__cuda_array_interface__"):
+    if on_device(x):
         return cuda.as_cuda_array(x)
     return cuda.to_device(np.ascontiguousarray(x, dtype=dtype))
 
@@ -207,9 +208,9 @@ def dummy(dtype, ndim=1):
 
 def launch_shape(n, threads_per_block, width=None):
     """(threads, group width W, groups per block R = threads / W): threads is the largest
-    power of two ≤ threads_per_block, W the smallest power of two ≥ min(n, threads), or
+    power of two ≤ threads_per_block and MAX_BLOCK, W the smallest power of two ≥ min(n, threads), or
     the largest ≤ ``width`` when given."""
-    threads = 1 << (max(int(threads_per_block), 1).bit_length() - 1)
+    threads = 1 << (min(max(int(threads_per_block), 1), MAX_BLOCK).bit_length() - 1)
     if width is None:
         width = 1
         while width < n and width < threads:

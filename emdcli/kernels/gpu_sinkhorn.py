@@ -39,7 +39,6 @@ from .gpu_common import (
 )
 from .gpu_tree import device_tree, tree_apply
 
-N_SCRATCH = 11  # u, v, ku, kv + 7 rows of Gibbs work space
 N_WORK = 7  # the Gibbs passes' work rows (a chain uses the first)
 MAX_THREADS = 256  # threads per block at most: the static reduction buffer
 
@@ -85,7 +84,7 @@ def _dense_apply(x, out, moment, transpose, log_form, lane, width, mat, mat_t, m
 def _apply(x, out, moment, transpose, log_form, active, lane, width, n, kind, mat, mat_t,
            mat2_t, alpha, w, plan, scale, t):
     """Any space, any form; every thread of the block calls it (it synchronises);
-    t (N_WORK, ≥ nodes) the Gibbs passes' work rows."""
+    t (N_WORK·L,) the Gibbs passes' work rows, runs of L ≥ nodes."""
     if kind == TREE:
         tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, scale, t)
         return
@@ -93,9 +92,9 @@ def _apply(x, out, moment, transpose, log_form, active, lane, width, n, kind, ma
         if kind == CHAIN:
             if lane == 0:
                 if log_form:
-                    chain_log(x, alpha, w, scale, out, moment, t[0], n)
+                    chain_log(x, alpha, w, scale, out, moment, t[0:n], n)
                 else:
-                    chain_plain(x, alpha, w, scale, out, moment, t[0])  # rows of length n
+                    chain_plain(x, alpha, w, scale, out, moment, t[0:n])
         else:
             _dense_apply(x, out, moment, transpose, log_form, lane, width, mat, mat_t, mat2_t,
                          scale, n)
@@ -105,13 +104,14 @@ def _apply(x, out, moment, transpose, log_form, active, lane, width, n, kind, ma
 @cuda.jit(device=True)
 def _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
                    kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, buf, s, t):
-    """Every row of this block's groups; s (4, N): u, v, Kᵀu, Kv; t (N_WORK, ≥ nodes):
-    the Gibbs passes' work rows; buf (≥ threads,) float64 (reductions)."""
+    """Every row of this block's groups; s (4·N,): u, v, Kᵀu, Kv; t (N_WORK·L,): the
+    Gibbs passes' work rows, runs of L ≥ nodes; buf (≥ threads,) float64 (reductions).
+    (1-D work arrays sliced into runs: a reshape inside a kernel is an out-of-line call.)"""
     tid = cuda.threadIdx.x
     lane = tid % width
     per_block = cuda.blockDim.x // width
-    u, v, ku, kv = s[0], s[1], s[2], s[3]
     n_rows, n = P.shape[0], P.shape[1]
+    u, v, ku, kv = s[0:n], s[n:2 * n], s[2 * n:3 * n], s[3 * n:4 * n]
     step = cuda.gridDim.x * per_block
     first = cuda.blockIdx.x * per_block
     while first < n_rows:
@@ -192,19 +192,20 @@ def _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iteration
 @cuda.jit
 def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
               kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, scratch):
-    """Every row of P, Q (B, N), all work in global memory: scratch (slots, N_SCRATCH,
-    max(N, nodes)) in the dtype, rows 0-3 u, v, Kᵀu, Kv, then the N_WORK work rows."""
+    """Every row of P, Q (B, N), all work in global memory: scratch (slots, 4·N +
+    N_WORK·max(N, nodes)) in the dtype, u, v, Kᵀu, Kv, then the N_WORK work rows."""
     buf = cuda.shared.array(MAX_THREADS, dtype=float64)
     s = scratch[cuda.blockIdx.x * (cuda.blockDim.x // width) + cuda.threadIdx.x // width]
+    n4 = 4 * P.shape[1]
     _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
-                   kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, buf, s[0:4],
-                   s[4:N_SCRATCH])
+                   kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, buf, s[0:n4],
+                   s[n4:])
 
 
 def _shared_work_kernel(dtype):
     """``_sinkhorn`` with the N_WORK work rows of each group in dynamic shared memory
     (``dtype``: the working dtype, fixed per kernel): the level-synchronous tree passes
-    touch them between every pair of barriers. scratch (slots, 4, N) global."""
+    touch them between every pair of barriers. scratch (slots, 4·N) global."""
 
     @cuda.jit
     def kernel(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
@@ -213,7 +214,7 @@ def _shared_work_kernel(dtype):
         dyn = cuda.shared.array(0, dtype=dtype)
         group = cuda.threadIdx.x // width
         size = N_WORK * length
-        t = dyn[group * size:(group + 1) * size].reshape((N_WORK, length))
+        t = dyn[group * size:(group + 1) * size]
         s = scratch[cuda.blockIdx.x * (cuda.blockDim.x // width) + group]
         _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iterations,
                        errors, G, kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, buf,
@@ -296,7 +297,7 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
     blas: for the dense plain form, True runs it as cuBLAS products through CuPy (as the
     CPU runs it as BLAS products), False as the Numba kernel here; None (default): CuPy
     when :func:`cublas` finds it. max_shared: dynamic shared memory allowed for the
-    work rows (0 keeps them in global memory). Returns (values, iterations, errors, G or
+    work rows (at most SHARED_BYTES; 0 keeps them in global memory). Returns (values, iterations, errors, G or
     None).
     """
     if g.kind == DENSE and not log_form and blas is not False:
@@ -345,6 +346,7 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
         threads, width, per_block = launch_shape(widest, min(threads_per_block, MAX_THREADS),
                                                  width)
         width_n = max(N, nodes)
+        max_shared = min(max_shared, SHARED_BYTES)  # numba-cuda does not opt in to more
         blocks = -(-B // per_block)
         args = (dP, dQ, float(lam), int(iters), float(tol), bool(log_form), bool(want_grad),
                 vals, its, errs, grad, int(g.kind), mat, mat_t, mat2_t, alpha, w, packed,
@@ -353,14 +355,14 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
         if g.kind == TREE and shared <= max_shared - MAX_THREADS * 8:  # (a chain's one work
             # row is read by one thread, the dense kernel has none: global memory serves)
             blocks = max(1, min(blocks, SCRATCH_BYTES // (per_block * 4 * N * dt.itemsize)))
-            work = work_array((blocks * per_block, 4, N), dt)
+            work = work_array((blocks * per_block, 4 * N), dt)
             kernel = _sinkhorn_shared[dt]
             with CLOCK.phase("kernel", kernel):
                 kernel[blocks, threads, 0, shared](*args, work, width_n)
         else:
-            slot_bytes = per_block * N_SCRATCH * width_n * dt.itemsize
+            slot_bytes = per_block * (4 * N + N_WORK * width_n) * dt.itemsize
             blocks = max(1, min(blocks, SCRATCH_BYTES // slot_bytes))
-            work = work_array((blocks * per_block, N_SCRATCH, width_n), dt)
+            work = work_array((blocks * per_block, 4 * N + N_WORK * width_n), dt)
             with CLOCK.phase("kernel", _sinkhorn):
                 _sinkhorn[blocks, threads, 0, 0](*args, work)
     with CLOCK.phase("to_host"):

@@ -239,7 +239,7 @@ def _tree_global(P, Q, c, rho, out, G, want_grad, plan, weight, width, scratch):
 @cuda.jit(device=True)
 def tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, scale, t):
     """out = K x (or (K ⊙ M) x; log forms: of e^x) on a tree, the group's lanes across
-    each level; t (7, ≥ nodes) work: up, outside, own, um, om, suf, sufm."""
+    each level; t (7·L,) work, 7 runs of L ≥ nodes: up, outside, own, um, om, suf, sufm."""
     parent = plan[plan[PARENT]:plan[PARENT + 1]]
     bin_node = plan[plan[BIN_NODE]:plan[BIN_NODE + 1]]
     kids = plan[plan[CHILD_IDX]:plan[CHILD_IDX + 1]]
@@ -250,7 +250,9 @@ def tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, sc
     down_ptr = plan[plan[DOWN_PTR]:plan[DOWN_PTR + 1]]
     bin_perm = plan[plan[BIN_PERM]:plan[BIN_PERM + 1]]
     layer_ptr = plan[plan[LAYER_PTR]:plan[LAYER_PTR + 1]]
-    up, outside, own, um, om, suf, sufm = t[0], t[1], t[2], t[3], t[4], t[5], t[6]
+    L = t.shape[0] // 7
+    up, outside, own, um = t[0:L], t[L:2 * L], t[2 * L:3 * L], t[3 * L:4 * L]
+    om, suf, sufm = t[4 * L:5 * L], t[5 * L:6 * L], t[6 * L:7 * L]
     nodes = parent.shape[0]
     zero = scale - scale
     empty = -math.inf if log_form else 0.0
@@ -377,7 +379,8 @@ def tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, count, rho, out=None
     P (B, N), Q (B, N) (or any (B, ·) array, or None, when every row has a class);
     c (B,) int64, −1 for row targets; the tree arrays are host arrays. out / G: host or
     device arrays to fill, or None to allocate like P. No gradient when G is None or has
-    no columns. Returns (out, G).
+    no columns. max_shared: dynamic shared memory allowed for the per-row scratch (at most
+    SHARED_BYTES; 0 forces the global scratch). Returns (out, G).
     """
     dev_in = on_device(P)
     with CLOCK.phase("to_device"):
@@ -391,6 +394,7 @@ def tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, count, rho, out=None
     if B:
         nodes = plan.nodes
         threads, width, per_block = launch_shape(max(plan.widest, 1), threads_per_block, width)
+        max_shared = min(max_shared, SHARED_BYTES)  # numba-cuda does not opt in to more
         blocks = -(-B // per_block)
         args = (dP, dQ, dc, float(rho), o, g, want_grad, plan.packed, dweight, width)
         shared = (threads + per_block * 2 * nodes) * 8
