@@ -493,6 +493,25 @@ def test_device_tensors_that_require_grad_are_detached():
     np.testing.assert_array_equal(got[1].copy_to_host(), want[1].copy_to_host())
 
 
+def test_exported_arrays_wait_only_for_other_streams(monkeypatch):
+    """A CuPy / PyTorch array on a default stream is taken without a host synchronisation
+    (the launches are ordered after that stream's work); one on another stream waits."""
+    from emdcli.kernels import gpu_common
+
+    calls = []
+    monkeypatch.setattr(gpu_common.cuda, "as_cuda_array",
+                        lambda x, sync=True: calls.append(sync) or x, raising=False)
+
+    class Exported:
+        def __init__(self, stream):
+            self.__cuda_array_interface__ = {"shape": (2,), "typestr": "<f4", "version": 3,
+                                             "data": (0, False), "stream": stream}
+
+    for stream, sync in ((1, False), (2, False), (None, True), (0x7F00AB, True)):
+        x = Exported(stream)
+        assert gpu_common.to_device(x) is x and calls[-1] is sync
+
+
 def test_dispatch_matches_public_functions():
     """emdcli.gpu's chain_cuda / tree_cuda / sinkhorn_cuda, called as api._chain / _tree
     and sinkhorn._structured are, agree with emdcli.emd and emdcli.sinkhorn.sinkhorn."""

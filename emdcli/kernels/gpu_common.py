@@ -159,7 +159,11 @@ def to_device(x, dtype=None):
     if getattr(x, "__cuda_ndarray__", False):
         return x
     if on_device(x):
-        return cuda.as_cuda_array(x)
+        # every launch goes to the legacy default stream, ordered after the work of the
+        # legacy (1) and per-thread (2) default streams already: the host waits only for
+        # an exporter's other stream (a PyTorch side stream, say), not on every call
+        stream = x.__cuda_array_interface__.get("stream")
+        return cuda.as_cuda_array(x, sync=stream not in (1, 2))
     return cuda.to_device(np.ascontiguousarray(x, dtype=dtype))
 
 

@@ -254,7 +254,7 @@ def _deliver(cp, x, dest, like_device):
     """The CuPy result ``x`` into ``dest`` (a host or device array, or None: a numba
     device array for a device input, else a new host array)."""
     if dest is None:
-        return cuda.as_cuda_array(x) if like_device else x.get()
+        return to_device(x) if like_device else x.get()
     if on_device(dest):
         cp.asarray(dest)[...] = x
     else:
