@@ -4,7 +4,9 @@
 #   2. benchmarks/bench_gpu.py: our kernels against PyTorch on the same GPU (CUDA events),
 #      and the launch shapes swept (each checked against the default shape)
 #   3. emd bench on CPU and GPU: the paper's Table 1 workload, kernels and copies split
-#   4. emd compute --device cuda --verbose on the sample data: where the time goes end to end
+#   4. emd compute --device cuda --verbose on the sample data: where the time goes end to end,
+#      and on 100 000 × 1000 rows on the CPU and the GPU (results compared): the default
+#      --device is switched to auto only when the GPU wins there
 # Usage: bash benchmarks/gpu_session.sh [OUT_DIR]   (default: gpu_results/)
 # Each step's output goes to OUT_DIR/<step>.txt; a failing step does not stop the others,
 # and the exit status is that of the first failure.
@@ -27,4 +29,18 @@ step bench_gpu "$py" benchmarks/bench_gpu.py
 step emd_bench "$py" -m emdcli bench --device cpu,cuda --repeat 5
 step compute "$py" -m emdcli compute sample_data/signal.parquet --target-column level \
     --metric emd2 --device cuda --verbose -o "$out/signal_emd2.parquet"
+# end to end, CPU against GPU, on a batch big enough to decide the default --device:
+# 100 000 float32 rows of 1000 bins with class targets, EMD² and gradients
+big=$(mktemp -d)
+"$py" -c "import numpy as np, sys; r = np.random.default_rng(0); \
+np.save(sys.argv[1] + '/p.npy', r.random((100_000, 1000), dtype=np.float32)); \
+np.save(sys.argv[1] + '/c.npy', r.integers(0, 1000, 100_000))" "$big"
+for dev in cpu cuda; do
+    step "compute_$dev" "$py" -m emdcli compute "$big/p.npy" "$big/c.npy" --metric emd2 \
+        --dtype float32 --device "$dev" --gradient "$big/g_$dev.npy" -o "$big/v_$dev.npy" --verbose
+done
+step compute_agree "$py" -c "import numpy as np, sys; d = sys.argv[1]; \
+[np.testing.assert_allclose(np.load(f'{d}/{k}_cuda.npy'), np.load(f'{d}/{k}_cpu.npy'), \
+rtol=1e-4, atol=1e-6) for k in 'vg']; print('cpu and cuda agree')" "$big"
+rm -rf "$big"
 exit "$status"
