@@ -418,7 +418,8 @@ def main(argv=None):
     print(format_table([{c: r.get(c, "-") for c in columns} for r in out], columns))
     if shape_rows:
         columns = ["workload", "threads", "width", "stash", "time", "vs default", "rel err"]
-        print("\nLaunch shapes (default: 128 threads, automatic width; stash auto: shared memory when it fits)")
+        print("\nLaunch shapes (default: 128 threads, automatic width; "
+              "stash auto: shared memory when it fits)")
         print(format_table(shape_rows, columns))
     return 0
 

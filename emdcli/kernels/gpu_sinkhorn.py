@@ -24,6 +24,9 @@ stops on its own and keeps its u. Per-row vectors u, v, Kᵀu, Kv live in a glob
 row per group slot; the 7 node-length work rows of the Gibbs passes (as the CPU's
 N_SCRATCH) sit in dynamic shared memory when they fit (the tree passes touch them between
 every pair of barriers; the WordNet tree fits in float32), else in global memory too.
+One kernel per space kind and form (:func:`sinkhorn_kernel`): with the kind and form
+compile-time constants the other kinds' code drops out, and with it registers (float32
+tree plain: 128 a thread, not 210), so twice the blocks fit an SM.
 """
 
 import math
@@ -189,42 +192,55 @@ def _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iteration
         first += step
 
 
-@cuda.jit
-def _sinkhorn(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
-              kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, scratch):
-    """Every row of P, Q (B, N), all work in global memory: scratch (slots, 4·N +
-    N_WORK·max(N, nodes)) in the dtype, u, v, Kᵀu, Kv, then the N_WORK work rows."""
-    buf = cuda.shared.array(MAX_THREADS, dtype=float64)
-    s = scratch[cuda.blockIdx.x * (cuda.blockDim.x // width) + cuda.threadIdx.x // width]
-    n4 = 4 * P.shape[1]
-    _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
-                   kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, buf, s[0:n4],
-                   s[n4:])
+def _make_kernel(kind, log_form, dtype, shared):
+    """The solver's kernel for one space kind and form, compile-time constants here, so
+    that the other kinds' and form's code is not in it: fewer registers (ptxas, sm_90,
+    float32 tree plain: 128 a thread instead of 210 for the kernel of every kind), so
+    more blocks fit an SM. ``shared``: the N_WORK work rows of each group in dynamic
+    shared memory of ``dtype`` (the level-synchronous tree passes touch them between
+    every pair of barriers; scratch (slots, 4·N)), else all work in global memory
+    (scratch (slots, 4·N + N_WORK·max(N, nodes)): u, v, Kᵀu, Kv, then the work rows)."""
+    if shared:
+        @cuda.jit
+        def _sinkhorn_shared(P, Q, lam, iters, tol, want_grad, values, iterations, errors, G,
+                             mat, mat_t, mat2_t, alpha, w, plan, scale, width, scratch, length):
+            buf = cuda.shared.array(MAX_THREADS, dtype=float64)
+            dyn = cuda.shared.array(0, dtype=dtype)
+            group = cuda.threadIdx.x // width
+            size = N_WORK * length
+            t = dyn[group * size:(group + 1) * size]
+            s = scratch[cuda.blockIdx.x * (cuda.blockDim.x // width) + group]
+            _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iterations,
+                           errors, G, kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width,
+                           buf, s, t)
 
-
-def _shared_work_kernel(dtype):
-    """``_sinkhorn`` with the N_WORK work rows of each group in dynamic shared memory
-    (``dtype``: the working dtype, fixed per kernel): the level-synchronous tree passes
-    touch them between every pair of barriers. scratch (slots, 4·N) global."""
+        return _sinkhorn_shared
 
     @cuda.jit
-    def kernel(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors, G,
-               kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, scratch, length):
+    def _sinkhorn_global(P, Q, lam, iters, tol, want_grad, values, iterations, errors, G,
+                         mat, mat_t, mat2_t, alpha, w, plan, scale, width, scratch):
         buf = cuda.shared.array(MAX_THREADS, dtype=float64)
-        dyn = cuda.shared.array(0, dtype=dtype)
-        group = cuda.threadIdx.x // width
-        size = N_WORK * length
-        t = dyn[group * size:(group + 1) * size]
-        s = scratch[cuda.blockIdx.x * (cuda.blockDim.x // width) + group]
-        _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iterations,
-                       errors, G, kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, buf,
-                       s, t)
+        s = scratch[cuda.blockIdx.x * (cuda.blockDim.x // width) + cuda.threadIdx.x // width]
+        n4 = 4 * P.shape[1]
+        _sinkhorn_rows(P, Q, lam, iters, tol, log_form, want_grad, values, iterations, errors,
+                       G, kind, mat, mat_t, mat2_t, alpha, w, plan, scale, width, buf, s[0:n4],
+                       s[n4:])
 
+    return _sinkhorn_global
+
+
+_KERNELS = {}
+_NUMBA_TYPES = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
+
+
+def sinkhorn_kernel(kind, log_form, dtype, shared):
+    """The kernel of :func:`_make_kernel`, made on first use and kept (each compiles on
+    its first launch, for the kinds and forms a program uses only)."""
+    key = (int(kind), bool(log_form), np.dtype(dtype), bool(shared))
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        kernel = _KERNELS[key] = _make_kernel(key[0], key[1], _NUMBA_TYPES[key[2]], key[3])
     return kernel
-
-
-_sinkhorn_shared = {np.dtype(np.float32): _shared_work_kernel(float32),
-                    np.dtype(np.float64): _shared_work_kernel(float64)}
 
 
 # ------------------------------------------------------------------------------- host
@@ -348,23 +364,23 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
         width_n = max(N, nodes)
         max_shared = min(max_shared, SHARED_BYTES)  # numba-cuda does not opt in to more
         blocks = -(-B // per_block)
-        args = (dP, dQ, float(lam), int(iters), float(tol), bool(log_form), bool(want_grad),
-                vals, its, errs, grad, int(g.kind), mat, mat_t, mat2_t, alpha, w, packed,
-                scale, width)
+        args = (dP, dQ, float(lam), int(iters), float(tol), bool(want_grad), vals, its, errs,
+                grad, mat, mat_t, mat2_t, alpha, w, packed, scale, width)
         shared = per_block * N_WORK * width_n * dt.itemsize  # beside the static buffer
         if g.kind == TREE and shared <= max_shared - MAX_THREADS * 8:  # (a chain's one work
             # row is read by one thread, the dense kernel has none: global memory serves)
             blocks = max(1, min(blocks, SCRATCH_BYTES // (per_block * 4 * N * dt.itemsize)))
             work = work_array((blocks * per_block, 4 * N), dt)
-            kernel = _sinkhorn_shared[dt]
+            kernel = sinkhorn_kernel(g.kind, log_form, dt, True)
             with CLOCK.phase("kernel", kernel):
                 kernel[blocks, threads, 0, shared](*args, work, width_n)
         else:
             slot_bytes = per_block * (4 * N + N_WORK * width_n) * dt.itemsize
             blocks = max(1, min(blocks, SCRATCH_BYTES // slot_bytes))
             work = work_array((blocks * per_block, 4 * N + N_WORK * width_n), dt)
-            with CLOCK.phase("kernel", _sinkhorn):
-                _sinkhorn[blocks, threads, 0, 0](*args, work)
+            kernel = sinkhorn_kernel(g.kind, log_form, dt, False)
+            with CLOCK.phase("kernel", kernel):
+                kernel[blocks, threads, 0, 0](*args, work)
     with CLOCK.phase("to_host"):
         values = finish(vals, vals_host, dev_in)
         iterations = finish(its, its_host, dev_in)
