@@ -28,15 +28,14 @@ Host side: :func:`chain_batch_cuda` takes numpy arrays or arrays already on the 
 and answers in kind (the helpers are in ``gpu_common``). Kernels never validate.
 """
 
-import math
-
 import numpy as np
 from numba import cuda, float64
 
 from .chain import _power, _slope
 from .gibbs import _chain_plain
 from .gpu_common import (
-    CLOCK, MAX_BLOCK, SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, logaddexp, on_device,
+    CLOCK, MAX_BLOCK, SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, log_, logaddexp,
+    on_device,
     to_device, value_grad_outputs, warp_scan, work_array,
 )
 
@@ -163,8 +162,8 @@ def chain_log(lx, la, lw, scale, out, moment, tmp, n):
     tmp[0] = lx[0]
     for i in range(1, n):
         tmp[i] = logaddexp(lx[i], la[i - 1] + tmp[i - 1])
-    ninf = -math.inf
-    if not moment:
+    ninf = log_(scale - scale)  # −inf in the working dtype (a float64 literal would
+    if not moment:  # carry float32 work into float64)
         back = ninf
         for i in range(n - 1, -1, -1):
             a = la[i] if i < n - 1 else ninf

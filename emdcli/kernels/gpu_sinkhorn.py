@@ -66,17 +66,18 @@ def _dense_apply(x, out, moment, transpose, log_form, lane, width, mat, mat_t, m
                     s += a[j, i] * x[j]
             out[i] = s
             continue
-        best = -math.inf
+        zero = scale - scale  # 0 and −inf in the working dtype: float64 literals would
+        best = log_(zero)  # make every exp below a float64 one
         for j in range(n):
-            t = a[j, i] + x[j] + (mat2_t[j, i] if moment else 0.0)
+            t = a[j, i] + x[j] + (mat2_t[j, i] if moment else zero)
             if t > best:
                 best = t
         if best == -math.inf:
             out[i] = best
             continue
-        s = 0.0
+        s = zero
         for j in range(n):
-            s += exp_(a[j, i] + x[j] + (mat2_t[j, i] if moment else 0.0) - best)
+            s += exp_(a[j, i] + x[j] + (mat2_t[j, i] if moment else zero) - best)
         out[i] = best + log_(s)
 
 

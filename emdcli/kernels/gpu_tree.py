@@ -28,14 +28,12 @@ plain and log forms (``gibbs._tree_plain`` / ``_tree_log`` on the same level sch
 
 from collections import OrderedDict, namedtuple
 
-import math
-
 import numpy as np
 from numba import cuda, float64
 
 from .gpu_chain import power, slope
 from .gpu_common import (
-    CLOCK, SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, group_scan, launch_shape, logaddexp,
+    CLOCK, SCRATCH_BYTES, SHARED_BYTES, cached, dummy, finish, group_scan, launch_shape, log_, logaddexp,
     on_device, to_device, value_grad_outputs, work_array,
 )
 
@@ -254,8 +252,9 @@ def tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, sc
     up, outside, own, um = t[0:L], t[L:2 * L], t[2 * L:3 * L], t[3 * L:4 * L]
     om, suf, sufm = t[4 * L:5 * L], t[5 * L:6 * L], t[6 * L:7 * L]
     nodes = parent.shape[0]
-    zero = scale - scale
-    empty = -math.inf if log_form else 0.0
+    zero = scale - scale  # 0 and −inf in the working dtype: a float64 literal would carry
+    ninf = log_(zero)  # float32 work into float64 (slow exp / log1p on a GPU)
+    empty = ninf if log_form else zero
     if active:
         for v in range(lane, nodes, width):
             own[v] = empty
@@ -299,7 +298,7 @@ def tree_apply(x, out, moment, log_form, active, lane, width, alpha, w, plan, sc
                 first, last = child_ptr[u], child_ptr[u + 1]
                 if log_form:
                     _down_log(u, first, last, kids, alpha, w, up, outside, own, um, om,
-                              suf, sufm, moment)
+                              suf, sufm, moment, ninf)
                 else:
                     _down_plain(u, first, last, kids, alpha, w, up, outside, own, um, om,
                                 suf, sufm, moment, zero)
@@ -343,9 +342,9 @@ def _down_plain(u, first, last, kids, alpha, w, up, outside, own, um, om, suf, s
 
 
 @cuda.jit(device=True)
-def _down_log(u, first, last, kids, la, lw, up, outside, own, um, om, suf, sufm, moment):
-    """:func:`_down_plain` in the log domain."""
-    ninf = -math.inf
+def _down_log(u, first, last, kids, la, lw, up, outside, own, um, om, suf, sufm, moment,
+              ninf):
+    """:func:`_down_plain` in the log domain; ninf: −inf in the working dtype."""
     after = ninf
     afterm = ninf
     for e in range(last - 1, first - 1, -1):
