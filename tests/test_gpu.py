@@ -22,7 +22,6 @@ which catches typing errors the simulator, being Python, cannot.
 import os
 import subprocess
 import sys
-import textwrap
 import zlib
 
 import numpy as np
@@ -609,98 +608,19 @@ def test_importing_emdcli_does_not_import_numba_cuda():
 
 # ------------------------------------------------------------------- real compilation
 
-PTX_CHECK = textwrap.dedent("""
-    import sys, types
-    import numpy as np
-    from numba import cuda, typeof
-    try:  # NVVM compiles without a GPU; only the device query needs standing in for
-        from numba.cuda.cudadrv import nvvm
-        nvvm.NVVM()
-        import numba.cuda.dispatcher as disp
-        disp.get_current_device
-        disp.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
-    except Exception as exc:
-        print("cannot compile for a GPU here:", exc)
-        sys.exit(3)
-    from emdcli.kernels import gpu_chain, gpu_sinkhorn, gpu_tree
-    from emdcli.sinkhorn import gibbs_for
-    from emdcli.spaces import Chain, Ground, Tree
-
-    # launch nothing: host arrays stand in for device arrays, launches are recorded
-    cuda.to_device = lambda a, *args, **kw: np.array(a)
-    cuda.device_array = lambda shape, dtype=np.float64, **kw: np.zeros(shape, dtype)
-    seen = {}
-    class Recorder:
-        def __init__(self, kernel):
-            self.kernel = kernel
-        def __getitem__(self, config):
-            def launch(*args):
-                sig = tuple(typeof(a) for a in args)
-                seen[(id(self.kernel), sig)] = (self.kernel.py_func, sig)
-            return launch
-    for mod in (gpu_chain, gpu_tree, gpu_sinkhorn):
-        mod.finish = lambda dev, host, like: dev if host is None else host
-        for name in ("_chain_shared", "_chain_global", "_tree_shared", "_tree_global"):
-            if hasattr(mod, name):
-                setattr(mod, name, Recorder(getattr(mod, name)))
-    make = gpu_sinkhorn.sinkhorn_kernel
-    gpu_sinkhorn.sinkhorn_kernel = lambda *key: Recorder(make(*key))
-    tree = Tree.from_edges(list("rabc"), ["", "r", "r", "a"], [0, 1, 2, 1])
-    for dt in (np.float32, np.float64):
-        P = np.full((2, 3), 1 / 3, dt)
-        for shared in (0, 1 << 20):
-            gpu_chain.chain_batch_cuda(P, P, None, np.ones(2), 2.0, None, np.empty((2, 3), dt),
-                                       max_shared=shared)
-            gpu_tree.tree_value_grad_cuda(P[:, :2], P[:, :2], np.full(2, -1), tree.parent,
-                                          tree.weight, tree.bin_node, tree.count, 2.0, None,
-                                          np.empty((2, 2), dt), max_shared=shared)
-        for sp, dense in ((Chain.uniform(3), False), (tree, False), (Chain.uniform(3), True)):
-            for log_form in (False, True):
-                g = gibbs_for(sp, 1.0, dt, log_form, dense=dense)
-                q = P[:, :sp.n]
-                for shared in (0, 1 << 20):
-                    gpu_sinkhorn.sinkhorn_batch_cuda(q, q, g, 1.0, 3, 0.0, log_form, True,
-                                                     blas=False, max_shared=shared)
-    import os, re, shutil, subprocess, tempfile
-    from emdcli.kernels.gpu_common import MAX_BLOCK
-    ptxas = shutil.which("ptxas")
-    for func, sig in seen.values():
-        try:
-            ptx, _ = cuda.compile_ptx(func, sig, cc=(9, 0))
-        except Exception as exc:
-            if type(exc).__name__ in ("CudaSupportError", "DynamicLibNotFoundError",
-                                      "NvvmSupportError"):  # a driver, NVRTC, NVVM missing
-                print("cannot compile for a GPU here:", exc)
-                sys.exit(3)
-            raise
-        # a reshape inside a kernel is an out-of-line call, linked from CUDA C at launch
-        assert "nocopy_reshape" not in ptx, func.__name__
-        if ptxas:  # the registers of the largest block the launchers make must fit an SM
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "k.ptx")
-                with open(path, "w") as f:
-                    f.write(ptx)
-                info = subprocess.run([ptxas, "-arch=sm_90", "-v", path, "-o", os.devnull],
-                                      capture_output=True, text=True).stderr
-            regs = int(re.search(r"Used (\\d+) registers", info).group(1))
-            sinkhorn = func.__name__.startswith("_sinkhorn")
-            threads = gpu_sinkhorn.MAX_THREADS if sinkhorn else MAX_BLOCK
-            assert regs * threads <= 65536, (func.__name__, regs, threads)
-            spill = max(int(k) for k in re.findall(r"(\\d+) bytes spill", info))
-            assert spill <= 64, (func.__name__, info)  # (the chain Sinkhorn's unrolled
-            # recurrences take all 255 registers and spill a word or two)
-    print("compiled", len(seen), "ptxas" if ptxas else "")
-""")
 
 
 @pytest.mark.skipif(REAL, reason="the real run compiles every kernel anyway")
 def test_kernels_compile_for_a_real_gpu():
     """The simulator runs the kernels as Python; NVVM types and compiles them (sm_90), so
-    unsupported constructs and dtype slips show up here without a GPU."""
+    unsupported constructs and dtype slips show up here without a GPU, and with ptxas
+    the resources: no spills, the largest block within an SM's registers
+    (``benchmarks/gpu_resources.py``, which prints the table)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    proc = subprocess.run([sys.executable, "-c", PTX_CHECK], capture_output=True, text=True,
+    script = os.path.join(ROOT, "benchmarks", "gpu_resources.py")
+    proc = subprocess.run([sys.executable, script, "--quiet"], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=600)
     if proc.returncode == 3:
         pytest.skip(proc.stdout.strip() or "no CUDA toolkit (NVVM)")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().startswith("compiled")
+    assert proc.stdout.strip().startswith("compiled 24 kernels")
