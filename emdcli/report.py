@@ -23,9 +23,28 @@ TABLE_ROWS = 20
 def format_float(v):
     """Shortest round-trip text of a float64 or float32 value; ``nan``/``inf``/``-inf``."""
     if isinstance(v, np.float32):
-        return str(v) if np.isfinite(v) else _nonfinite(float(v))
+        return _float32_texts(np.array([v]))[0] if np.isfinite(v) else _nonfinite(float(v))
     v = float(v)
     return repr(v) if math.isfinite(v) else _nonfinite(v)
+
+
+# numpy >= 2.3 spells a float32 of magnitude >= 1e6 in scientific notation (past 2^24 a
+# float32 no longer holds every integer); earlier numpys do so only from 1e16 on
+_FLOAT32_SCIENTIFIC_FROM_1E6 = str(np.float32(1e6)) == "1e+06"
+
+
+def _float32_texts(a):
+    """numpy's shortest round-trip text of each float32 of ``a`` (1-D), spelt as numpy
+    >= 2.3 spells it whatever the numpy: the same file from the same results."""
+    texts = a.astype(str)
+    if not _FLOAT32_SCIENTIFIC_FROM_1E6:
+        with np.errstate(invalid="ignore"):
+            big = np.flatnonzero(np.isfinite(a) & (np.abs(a) >= 1e6))
+        if big.size:
+            texts = texts.astype(object)
+            for i in big:
+                texts[i] = np.format_float_scientific(a[i], unique=True, trim="-", exp_digits=2)
+    return texts.tolist()
 
 
 def _nonfinite(v):
@@ -69,7 +88,7 @@ def _text_cells(values, sep):
     if a.dtype == np.float64:
         return list(map(repr, a.tolist()))
     if a.dtype == np.float32:
-        return a.astype(str).tolist()
+        return _float32_texts(a.ravel())
     if a.dtype.kind == "b":
         return ["true" if v else "false" for v in a.tolist()]
     if a.dtype.kind in "iu":
