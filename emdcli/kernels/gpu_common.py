@@ -155,7 +155,8 @@ def logaddexp(a, b):
 
 def to_device(x, dtype=None):
     """x as a numba device array: device arrays as they are (a zero-copy view for CuPy /
-    PyTorch, detached from autograd), host arrays copied (made contiguous, cast to ``dtype`` when given)."""
+    PyTorch, detached from autograd), host arrays copied (made contiguous, cast to
+    ``dtype`` when given)."""
     x = detached(x)
     if getattr(x, "__cuda_ndarray__", False):
         return x
@@ -213,8 +214,8 @@ def dummy(dtype, ndim=1):
 
 def launch_shape(n, threads_per_block, width=None):
     """(threads, group width W, groups per block R = threads / W): threads is the largest
-    power of two ≤ threads_per_block and MAX_BLOCK, W the smallest power of two ≥ min(n, threads), or
-    the largest ≤ ``width`` when given."""
+    power of two ≤ threads_per_block and MAX_BLOCK, W the smallest power of two
+    ≥ min(n, threads), or the largest ≤ ``width`` when given."""
     threads = 1 << (min(max(int(threads_per_block), 1), MAX_BLOCK).bit_length() - 1)
     if width is None:
         width = 1
