@@ -277,6 +277,28 @@ def test_format_float_round_trips_float32():
     assert report.format_float(np.float64(np.float32(0.1))) == repr(float(np.float32(0.1)))
 
 
+@pytest.mark.parametrize("older_numpy_branch", [False, True])
+def test_float32_text_is_the_same_on_every_numpy(monkeypatch, older_numpy_branch):
+    """float32 cells are spelt as numpy >= 2.3 spells them (scientific from 1e6 on) also
+    where numpy would not: the branch for older numpys gives the same text."""
+    if older_numpy_branch:
+        monkeypatch.setattr(report, "_FLOAT32_SCIENTIFIC_FROM_1E6", False)
+    rng = np.random.default_rng(7)
+    v = rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    edges = np.array([0.0, -0.0, 999999.0, 1e6, 9.9e6, 2**24, 2**24 + 2, 1e16, 3.4e38, 1e-4,
+                      9.99e-5, 1e-45, 0.1, 3.0], np.float32)
+    v = np.concatenate([v[np.isfinite(v)], edges, -edges])
+    got = report._text_cells(v, ",")
+    assert got[-2 * len(edges):] == [report.format_float(x) for x in v[-2 * len(edges):]]
+    assert all(np.float32(s) == x for s, x in zip(got, v))
+    big = [s for s, x in zip(got, v) if abs(x) >= 1e6]
+    assert big and all("e+" in s for s in big)
+    assert report.format_float(np.float32(2.0576778e10)) == "2.0576778e+10"
+    assert report.format_float(np.float32(999999.0)) == "999999.0"
+    if np.lib.NumpyVersion(np.__version__) >= "2.3.0":  # what numpy itself writes
+        assert got == v.astype(str).tolist()
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, float])
 def test_format_float_nonfinite(dtype):
     assert report.format_float(dtype("nan")) == "nan"
