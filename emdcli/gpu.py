@@ -60,12 +60,12 @@ def unavailable_reason():
     return f"no usable NVIDIA GPU: {detail}"
 
 
-def require_cuda():
-    """Raise :class:`EMDInputError` (exit 2 in the CLI) when CUDA cannot run."""
+def require_cuda(flag="device", hint="use device cpu, or auto to fall back to it"):
+    """Raise :class:`EMDInputError` (exit 2 in the CLI) when CUDA cannot run; ``flag``
+    names the option in the message."""
     reason = unavailable_reason()
     if reason is not None:
-        raise EMDInputError(f"device cuda is not available: {reason}",
-                            hint="use device cpu, or auto to fall back to it")
+        raise EMDInputError(f"{flag} cuda is not available: {reason}", hint=hint)
 
 
 def resolve_device(device):

@@ -84,10 +84,7 @@ def check_devices(devices):
     if "cuda" in devices:
         from . import gpu
 
-        reason = gpu.unavailable_reason()
-        if reason is not None:
-            raise EMDInputError(f"--device cuda is not available: {reason}",
-                                hint="use --device cpu")
+        gpu.require_cuda("--device", hint="use --device cpu")
 
 
 def check_smoothing(eps):
