@@ -96,9 +96,12 @@ def emd(
     if grad_wrt not in GRAD_WRT:
         raise EMDInputError(f"grad_wrt must be one of {', '.join(GRAD_WRT)}, got {grad_wrt!r}")
     dt = rows.resolve_dtype(dtype)
-    x, sx = rows.pred_rows(pred, normalize, dt, check)  # p = sx · x, no copy for l1
+    as_stored = where == "cpu" and not isinstance(space, Ground)  # CPU kernels read float32
+    x, sx = rows.pred_rows(pred, normalize, dt, check, as_stored)  # p = sx · x, no copy for l1
     b, n = x.shape
-    kind, t, st = rows.target_rows(target, b, n, normalize, dt, check)
+    kind, t, st = rows.target_rows(target, b, n, normalize, dt, check, as_stored)
+    if kind == "rows" and t.dtype != x.dtype:  # one float32, one float64: both as float64
+        x, t = x.astype(np.float64), t.astype(np.float64)
     if check and normalize == "none":
         rows.check_equal_mass(x, kind, t)
     sp = _space_for(space, positions, n)
@@ -135,10 +138,22 @@ def _chunk_scratch(width):
 
 def _chain(x, kind, t, sx, st, chain, rho, values, g):
     """EMD^rho of ``sx·x`` against ``st·t`` (rows) or class indices ``t`` on a chain,
-    into values (B,) and g (B, N) or None."""
+    into values (B,) and g (B, N) or None. Small batches (rho 1 or 2) go through the
+    numpy twin of the kernel, which gives the same bits without loading Numba."""
+    b, n = x.shape
+    q = t if kind == "rows" else None
+    if rho in (1.0, 2.0) and x.size <= rows.SMALL_ELEMENTS:
+        from .kernels.small import chain_small, exact_products
+
+        if exact_products(x, sx, st, *(() if q is None else (q,))):
+            v, grad = chain_small(x, q, None if q is not None else t, sx, st, chain.gaps, rho,
+                                  g is not None)
+            values[:] = v
+            if g is not None:
+                g[:] = grad
+            return
     from .kernels.chain import chain_batch
 
-    b, n = x.shape
     classes = t if kind == "classes" else np.empty(0, dtype=np.int64)
     grads = g if g is not None else np.empty((b, 0), dtype=x.dtype)
     chain_batch(x, t if kind == "rows" else x, classes, sx, st, chain.gaps, rho, values,

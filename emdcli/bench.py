@@ -5,7 +5,10 @@ ImageNet classes, shipped as package data), it times the value + gradient of EMD
 and EMD² (ρ = 2), and Sinkhorn at each iteration limit (tol = 0, so every iteration
 runs), for each dtype, on the CPU and, with ``devices`` including "cuda", on the GPU. The
 first call (compilation or cache load) is reported apart from the median of the
-repeats; a GPU case is called once more with its phases clocked, to split the time
+repeats, which never include compilation: the first call and one more untimed call come
+before the calibration call and the samples (:func:`emdcli.timing.measure`), and
+:func:`compile_notice` says beforehand when the kernels are not in Numba's cache yet. A
+GPU case is called once more with its phases clocked, to split the time
 between the kernels and the copies to and from the GPU. With ``against_pot``, POT's
 ``ot.emd2`` / ``ot.sinkhorn2`` are timed on a subset of rows, scaled to the batch, and
 their values checked against ours.
@@ -94,14 +97,40 @@ def _jobs(cfg, space, P, T):
                         gradient=True, device=d))
 
 
-def run_bench(cfg, progress=None):
+def compile_notice(cfg, space=None):
+    """The line to print before :func:`run_bench` when Numba's cache lacks CPU kernels it
+    will time (each case's first, separately reported call compiles them), or None."""
+    from .warmup import notice_jobs
+
+    space = cfg.space if space is None else space
+    if "cpu" not in cfg.devices:
+        return None
+    kind = ("chain" if isinstance(space, Chain) else "ground" if isinstance(space, Ground)
+            else "tree")
+    jobs = []
+    for dtype in cfg.dtypes:
+        jobs.append(dict(space_kind=kind, dtype=dtype, gradient=True, input_dtype=dtype))
+        if cfg.iters:
+            jobs.append(dict(space_kind=kind, dtype=dtype, metric="sinkhorn", rows=cfg.batch))
+    return notice_jobs(jobs)
+
+
+WARMUP_CALLS = 1  # untimed calls after a case's (separately reported) first call
+
+
+def run_bench(cfg, progress=None, notice=None):
     """Time every case of ``cfg``; returns (rows: dicts with :data:`COLUMNS`, the space).
 
-    ``progress(message)`` is called before each case. The paper's numbers are given only
-    for its own workload: the default WordNet tree at batch 512.
+    ``progress(message)`` is called before each case; ``notice(line)`` once, before the
+    first, when kernels will be compiled (:func:`compile_notice`). The paper's numbers
+    are given only for its own workload: the default WordNet tree at batch 512.
     """
     table1 = cfg.space is None and cfg.batch == 512
     space = cfg.space if cfg.space is not None else default_tree()
+    if notice:
+        line = compile_notice(cfg, space)
+        if line:
+            notice(line)
     P, labels, Q = make_batch(space.n, cfg.batch, cfg.seed)
     T = labels if cfg.targets == "labels" else Q
     rows = []
@@ -109,7 +138,9 @@ def run_bench(cfg, progress=None):
         if progress:
             progress(f"{metric} {iters or ''} {dtype} {device}".replace("  ", " "))
         budget = cfg.budget if iters < 1000 else 2 * cfg.budget
-        t = measure(fn, repeat=cfg.repeat, warmup=1, min_time=0.0, budget=budget,
+        # measure: the first call (compiles or loads the kernels) is timed on its own, then
+        # WARMUP_CALLS untimed calls, then the samples
+        t = measure(fn, repeat=cfg.repeat, warmup=WARMUP_CALLS, min_time=0.0, budget=budget,
                     min_repeat=min(3, cfg.repeat))
         kernel_s = copies_s = None
         if device == "cuda":  # one more call, clocked: kernels apart from the copies

@@ -137,6 +137,11 @@ class _Progress:
         if self.bar:
             self.bar.advance(self.task, n)
 
+    def note(self, line):
+        """A one-off message (e.g. that the kernels are compiling), above any bar."""
+        (self.bar.console if self.bar else self.console).print(f"emd: {line}", markup=False,
+                                                               highlight=False, soft_wrap=True)
+
     def stop(self):
         if self.bar:
             self.bar.stop()
@@ -206,7 +211,7 @@ def compute(
     ),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to .csv, .tsv, .jsonl, .parquet or .npy instead of stdout."),
     fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="Stdout format; default: a table on a terminal, CSV when piped."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per batch (default: about 2M values per batch)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per batch (default: about 16 MiB per array whatever the width, down to one row)."),
     device: Device = typer.Option(Device.cpu, "--device", help="cpu, cuda (an NVIDIA GPU through numba.cuda) or auto (cuda when a GPU is usable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary or progress on stderr."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also say where the time went: rows/s, reading, computing, writing; on a GPU the copies in and out, compilation and kernels (which synchronises the GPU)."),
@@ -219,37 +224,54 @@ def compute(
     """
     from rich.console import Console
 
-    from . import pipeline
+    from . import interrupts
     from .errors import EMDInputError
+    from .io import atomic
+    from .io.sinks import StdoutClosed
+    from .jobs import plan as plans
+    from .jobs import run as jobs
 
-    job = pipeline.ComputeJob(
-        pred=pred, target=target, metric=metric.value, rho=rho, positions=positions,
-        tree=tree, bins=bins, tree_weights=tree_weights, ground=ground,
-        normalize=normalize.value, dtype=dtype.value, pred_column=pred_column,
-        target_column=target_column, id_column=id_column, gradient=gradient,
-        grad_wrt=grad_wrt.value, output=output, fmt=fmt.value if fmt else None,
-        batch_size=batch_size, lam=lam, iters=iters, tol=tol, device=device.value,
-        sinkhorn_form=sinkhorn_form.value if sinkhorn_form else None,
-        sinkhorn_kernel=sinkhorn_kernel.value if sinkhorn_kernel else None,
-    )
     if quiet and verbose:
         fail("--quiet and --verbose contradict each other; give one")
+    stdout = sys.stdout
     err = Console(stderr=True)
     progress = None if quiet else _Progress(err)
-    try:
-        summary = pipeline.run_compute(
-            job, stdout=sys.stdout, console=Console(), stdout_is_tty=sys.stdout.isatty(),
-            progress=progress, warn=lambda m: typer.echo(f"emd: warning: {m}", err=True),
-            clock_gpu=verbose,
-        )
-    except EMDInputError as e:
-        fail(e.describe(e.source))
-    except BrokenPipeError:  # the reader went away (| head): stop quietly, exit 0
-        _silence_stdout()
-        raise typer.Exit(0) from None
-    finally:
-        if progress:
-            progress.stop()
+    with interrupts.handled():
+        try:
+            if stdout is None and (not output or output == "-"):
+                raise EMDInputError("standard output is closed", hint="give --output FILE")
+            plan = plans.make_plan(
+                plans.Inputs(pred, target, pred_column, target_column, id_column, batch_size),
+                plans.space_spec(positions, tree, bins, tree_weights, ground),
+                plans.metric_spec(
+                    metric.value, rho, normalize=normalize.value, dtype=dtype.value,
+                    gradient=bool(gradient), grad_wrt=grad_wrt.value, device=device.value,
+                    sinkhorn=dict(lam=lam, iters=iters, tol=tol,
+                                  form=sinkhorn_form.value if sinkhorn_form else None,
+                                  kernel=sinkhorn_kernel.value if sinkhorn_kernel else None)),
+                plans.outputs(output, fmt.value if fmt else None, gradient,
+                              stdout_is_tty=stdout is not None and stdout.isatty()),
+            )
+            summary = jobs.run(
+                plan, stdout=stdout, console=Console() if stdout is not None else None,
+                progress=progress, warn=lambda m: typer.echo(f"emd: warning: {m}", err=True),
+                clock_gpu=verbose,
+            )
+        except EMDInputError as e:
+            if e.source == "standard output":
+                _silence_stdout()
+            fail(e.describe(e.source))
+        except StdoutClosed:  # the reader went away (| head) and no file was asked for
+            _silence_stdout()
+            raise typer.Exit(0) from None
+        except interrupts.Interrupted as e:
+            atomic.remove_all()
+            typer.echo(f"emd: interrupted by {e.name}; no output written", err=True)
+            raise typer.Exit(e.exit_code) from None
+        finally:
+            if progress:
+                progress.stop()
+            atomic.remove_all()
     if not quiet:
         typer.echo(summary.line(), err=True)
     if verbose:
@@ -279,24 +301,27 @@ def tree_command(
     from . import report, treefiles
     from .errors import EMDInputError
 
-    try:
-        names = treefiles.read_bins(bins) if bins else None
-        t = treefiles.load_tree(tree, bins=names, weight_column=tree_weights)
-        if ground_out:
-            if not ground_out.endswith(".npy"):
-                raise EMDInputError("the ground matrix is written as .npy", source="--ground-out")
-            import numpy as np
+    from . import interrupts
+    from .io import atomic
 
-            atomic = report.AtomicPath(ground_out)
-            try:
-                with open(atomic.tmp, "wb") as f:
-                    np.save(f, t.ground_matrix())
-                atomic.commit()
-            except BaseException:
-                atomic.abort()
-                raise
-    except EMDInputError as e:
-        fail(e.describe(e.source))
+    with interrupts.handled():
+        try:
+            if ground_out:
+                if not ground_out.endswith(".npy"):
+                    raise EMDInputError("the ground matrix is written as .npy", source="--ground-out")
+                atomic.check_writable(ground_out, "--ground-out")
+            names = treefiles.read_bins(bins) if bins else None
+            t = treefiles.load_tree(tree, bins=names, weight_column=tree_weights)
+            if ground_out:
+                _write_npy(ground_out, t.ground_matrix())
+        except EMDInputError as e:
+            fail(e.describe(e.source))
+        except interrupts.Interrupted as e:
+            atomic.remove_all()
+            typer.echo(f"emd: interrupted by {e.name}; no output written", err=True)
+            raise typer.Exit(e.exit_code) from None
+        finally:
+            atomic.remove_all()
     if ground_out:
         typer.echo(f"emd: wrote the {t.n} × {t.n} ground matrix to {ground_out}", err=True)
     if list_bins:
@@ -307,6 +332,25 @@ def tree_command(
         typer.echo(f"{key}: {shown}")
     first = ", ".join(t.bin_names[:5])
     typer.echo(f"bin_order: {first}{', …' if t.n > 5 else ''} (--list-bins for all {t.n})")
+
+
+def _write_npy(path, array):
+    """``array`` to ``path`` atomically (no file, not even a temporary one, on failure)."""
+    import numpy as np
+
+    from .io import atomic
+
+    out = atomic.AtomicPath(path)
+    try:
+        with open(out.tmp, "wb") as f:
+            np.save(f, array)
+        out.commit()
+    except OSError as e:
+        out.abort()
+        raise atomic.output_error(path, e) from None
+    except BaseException:
+        out.abort()
+        raise
 
 
 def _silence_stdout():

@@ -1,4 +1,5 @@
-"""The ``emd compare`` and ``emd bench`` commands: parse, call the study, write.
+"""The ``emd compare``, ``emd bench`` and ``emd warmup`` commands: parse, call the study,
+write.
 
 They register on the app of :mod:`emdcli.cli` (which imports this module); heavy modules
 are imported inside the commands.
@@ -62,8 +63,10 @@ def compare_command(
     """
     import math
 
-    from . import compare, options, pipeline, report
+    from . import compare, options, report
     from .errors import EMDInputError
+    from .io.atomic import check_writable
+    from .jobs import plan as plans
 
     say = (lambda m: None) if quiet else (lambda m: typer.echo(f"emd: {m}", err=True))
     warn = lambda m: typer.echo(f"emd: warning: {m}", err=True)  # noqa: E731
@@ -90,22 +93,16 @@ def compare_command(
             raise EMDInputError("the comparison is written to .csv, .tsv, .jsonl or .parquet",
                                 source="--output")
         if output and output != "-":
-            import os
-
-            folder = os.path.dirname(os.path.abspath(output))
-            if not os.path.isdir(folder):
-                raise EMDInputError(f"folder {folder!r} does not exist", source="--output")
+            check_writable(output, "--output")
         if plot:
             from . import plot as plotting
 
             plotting.check_path(plot)
             plotting.require()
-        job = pipeline.ComputeJob(
-            pred=pred, target=target, positions=positions, tree=tree, bins=bins,
-            tree_weights=tree_weights, ground=ground, normalize=normalize.value,
-            pred_column=pred_column, target_column=target_column, id_column=id_column,
-        )
-        batch = compare.load(job, rows=rows, seed=seed, only_row=profile, smoothing=eps, warn=warn)
+        inputs = plans.Inputs(pred, target, pred_column, target_column, id_column)
+        space = plans.space_spec(positions, tree, bins, tree_weights, ground)
+        batch = compare.load(inputs, space, normalize.value, rows=rows, seed=seed,
+                             only_row=profile, smoothing=eps, warn=warn)
         if batch.one_hot and eps == 0 and profile is None:
             typer.echo(
                 "emd: note: the targets are one-hot: Sinkhorn's only feasible plan is then "
@@ -125,6 +122,9 @@ def compare_command(
             raise EMDInputError("--sinkhorn-kernel structured needs a chain or a tree",
                                 hint="use --sinkhorn-kernel dense (or auto) with --ground")
         say(f"comparing {len(batch.p)} rows × {batch.n} bins over {len(grid)} cells")
+        line = compare.compile_notice(batch, grid, kernel=kernel)
+        if line:
+            say(line)
         study = compare.run(
             batch, grid, tol=tol, kernel=kernel,
             progress=None if quiet else (lambda k, n, row: say(f"cell {k}/{n} {compare.describe_cell(row)}")),
@@ -171,33 +171,28 @@ def _write_rows(rows, columns, fmt_out, output, title, profile=False):
     """The comparison (or profile) rows to stdout or a file, atomically."""
     from rich.console import Console
 
-    from . import report
+    from .io import sinks
 
     data = {c: [r[c] for r in rows] for c in columns}
     if output and output != "-":
-        atomic = report.AtomicPath(output)
+        out = sinks.FileSink(output, fmt_out, columns, {}, len(rows))
         try:
-            if fmt_out == "parquet":
-                w = report.ParquetWriter(atomic.tmp, columns)
-                w.write({c: _arrow_ready(v) for c, v in data.items()})
-                w.close()
-            else:
-                with open(atomic.tmp, "w", newline="") as f:
-                    report.TextWriter(f, fmt_out, columns).write(data)
-            atomic.commit()
+            out.write({c: _arrow_ready(v) for c, v in data.items()} if fmt_out == "parquet" else data)
+            out.finish()
+            out.publish()
         except BaseException:
-            atomic.abort()
+            out.abort()
             raise
         return
     if fmt_out == "table":
         if profile:
-            w = report.TableWriter(Console(), columns, title)
+            w = sinks.TableWriter(Console(), columns, title)
             w.write(data)
             w.close()
         else:
             _compare_table(rows, columns, title)
         return
-    w = report.TextWriter(sys.stdout, fmt_out, columns)
+    w = sinks.TextWriter(sys.stdout, fmt_out, columns)
     w.write(data)
     w.close()
 
@@ -270,7 +265,16 @@ def _compare_table(rows, columns, title):
 
 def _compare_profile(batch, lams, tol, fmt_out, output, plot, quiet, warn):
     from . import compare, report
+    from .warmup import notice_jobs
 
+    if not quiet:
+        kind = compare.space_kind(batch.space)
+        line = notice_jobs([dict(space_kind=kind, dtype="float64", gradient=True,
+                                 input_dtype="float64"),
+                            dict(space_kind=kind, dtype="float64", metric="sinkhorn",
+                                 form="log", rows=1)])
+        if line:
+            typer.echo(f"emd: {line}", err=True)
     prof = compare.profile(batch, lams, tol=tol)
     for lam_value, facts in prof.sd.items():
         if not facts["converged"]:
@@ -324,7 +328,8 @@ def bench_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages on stderr."),
 ):
     """Time EMD / EMD² value+gradient and Sinkhorn at several iteration limits, beside the paper's Table 1."""
-    from . import bench, options, report
+    from . import bench, options
+    from .io import sinks
     from .errors import EMDInputError
 
     try:
@@ -350,13 +355,16 @@ def bench_command(
     except EMDInputError as e:
         fail(e.describe(e.source))
     say = (lambda m: None) if quiet else (lambda m: typer.echo(f"emd: timing {m}", err=True))
-    rows, space = bench.run_bench(cfg, progress=say)
+    rows, space = bench.run_bench(
+        cfg, progress=say,
+        notice=None if quiet else (lambda m: typer.echo(f"emd: {m}", err=True)),
+    )
     title = f"batch {batch}, {bench.describe_space(space)}, λ={lam}, {targets} targets"
     out_fmt = fmt.value if fmt else ("table" if sys.stdout.isatty() else "csv")
     if out_fmt == "table":
         _bench_table(rows, title)
     else:
-        w = report.TextWriter(sys.stdout, out_fmt, bench.COLUMNS)
+        w = sinks.TextWriter(sys.stdout, out_fmt, bench.COLUMNS)
         w.write({c: [r[c] for r in rows] for c in bench.COLUMNS})
         w.close()
     if not quiet:
@@ -421,3 +429,41 @@ def _bench_table(rows, title):
                       seconds(r["first_call_s"]), *split, seconds(r["paper_s"]),
                       ratio(r["paper_over_ours"]), seconds(r["pot_s"]), pot)
     Console().print(table)
+
+
+WARMUP_EPILOG = """
+Examples:
+
+  emd warmup                 # chains and trees, float32 and float64
+
+  emd warmup --all           # and Sinkhorn: plain/log, structured/dense
+
+  RUN pip install . && emd warmup --all      # Dockerfile: compile at build
+
+  NUMBA_CACHE_DIR=/shared/numba emd warmup   # cluster bootstrap, one cache
+"""
+
+
+@app.command("warmup", epilog=WARMUP_EPILOG)
+def warmup_command(
+    all_groups: bool = typer.Option(False, "--all", help="Also compile Sinkhorn: plain and log forms, structured and dense kernels, float32 and float64."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr."),
+):
+    """Compile the kernels now, into Numba's cache, so that the first `emd compute` does not pay for it.
+
+    Numba compiles each kernel on its first use and caches it on disk (in the package's __pycache__, or under NUMBA_CACHE_DIR): the first run after an install or an upgrade takes seconds to tens of seconds longer. This runs the common cases once on tiny inputs — chains and trees, float32 and float64, class and row targets, value and gradient, rho 1, 2 and any other; with --all also Sinkhorn — and prints one line per group with its time. Run it where the cache will be used: the cache is specific to the CPU and the Python, Numba and emdcli versions.
+    """
+    import time
+
+    from . import numba_cache, warmup
+
+    say = (lambda m: None) if quiet else (lambda m: typer.echo(f"emd warmup: {m}", err=True))
+    t0 = time.perf_counter()
+
+    def progress(name, seconds, compiled):
+        say(f"{name}: {seconds:.3g} s" + ("" if compiled else " (already cached)"))
+
+    done = warmup.warm(all=all_groups, progress=progress)
+    folder = numba_cache.cache_dir()
+    where = f"cache: {folder}" if folder else "no writable Numba cache: set NUMBA_CACHE_DIR"
+    say(f"{len(done)} groups in {time.perf_counter() - t0:.3g} s; {where}")

@@ -18,7 +18,8 @@ or ``cuda`` through :func:`emdcli.sinkhorn.sinkhorn`'s ``device``) and reports, 
   at a bin with mass) — a subset of ``nonconverged``;
 - ``seconds``: the wall time of the cell's Sinkhorn call (value + gradient, whole batch;
   on ``cuda`` including the transfers to and from the GPU), after an untimed warm-up that
-  loads or compiles the kernels; ``iterations_mean``: the
+  loads or compiles the kernels (one iteration on the same rows, so that it takes the
+  same kernels: never compilation, even on a cold Numba cache); ``iterations_mean``: the
   mean number of iterations the rows ran; ``sd_mean``: the mean finite SD.
 
 Each Sinkhorn call uses the library's default tolerance (a row stops once its marginal
@@ -129,28 +130,31 @@ def _sample(n_rows, rows, seed, only_row):
     return None
 
 
-def load(job, *, rows=None, seed=0, only_row=None, smoothing=0.0, warn=print):
-    """Read the rows of ``job`` (a :class:`emdcli.pipeline.ComputeJob`: inputs, space,
-    columns, normalisation) into a :class:`Batch`.
+def load(inputs, space_spec, normalize="l1", *, rows=None, seed=0, only_row=None,
+         smoothing=0.0, warn=print):
+    """Read the rows of ``inputs`` (a :class:`emdcli.jobs.plan.Inputs`) on the space of
+    ``space_spec`` (a :class:`~emdcli.jobs.plan.SpaceSpec`), normalised by ``normalize``,
+    into a :class:`Batch`.
 
     rows: study a random sample of this many rows (seeded, in file order) instead of all;
     without it, inputs over :data:`MAX_ROWS` rows are refused. only_row: read just this
     row (for :func:`profile`). smoothing: label smoothing ε applied to the targets.
     """
-    from . import io, pipeline
+    from . import io
     from . import rows as rowlib
+    from .jobs import run as jobs
     from .spaces import Chain
 
-    positions = io.read_positions(job.positions) if job.positions else None
-    pred, target = pipeline.open_sources(job)
+    positions = io.read_positions(space_spec.positions) if space_spec.positions else None
+    pred, target = jobs.open_sources(inputs)
     names = {"pred": pred.name, "target": target.name,
-             "positions": pipeline._positions_name(job.positions)}
+             "positions": jobs.positions_name(space_spec.positions)}
     try:
-        space = pipeline.build_space(job, pred, target, warn)
+        space = jobs.build_space(space_spec, pred, target, warn)
         wanted = _sample(pred.n_rows, rows, seed, only_row)
-        size = max(1024, min(65536, pipeline.TARGET_ELEMENTS // max(pred.width or 32, 1)))
+        size = jobs.batch_rows(pred, target)
         ps, qs, idss, taken = [], [], [], []
-        for offset, p, q, ids in pipeline.aligned_batches(pred, target, size):
+        for offset, p, q, ids in jobs.aligned_batches(pred, target, size):
             stop = offset + len(p)
             if wanted is None:
                 keep = np.arange(len(p))
@@ -172,9 +176,9 @@ def load(job, *, rows=None, seed=0, only_row=None, smoothing=0.0, warn=print):
         if space is None:
             space = Chain.uniform(n) if positions is None else Chain.from_positions(positions, n)
         try:
-            p = rowlib.prepare_pred(P, job.normalize, np.float64)
-            kind, q = rowlib.prepare_target(T, p.shape[0], n, job.normalize, np.float64)
-            if job.normalize == "none":
+            p = rowlib.prepare_pred(P, normalize, np.float64)
+            kind, q = rowlib.prepare_target(T, p.shape[0], n, normalize, np.float64)
+            if normalize == "none":
                 rowlib.check_equal_mass(p, kind, q)
         except EMDInputError as e:
             if e.row is not None:  # back to the file's row numbers
@@ -195,8 +199,12 @@ def load(job, *, rows=None, seed=0, only_row=None, smoothing=0.0, warn=print):
     except EMDInputError as e:
         e.source = names.get(e.source, e.source)
         raise
+    finally:
+        pred.close()
+        if target is not pred:
+            target.close()
     return Batch(p=p, q=q, space=space, rows=file_rows, ids=ids, n_rows_file=pred.n_rows,
-                 one_hot=one_hot, smoothing=smoothing, normalize=job.normalize, names=names)
+                 one_hot=one_hot, smoothing=smoothing, normalize=normalize, names=names)
 
 
 def _base_normalize(batch):
@@ -307,31 +315,65 @@ class Study:
     cells_s: float
 
 
+def space_kind(space):
+    """``"chain"``, ``"tree"`` or ``"ground"``: the kind of space, as
+    :func:`emdcli.warmup.notice` names it."""
+    from .spaces import Chain, Tree
+
+    return "tree" if isinstance(space, Tree) else "chain" if isinstance(space, Chain) else "ground"
+
+
+def compile_notice(batch, grid, *, kernel="auto"):
+    """The line to print before :func:`run` when Numba's cache lacks kernels it will call
+    (they are compiled in its untimed warm-up), or None (:func:`emdcli.warmup.notice`)."""
+    from .warmup import notice_jobs
+
+    kind = space_kind(batch.space)
+    jobs = [dict(space_kind=kind, dtype="float64", gradient=True, input_dtype="float64")]
+    if "cpu" in grid.devices:
+        jobs += [dict(space_kind=kind, dtype=dt, metric="sinkhorn", form=form, kernel=kernel,
+                      rows=len(batch.p)) for dt in grid.dtypes for form in grid.forms]
+    return notice_jobs(jobs)
+
+
+def warm_cell(batch, lam, dtype, form, device, *, tol=None, kernel="auto"):
+    """Load or compile the kernels of a cell: one iteration on the cell's rows (the same
+    shapes, dtypes and options as the timed call, so the same kernels; the iteration
+    limit is a run-time argument)."""
+    from .sinkhorn import sinkhorn
+
+    sinkhorn(batch.p, batch.q, lam=lam, iters=1, tol=tol, form=form, space=batch.space,
+             kernel=kernel, normalize=_base_normalize(batch), dtype=dtype, gradient=True,
+             device=device)
+
+
 def run(batch, grid, *, tol=None, kernel="auto", progress=None):
     """Run every cell of ``grid`` on ``batch``; returns a :class:`Study`.
 
     tol: Sinkhorn's stopping tolerance (default: the library's, per dtype). kernel:
     ``auto``/``structured``/``dense`` Gibbs kernel. ``progress(message)`` is called after
-    each cell.
+    each cell. Every kernel is loaded or compiled before it is timed (:func:`warm_cell`,
+    and the exact EMD run once untimed), so no time reported includes compilation.
     """
     from .sinkhorn import sinkhorn
 
     check_devices(grid.devices)
+    t0 = time.perf_counter()
+    exact(batch)  # the exact EMD's kernels, on the same rows (it is cheap): untimed
+    warmup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     emd_values, emd_grad = exact(batch)
     exact_s = time.perf_counter() - t0
     norm = _base_normalize(batch)
     has_mass = {dt: batch.p.astype(dt) > 0 for dt in grid.dtypes}
     warm = set()
-    warmup_s = cells_s = 0.0
+    cells_s = 0.0
     out = []
     cells = grid.cells()
     for k, (lam, iters, dtype, form, device) in enumerate(cells, 1):
         if (dtype, form, device) not in warm:  # load / compile the kernels, untimed
             t0 = time.perf_counter()
-            sinkhorn(batch.p[:1], batch.q[:1], lam=lam, iters=1, tol=tol, form=form,
-                     space=batch.space, kernel=kernel, normalize=norm, dtype=dtype,
-                     gradient=True, device=device)
+            warm_cell(batch, lam, dtype, form, device, tol=tol, kernel=kernel)
             warmup_s += time.perf_counter() - t0
             warm.add((dtype, form, device))
         t0 = time.perf_counter()

@@ -43,3 +43,9 @@ class EMDInputError(ValueError):
 
     def __str__(self):
         return self.describe(self.source)
+
+
+def one_line(error):
+    """An exception's text on one line, printable characters only."""
+    text = " ".join(str(error).split())
+    return "".join(ch if ch.isprintable() else "?" for ch in text)

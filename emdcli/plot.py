@@ -32,18 +32,19 @@ def require():
 
 
 def check_path(path):
-    """Refuse a plot path with an unknown extension or in a missing folder (before any work)."""
+    """Refuse a plot path with an unknown extension, or one that cannot be written (a
+    directory; a missing, read-only or forbidden folder), before any work."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise EMDInputError(f"cannot tell the image format of {path!r}", source="--plot",
                             hint=f"use one of {', '.join(FORMATS)}")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise EMDInputError(f"folder {folder!r} does not exist", source="--plot")
+    from .io.atomic import check_writable
+
+    check_writable(path, "--plot")
 
 
 def _save(fig, path, dpi=100):
-    from .report import AtomicPath
+    from .io.atomic import AtomicPath
 
     atomic = AtomicPath(path)
     try:

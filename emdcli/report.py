@@ -1,15 +1,13 @@
-"""Per-row results out: CSV/TSV/JSONL streams, Parquet, NPY, Rich tables, summaries.
+"""Results as text and summaries: full-precision cells, output formats, statistics.
 
-Rows are written as they come. Files are written to a temporary name beside the target and
-renamed only on success, so a failed run leaves no half-written file. Floats are written
-at full precision (the shortest text that reads back to the same float64/float32).
+Floats are written at full precision (the shortest text that reads back to the same
+float64/float32). The writers that use these cells are in :mod:`emdcli.io.sinks`.
 """
 
 import json
 import math
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -51,7 +49,7 @@ def _nonfinite(v):
     return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
 
 
-def _cell(v):
+def cell(v):
     if v is None:
         return ""
     if isinstance(v, (float, np.floating)):
@@ -70,6 +68,11 @@ def _quoted(text, sep):
     return text
 
 
+def json_key(name):
+    """A column name as a JSON string."""
+    return json.dumps(name)
+
+
 def _json_value(v):
     if isinstance(v, np.floating):
         return json.loads(format_float(v)) if np.isfinite(v) else None
@@ -80,8 +83,8 @@ def _json_value(v):
     return v
 
 
-def _text_cells(values, sep):
-    """A column's CSV/TSV cells, all at once: what :func:`_cell` (and :func:`_quoted`)
+def text_cells(values, sep):
+    """A column's CSV/TSV cells, all at once: what :func:`cell` (and :func:`_quoted`)
     give cell by cell (float64: ``repr``, which spells nan/inf/-inf as we do; float32:
     numpy's shortest round-trip text), without a numpy scalar per cell."""
     a = np.asarray(values)
@@ -93,10 +96,10 @@ def _text_cells(values, sep):
         return ["true" if v else "false" for v in a.tolist()]
     if a.dtype.kind in "iu":
         return list(map(str, a.tolist()))
-    return [_quoted(_cell(v), sep) for v in a]
+    return [_quoted(cell(v), sep) for v in a]
 
 
-def _json_cells(values):
+def json_cells(values):
     """A column's JSON values as text, all at once: ``json.dumps`` of :func:`_json_value`
     cell by cell (non-finite floats are ``null``; a float32 is its shortest text read as
     a Python float)."""
@@ -110,26 +113,6 @@ def _json_cells(values):
     if a.dtype.kind in "iu":
         return list(map(str, a.tolist()))
     return [json.dumps(_json_value(v)) for v in a]
-
-
-class AtomicPath:
-    """A temporary path beside ``path``; ``commit()`` renames it into place."""
-
-    def __init__(self, path):
-        self.path = path
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
-        os.close(fd)
-        umask = os.umask(0)  # mkstemp makes 0600 files; give the result the usual mode
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)
-
-    def commit(self):
-        os.replace(self.tmp, self.path)
-
-    def abort(self):
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
 
 
 def output_format(output, fmt, stdout_is_tty):
@@ -147,154 +130,60 @@ def output_format(output, fmt, stdout_is_tty):
     return "table" if stdout_is_tty else "csv"
 
 
-class TextWriter:
-    """CSV, TSV or JSONL rows to a text stream."""
-
-    def __init__(self, stream, fmt, columns):
-        self.stream, self.fmt, self.columns = stream, fmt, columns
-        if fmt in ("csv", "tsv"):
-            self.sep = "," if fmt == "csv" else "\t"
-            stream.write(self.sep.join(columns) + "\n")
-
-    def write(self, batch):
-        if not len(batch[self.columns[0]]):
-            return
-        if self.fmt == "jsonl":
-            cols = [[f"{json.dumps(c)}: {v}" for v in _json_cells(batch[c])] for c in self.columns]
-            lines = ("{" + ", ".join(row) + "}" for row in zip(*cols))
-        else:
-            cols = [_text_cells(batch[c], self.sep) for c in self.columns]
-            lines = map(self.sep.join, zip(*cols))
-        self.stream.write("\n".join(lines) + "\n")
-
-    def close(self):
-        self.stream.flush()
-
-
-class ParquetWriter:
-    """Rows to a Parquet file, one row group per batch. ``dtypes`` (column → numpy dtype,
-    ``width`` for list columns) type the columns of a file with no rows."""
-
-    def __init__(self, path, columns, dtypes=None, width=None):
-        self.path, self.columns, self.writer = path, columns, None
-        self.dtypes, self.width = dtypes or {}, width
-
-    def write(self, batch):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.table({c: _arrow_column(batch[c]) for c in self.columns})
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema)
-        self.writer.write_table(table)
-
-    def close(self):
-        if self.writer is None:  # no rows: still write a valid, empty, typed file
-            empty = {}
-            for c in self.columns:
-                dt = np.dtype(self.dtypes.get(c, np.int64))
-                empty[c] = np.empty((0, self.width or 0) if c == "gradient" else 0, dtype=dt)
-            self.write(empty)
-        self.writer.close()
-
-
-def _arrow_column(values):
-    import pyarrow as pa
-
-    values = np.asarray(values)
-    if values.ndim == 2:  # gradients: one fixed-size list per row
-        flat = pa.array(values.ravel())
-        return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
-    return pa.array(values)
-
-
-class NpyWriter:
-    """Rows into a preallocated ``.npy``: 1-D for one column, (rows, N) for gradients,
-    a structured array when there are several columns."""
-
-    def __init__(self, path, columns, n_rows, dtypes, width=None):
-        self.columns = columns
-        if width is not None:
-            shape, dtype = (n_rows, width), dtypes[columns[0]]
-        elif len(columns) == 1:
-            shape, dtype = (n_rows,), dtypes[columns[0]]
-        else:
-            shape, dtype = (n_rows,), np.dtype([(c, dtypes[c]) for c in columns])
-        self.array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-        self.row = 0
-
-    def write(self, batch):
-        n = len(batch[self.columns[0]])
-        target = self.array[self.row : self.row + n]
-        if self.array.dtype.names:
-            for c in self.columns:
-                target[c] = batch[c]
-        else:
-            target[...] = batch[self.columns[0]]
-        self.row += n
-
-    def close(self):
-        self.array.flush()
-        del self.array
-
-
-class TableWriter:
-    """A Rich table of the first rows, printed at the end (for terminals)."""
-
-    def __init__(self, console, columns, title):
-        self.console, self.columns, self.title = console, columns, title
-        self.rows, self.count = [], 0
-
-    def discard(self):
-        """Called instead of ``close`` when the run fails: print nothing."""
-
-    def write(self, batch):
-        n = len(batch[self.columns[0]])
-        take = max(0, min(n, TABLE_ROWS - len(self.rows)))
-        for i in range(take):
-            self.rows.append([_cell(batch[c][i]) for c in self.columns])
-        self.count += n
-
-    def close(self):
-        from rich.table import Table
-
-        caption = None
-        if self.count > len(self.rows):
-            caption = f"first {len(self.rows)} of {self.count} rows; use --format csv or --output for all"
-        table = Table(title=self.title, caption=caption)
-        for c in self.columns:
-            table.add_column(c, justify="left" if c == self.columns[0] else "right")
-        for r in self.rows:
-            table.add_row(*r)
-        self.console.print(table)
-
-
 class Summary:
     """Running statistics of one value column: count, mean, std, min, p50, p95, max.
 
-    Keeps the values (8 bytes a row) for exact quantiles; non-finite values are counted
-    apart and left out of the statistics.
+    Exact while at most :data:`EXACT_LIMIT` values have come (the values are kept: 8 bytes
+    a row); past that the values go into a :class:`~emdcli.sketch.QuantileSketch` and the
+    moments are merged batch by batch, so memory stays bounded whatever the row count
+    (p50 and p95 then within a relative 1e-4, which the line says). Non-finite values are
+    counted apart and left out of the statistics.
     """
 
+    EXACT_LIMIT = 1 << 21
+
     def __init__(self, name):
+        from .sketch import Moments
+
         self.name = name
-        self.parts = []
+        self.parts, self.kept = [], 0
+        self.moments, self.sketch = Moments(), None
+        self.count = self.nonfinite = 0
         self.not_converged = None
         self.timing = None  # a Timing, once a job has run
 
     def add(self, values, converged=None):
         """Add a batch of values (and, for iterative metrics, their converged flags)."""
-        self.parts.append(np.asarray(values, dtype=np.float64).copy())
+        v = np.asarray(values, dtype=np.float64)
+        finite = v[np.isfinite(v)]
+        self.count += v.size
+        self.nonfinite += v.size - finite.size
+        self.moments.add(finite)
+        if self.sketch is not None:
+            self.sketch.add(finite)
+        else:
+            self.parts.append(finite.copy())
+            self.kept += finite.size
+            if self.kept > self.EXACT_LIMIT:
+                from .sketch import QuantileSketch
+
+                self.sketch = QuantileSketch()
+                for part in self.parts:
+                    self.sketch.add(part)
+                self.parts = []
         if converged is not None:
             self.not_converged = (self.not_converged or 0) + int((~np.asarray(converged)).sum())
 
     def stats(self):
-        v = np.concatenate(self.parts) if self.parts else np.empty(0)
-        finite = v[np.isfinite(v)]
-        out = {"count": int(v.size), "nonfinite": int(v.size - finite.size)}
+        out = {"count": int(self.count), "nonfinite": int(self.nonfinite)}
         if self.not_converged is not None:
             out["not_converged"] = self.not_converged
-        if finite.size:
+        if self.sketch is not None:
+            m, sk = self.moments, self.sketch
+            out.update(mean=m.mean, std=m.std, min=m.min, p50=sk.quantile(0.5),
+                       p95=sk.quantile(0.95), max=m.max)
+        elif self.kept:
+            finite = np.concatenate(self.parts)
             out.update(
                 mean=float(finite.mean()), std=float(finite.std()), min=float(finite.min()),
                 p50=float(np.quantile(finite, 0.5)), p95=float(np.quantile(finite, 0.95)),
@@ -306,6 +195,8 @@ class Summary:
         s = self.stats()
         parts = [f"{k}={format_float(v) if isinstance(v, float) else v}" for k, v in s.items()
                  if not (k in ("nonfinite", "not_converged") and v == 0)]
+        if self.sketch is not None:
+            parts.append("(p50, p95 within 1e-4)")
         return f"{self.name}: " + " ".join(parts)
 
 
@@ -340,3 +231,4 @@ def stderr_console():
     from rich.console import Console
 
     return Console(file=sys.stderr)
+

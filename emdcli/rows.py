@@ -12,6 +12,9 @@ NORMALIZE = ("l1", "softmax", "none")
 DTYPES = {"float64": np.float64, "float32": np.float32}
 # Relative tolerance for "equal mass" under normalize="none".
 MASS_RTOL = {np.float64: 1e-9, np.float32: 1e-5}
+# Batches of at most this many values are reduced with numpy (the same bits as the Numba
+# kernels), so a small job never loads Numba.
+SMALL_ELEMENTS = 1 << 16
 
 
 def on_device(x):
@@ -71,6 +74,10 @@ def unit_scale():
 
 def row_sums_min(a):
     """(Σ_i a[b, i], min_i a[b, i]) per row of a 2-D array, float64, in one parallel pass."""
+    if a.size <= SMALL_ELEMENTS and a.shape[1]:  # numpy, same bits: no Numba to load
+        from .kernels.small import row_sums_min as small
+
+        return small(a)
     from .kernels.rowstats import row_sums_min as kernel
 
     sums = np.empty(a.shape[0], dtype=np.float64)
@@ -80,7 +87,7 @@ def row_sums_min(a):
     return sums, mins
 
 
-def _check_rows(a, source, *, logits=False, raw=None):
+def _check_rows(a, source, *, logits=False, raw=None, dtype=None):
     """2-D, finite; unless ``logits``: non-negative and each row with positive mass whose
     sum the dtype can hold.
 
@@ -99,7 +106,7 @@ def _check_rows(a, source, *, logits=False, raw=None):
         _check_finite(a, source, raw)
     if logits:
         return sums
-    bad |= sums > np.finfo(a.dtype).max  # as a sum in the dtype itself would overflow
+    bad |= sums > np.finfo(dtype or a.dtype).max  # a sum in the result dtype would overflow
     if bad.any():
         raise EMDInputError(
             f"row sum overflows {a.dtype}", source=source,
@@ -129,9 +136,19 @@ def _check_rows(a, source, *, logits=False, raw=None):
     return sums
 
 
-def pred_rows(pred, normalize, dtype, check=True):
+def _stored(x, dtype, as_stored):
+    """x C-contiguous in ``dtype`` — or, with ``as_stored``, in its own float dtype when
+    that is no wider than ``dtype`` (the kernels read float32 rows as they are)."""
+    keep = as_stored and x.dtype in (np.float32, np.float64) and x.dtype.itemsize <= np.dtype(dtype).itemsize
+    with np.errstate(over="ignore"):  # an overflowing cast is reported by the checks
+        return np.ascontiguousarray(x, dtype=x.dtype if keep else dtype)
+
+
+def pred_rows(pred, normalize, dtype, check=True, as_stored=False):
     """Predictions (B, N) → ``(x, scale)``: x (B, N) of ``dtype``, C-contiguous (the input
     itself when it already is), and the distribution is ``p = scale[:, None] · x``.
+    ``as_stored``: float32 rows stay float32 under a float64 ``dtype`` (for kernels that
+    read either and accumulate in float64).
 
     ``l1``: scale = 1 / Σx (no copy is made: the EMD kernels take the scale);
     ``softmax``: x = exp(x − max x) / Σ exp(…), computed; ``none``: x as given. The last
@@ -142,9 +159,9 @@ def pred_rows(pred, normalize, dtype, check=True):
     x = np.asarray(detached(pred))
     if x.dtype.kind not in "fiub":
         raise EMDInputError(f"predictions must be numbers, got dtype {x.dtype}", source="pred")
-    with np.errstate(over="ignore"):  # an overflowing cast is reported by the checks
-        raw, x = x, np.ascontiguousarray(x, dtype=dtype)
-    sums = _check_rows(x, "pred", logits=normalize == "softmax", raw=raw) if check else None
+    raw, x = x, _stored(x, dtype, as_stored and normalize != "softmax")
+    sums = (_check_rows(x, "pred", logits=normalize == "softmax", raw=raw, dtype=dtype)
+            if check else None)
     if normalize == "l1":
         return _l1(x, row_sums_min(x)[0] if sums is None else sums)
     if normalize == "softmax":
@@ -153,7 +170,7 @@ def pred_rows(pred, normalize, dtype, check=True):
     return x, unit_scale()
 
 
-def target_rows(target, n_rows, n_bins, normalize, dtype, check=True):
+def target_rows(target, n_rows, n_bins, normalize, dtype, check=True, as_stored=False):
     """Targets → ``("rows", x (B, N), scale (B,))`` (as :func:`pred_rows` with ``l1``,
     or the empty scale under ``none``) or ``("classes", c (B,) int64, empty scale)``;
     a 1-D target is class indices."""
@@ -174,9 +191,8 @@ def target_rows(target, n_rows, n_bins, normalize, dtype, check=True):
                 source="target", hint="both inputs need the same bins",
             )
         _check_rows_count(t, n_rows)
-    with np.errstate(over="ignore"):
-        q = np.ascontiguousarray(t, dtype=dtype)
-    sums = _check_rows(q, "target", raw=t) if check else None
+    q = _stored(t, dtype, as_stored)
+    sums = _check_rows(q, "target", raw=t, dtype=dtype) if check else None
     if normalize == "none":
         return "rows", q, unit_scale()
     return ("rows", *_l1(q, row_sums_min(q)[0] if sums is None else sums))

@@ -1,5 +1,7 @@
 """Spaces over which distances are taken, validated once and flattened into arrays."""
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,12 +26,7 @@ class Chain:
     @classmethod
     def from_positions(cls, positions, n=None):
         """Validate ``positions`` (1-D, finite, strictly increasing, length ``n`` if given)."""
-        try:
-            x = np.asarray(positions, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise EMDInputError(
-                "positions must be numbers", source="positions", hint="e.g. 0,1,2.5,4"
-            ) from None
+        x = _float_array(positions, "positions", "positions")
         if x.ndim != 1:
             raise EMDInputError(
                 f"positions must be a 1-D list of numbers, got shape {x.shape}",
@@ -103,19 +100,13 @@ class Tree:
         root); weights: edge costs (default 1); bins: node names carrying the bins, in bin
         order (default: the leaves in file order).
         """
-        nodes = [str(v) for v in nodes]
-        weights = [1.0] * len(nodes) if weights is None else list(weights)
-        if not (len(parents) == len(weights) == len(nodes)):
-            raise EMDInputError(
-                f"{len(nodes)} nodes, {len(parents)} parents and {len(weights)} weights",
-                source=source, hint="give one parent and one weight per node",
-            )
+        nodes, parents, weights = _edge_lists(nodes, parents, weights, source)
         index = {}
         for i, v in enumerate(nodes):
             if v in index:
                 raise EMDInputError(f"node {v!r} appears twice", source=source, row=i)
             index[v] = i
-        roots = [v for v, p in zip(nodes, parents) if p is None or p == ""]
+        roots = [v for v, p in zip(nodes, parents) if p == ""]
         if len(roots) != 1:
             what = "no root" if not roots else f"{len(roots)} roots ({', '.join(map(repr, roots[:5]))})"
             raise EMDInputError(
@@ -125,15 +116,17 @@ class Tree:
         up = np.full(len(nodes), -1, dtype=np.int64)
         w = np.zeros(len(nodes), dtype=np.float64)
         for i, (v, p, wt) in enumerate(zip(nodes, parents, weights)):
-            if p is None or p == "":
+            if p == "":
                 continue
             if p not in index:
                 raise EMDInputError(f"node {v!r} has unknown parent {p!r}", source=source, row=i)
             try:
+                if isinstance(wt, (bool, np.bool_)):
+                    raise TypeError
                 wt = float(wt)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise EMDInputError(
-                    f"node {v!r} has a non-numeric weight {wt!r}", source=source, row=i
+                    f"node {v!r} has a non-numeric weight {_brief(wt)}", source=source, row=i
                 ) from None
             if not (np.isfinite(wt) and wt >= 0):
                 raise EMDInputError(
@@ -168,14 +161,16 @@ class Tree:
         parent = np.where(up[order] >= 0, new[np.maximum(up[order], 0)], -1)
         names = tuple(nodes[i] for i in order)
         pos = {v: i for i, v in enumerate(names)}
+        bins = _names(bins, "bins", source)
         bin_node = np.empty(len(bins), dtype=np.int64)
+        seen = set()
         for k, b in enumerate(bins):
             if b not in pos:
                 raise EMDInputError(f"bin {b!r} is not a node of the tree", source=source)
+            if b in seen:
+                raise EMDInputError(f"bin {b!r} is named twice", source=source)
+            seen.add(b)
             bin_node[k] = pos[b]
-        if len(set(bin_node.tolist())) != len(bins):
-            dup = next(b for b in bins if list(bins).count(b) > 1)
-            raise EMDInputError(f"bin {dup!r} is named twice", source=source)
         if not len(bins):
             raise EMDInputError("the tree has no bins", source=source)
         count = np.bincount(bin_node, minlength=len(names)).astype(np.int64)
@@ -187,7 +182,7 @@ class Tree:
         """The same tree with the bins on the nodes named by ``bins`` (in that order)."""
         return Tree._flatten(
             list(self.names), self.parent, self.weight, self.file_index,
-            np.arange(len(self.names)), list(bins), self.source,
+            np.arange(len(self.names)), bins, self.source,
         )
 
     def in_file_order(self, names):
@@ -250,10 +245,12 @@ class Tree:
         root]``, i.e. ``depth_a + depth_b − 2 (A diag(w) Aᵀ)_ab``.
         """
         a = np.zeros((self.n, self.n_nodes))
-        for k, v in enumerate(self.bin_node):
-            while v > 0:
-                a[k, v] = 1.0
-                v = self.parent[v]
+        rows, v = np.arange(self.n), self.bin_node.copy()
+        while rows.size:  # all bins climb together, one edge a step
+            up = v > 0
+            rows, v = rows[up], v[up]
+            a[rows, v] = 1.0
+            v = self.parent[v]
         depth = a @ self.weight
         shared = (a * self.weight) @ a.T
         d = depth[:, None] + depth[None, :] - 2.0 * shared
@@ -288,7 +285,7 @@ class Ground:
 
     @classmethod
     def from_matrix(cls, matrix, source=None):
-        d = np.asarray(matrix, dtype=np.float64)
+        d = _float_array(matrix, "the ground matrix", source)
         if d.size == 0:
             raise EMDInputError("the ground matrix is empty", source=source)
         if d.ndim != 2 or d.shape[0] != d.shape[1]:
@@ -338,3 +335,103 @@ def _triangle_excess(d, exact_up_to=256, samples=1 << 21):
     rng = np.random.default_rng(0)
     i, j, k = rng.integers(0, n, (3, samples))
     return max(0.0, float(np.max(d[i, j] - d[i, k] - d[k, j])))
+
+
+def _float_array(values, what, source):
+    """``values`` as a float64 array; ragged, textual, complex or otherwise non-numeric
+    data is an :class:`EMDInputError` (numpy's own errors never escape)."""
+    try:
+        raw = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        raise EMDInputError(
+            f"{what} must be a rectangular array of numbers (rows of unequal length?)",
+            source=source,
+        ) from None
+    kind = {"U": "text", "S": "bytes", "V": "records", "M": "dates", "m": "durations",
+            "c": "complex numbers"}.get(raw.dtype.kind)
+    if kind:
+        raise EMDInputError(f"{what} must be real numbers, not {kind}", source=source)
+    try:
+        if raw.dtype.kind == "O" and any(
+            isinstance(x, (str, bytes, complex)) for x in raw.ravel().tolist()
+        ):
+            raise TypeError
+        return raw.astype(np.float64, copy=False)
+    except (ValueError, TypeError, OverflowError):
+        raise EMDInputError(
+            f"{what} must be a rectangular array of real numbers", source=source
+        ) from None
+
+
+def _brief(value, width=60):
+    """A short, one-line repr of any value (safe on deeply nested data)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested too deep; an int too long to print
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _name(v):
+    """A node name as text; None, "" and non-scalar values are not names."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, numbers.Number) and not isinstance(v, (bool, np.bool_, complex)):
+        return str(v)
+    raise TypeError
+
+
+def _names(values, what, source):
+    """A list of node names from any iterable (a single string is refused)."""
+    if isinstance(values, (str, bytes)):
+        raise EMDInputError(f"{what} must be a list of node names, not one string", source=source)
+    try:
+        values = list(values)
+    except TypeError:
+        raise EMDInputError(
+            f"{what} must be a list of node names, got {type(values).__name__}", source=source
+        ) from None
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(_name(v))
+        except TypeError:
+            raise EMDInputError(
+                f"{what} item {i} is {_brief(v)}, not a node name", source=source
+            ) from None
+    return out
+
+
+def _edge_lists(nodes, parents, weights, source):
+    """(names, parent names with "" for the root, weights), checked for equal lengths."""
+    nodes = _names(nodes, "nodes", source)
+    for i, v in enumerate(nodes):
+        if not v.strip():
+            raise EMDInputError(f"node {i} has an empty name", source=source, row=i)
+    try:
+        parents = list(parents)
+        weights = [1.0] * len(nodes) if weights is None else list(weights)
+    except TypeError:
+        raise EMDInputError(
+            "parents and weights must be lists, one item per node", source=source
+        ) from None
+    if not (len(parents) == len(weights) == len(nodes)):
+        raise EMDInputError(
+            f"{len(nodes)} nodes, {len(parents)} parents and {len(weights)} weights",
+            source=source, hint="give one parent and one weight per node",
+        )
+    if not nodes:
+        raise EMDInputError("the tree has no nodes", source=source)
+    ups = []
+    for i, p in enumerate(parents):
+        if p is None or p == "" or (isinstance(p, float) and math.isnan(p)):
+            ups.append("")
+            continue
+        try:
+            ups.append(_name(p))
+        except TypeError:
+            raise EMDInputError(
+                f"node {nodes[i]!r} has parent {_brief(p)}, not a node name",
+                source=source, row=i,
+            ) from None
+    return nodes, ups, weights

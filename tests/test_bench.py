@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,3 +119,58 @@ def test_device_cuda_without_a_gpu_exits_2(monkeypatch):
     assert res.exit_code == 2 and "device cuda is not available" in res.stderr
     res = runner.invoke(app, ["bench", *TINY, "--device", "tpu"])
     assert res.exit_code == 2 and "--device" in res.stderr
+
+
+def test_no_timed_sample_compiles(tmp_path):
+    """In a fresh process, only each case's first call (reported apart, as first_call_s)
+    may compile or load a kernel; the calls behind the medians never do."""
+    code = """
+import json, sys
+from numba.core.dispatcher import Dispatcher
+from emdcli import bench
+from emdcli.spaces import Chain
+
+def overloads():
+    return sum(len(v.overloads) for name, m in list(sys.modules.items())
+               if name.startswith("emdcli.kernels.") for v in vars(m).values()
+               if isinstance(v, Dispatcher))
+
+real, added = bench.measure, []
+
+def counting(fn, **kw):
+    calls = []
+
+    def wrapped():
+        before = overloads()
+        fn()
+        calls.append(overloads() - before)
+
+    t = real(wrapped, **kw)
+    added.append(calls)
+    return t
+
+bench.measure = counting
+cfg = bench.BenchConfig(space=Chain.uniform(7), batch=40, iters=[3], dtypes=["float64"],
+                        repeat=2, budget=1.0)
+notices = []
+rows, _ = bench.run_bench(cfg, notice=notices.append)
+print(json.dumps(dict(added=added, cases=len(rows), notices=notices)))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["cases"] == len(got["added"]) == 3  # emd, emd2, sinkhorn 3
+    for calls in got["added"]:
+        assert len(calls) >= 2 + bench.WARMUP_CALLS
+        assert calls[1:] == [0] * (len(calls) - 1), got["added"]
+    assert len(got["notices"]) <= 1
+
+
+def test_bench_says_when_it_will_compile(monkeypatch):
+    monkeypatch.setattr(bench, "compile_notice", lambda cfg, space=None: "compiling kernels for X")
+    res = runner.invoke(app, ["bench", "--bins", "6", "--batch", "4", "--iters", "2",
+                              "--repeat", "1", "--dtype", "float64", "--format", "csv"])
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.count("emd: compiling kernels for X") == 1
+    res = runner.invoke(app, ["bench", "--bins", "6", *TINY, "--dtype", "float64", "-f", "csv"])
+    assert "compiling" not in res.stderr

@@ -196,10 +196,9 @@ def test_one_hot_targets_get_a_note_and_label_smoothing_makes_them_soft(d):
     assert "one-hot" not in r.stderr
     (row,) = read_csv(r.stdout)
     assert abs(float(row["ratio_mean"]) - 1) > 1e-3
-    from emdcli.pipeline import ComputeJob
+    from emdcli.jobs.plan import Inputs, SpaceSpec
 
-    batch = compare.load(ComputeJob(pred=d["files"]["p"], target=d["files"]["c"]),
-                         smoothing=0.1)
+    batch = compare.load(Inputs(d["files"]["p"], d["files"]["c"]), SpaceSpec(), smoothing=0.1)
     want = 0.9 * np.eye(N)[d["c"]] + 0.1 / N
     np.testing.assert_allclose(batch.q, want, rtol=1e-15)
     assert batch.one_hot and batch.smoothing == 0.1
@@ -398,3 +397,88 @@ def test_wordnet_smoke():
     assert 0 < float(row["ratio_mean"]) < 1.2 and 0 < float(row["angle_mean"]) < 90
     assert "tree" not in r.stdout  # data only on stdout
     assert "512 rows" in r.stderr and "1 cells" in r.stderr
+
+
+# ------------------------------------------------------------------- compilation, untimed
+
+# Counts the compiled (or cache-loaded) specialisations of every Numba dispatcher in
+# emdcli.kernels: a timed call that compiles or loads a kernel makes the count grow.
+COUNT_OVERLOADS = """
+import sys
+from numba.core.dispatcher import Dispatcher
+
+def overloads():
+    return sum(len(v.overloads) for name, m in list(sys.modules.items())
+               if name.startswith("emdcli.kernels.") for v in vars(m).values()
+               if isinstance(v, Dispatcher))
+"""
+
+
+def test_compare_compiles_every_kernel_before_timing_it(tmp_path):
+    """In a fresh process (Numba's cache cold or warm: loading a kernel counts too), no
+    Sinkhorn call that ``emd compare`` times adds a kernel: each cell's kernels were
+    compiled or loaded by its untimed warm-up. 40 rows: the timed calls run the lane
+    solver (≥ 32 rows), which a one-row warm-up would not have compiled."""
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "p.npy", rng.dirichlet(np.full(6, 2.0), 40))
+    np.save(tmp_path / "q.npy", rng.dirichlet(np.full(6, 2.0), 40))
+    code = COUNT_OVERLOADS + f"""
+import json
+import emdcli.sinkhorn as sk
+from emdcli import compare
+from emdcli.jobs.plan import Inputs, SpaceSpec
+real, calls = sk.sinkhorn, []
+
+def counting(*args, **kw):
+    before = overloads()
+    out = real(*args, **kw)
+    calls.append((kw["iters"], kw["form"], len(args[0]), overloads() - before))
+    return out
+
+sk.sinkhorn = counting
+batch = compare.load(Inputs({str(tmp_path / "p.npy")!r}, {str(tmp_path / "q.npy")!r}), SpaceSpec())
+grid = compare.Grid(lams=[1.0, 5.0], iters=[4, 7], dtypes=["float64"], forms=["plain", "log"])
+study = compare.run(batch, grid)
+print(json.dumps(dict(calls=calls, cells=len(study.rows))))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    timed = [c for c in got["calls"] if c[0] != 1]
+    assert len(timed) == got["cells"] == 8
+    assert all(rows == 40 for _, _, rows, _ in timed)
+    assert [added for *_, added in timed] == [0] * 8, got["calls"]
+    warmups = [c for c in got["calls"] if c[0] == 1]
+    assert sorted(form for _, form, _, _ in warmups) == ["log", "plain"]
+
+
+def test_compare_says_once_that_it_is_compiling(d, monkeypatch):
+    seen = []
+
+    def fake(batch, grid, kernel="auto"):
+        seen.append(sorted(grid.forms))
+        return "compiling kernels for float64 chains (once per install, ~3 s)"
+
+    monkeypatch.setattr(compare, "compile_notice", fake)
+    p, q = d["files"]["p"], d["files"]["q"]
+    r = ok(p, q, "--lam", 1, "--iters", 3, "--dtype", "float64", "--form", "plain,log", "-f", "csv")
+    assert r.stderr.count("emd: compiling kernels for float64 chains (once per install, ~3 s)") == 1
+    assert seen == [["log", "plain"]]
+    r = ok(p, q, "--lam", 1, "--iters", 3, "--dtype", "float64", "-f", "csv", "-q")
+    assert r.stderr == ""
+
+
+def test_compile_notice_names_the_grid(monkeypatch):
+    from emdcli import warmup
+
+    batch = compare.Batch(p=np.full((3, N), 1 / N), q=np.full((3, N), 1 / N), space=Chain.uniform(N),
+                          rows=np.arange(3), ids=None, n_rows_file=3, one_hot=False,
+                          smoothing=0.0, normalize="l1", names={})
+    grid = compare.Grid(lams=[1.0], iters=[3], dtypes=["float32"], forms=["log"])
+    jobs = []
+    monkeypatch.setattr(warmup, "notice_jobs", lambda js: jobs.extend(js) or None)
+    assert compare.compile_notice(batch, grid) is None
+    assert dict(space_kind="chain", dtype="float64", gradient=True, input_dtype="float64") in jobs
+    assert dict(space_kind="chain", dtype="float32", metric="sinkhorn", form="log",
+                kernel="auto", rows=3) in jobs

@@ -13,6 +13,7 @@ import pytest
 
 from emdcli import io as eio
 from emdcli import report
+from emdcli.io import atomic, sinks
 from emdcli.errors import EMDInputError
 
 B, N = 23, 5
@@ -163,7 +164,7 @@ def test_rechunk(pieces, size):
     for n in pieces:
         chunks.append({"a": a[start:start + n], "b": b[start:start + n]})
         start += n
-    out = list(eio._rechunk(iter(chunks), size))
+    out = list(eio.parquet.rechunk(iter(chunks), size))
     lengths = [len(ch["a"]) for ch in out]
     assert all(n == size for n in lengths[:-1]) and 0 < lengths[-1] <= size
     np.testing.assert_array_equal(np.concatenate([ch["a"] for ch in out]), a)
@@ -171,7 +172,7 @@ def test_rechunk(pieces, size):
 
 
 def test_rechunk_empty():
-    assert list(eio._rechunk(iter([]), 3)) == []
+    assert list(eio.parquet.rechunk(iter([]), 3)) == []
 
 
 def test_open_input_errors(tmp_path):
@@ -288,7 +289,7 @@ def test_float32_text_is_the_same_on_every_numpy(monkeypatch, older_numpy_branch
     edges = np.array([0.0, -0.0, 999999.0, 1e6, 9.9e6, 2**24, 2**24 + 2, 1e16, 3.4e38, 1e-4,
                       9.99e-5, 1e-45, 0.1, 3.0], np.float32)
     v = np.concatenate([v[np.isfinite(v)], edges, -edges])
-    got = report._text_cells(v, ",")
+    got = report.text_cells(v, ",")
     assert got[-2 * len(edges):] == [report.format_float(x) for x in v[-2 * len(edges):]]
     assert all(np.float32(s) == x for s, x in zip(got, v))
     big = [s for s, x in zip(got, v) if abs(x) >= 1e6]
@@ -311,7 +312,7 @@ def test_format_float_nonfinite(dtype):
 
 def _write(fmt, batches, columns):
     buf = _io.StringIO()
-    w = report.TextWriter(buf, fmt, columns)
+    w = sinks.TextWriter(buf, fmt, columns)
     for b in batches:
         w.write(b)
     w.close()
@@ -363,7 +364,7 @@ def test_text_writer_columns_equal_the_cell_by_cell_definition():
     columns = list(batch)
     for fmt, sep in (("csv", ","), ("tsv", "\t")):
         want = sep.join(columns) + "\n" + "".join(
-            sep.join(report._quoted(report._cell(batch[c][i]), sep) for c in columns) + "\n"
+            sep.join(report._quoted(report.cell(batch[c][i]), sep) for c in columns) + "\n"
             for i in range(n))
         assert _write(fmt, [batch], columns) == want
     want = "".join(json.dumps({c: report._json_value(batch[c][i]) for c in columns}) + "\n"
@@ -373,7 +374,7 @@ def test_text_writer_columns_equal_the_cell_by_cell_definition():
 
 
 def test_parquet_writer_batches_and_empty(tmp_path):
-    w = report.ParquetWriter(str(tmp_path / "a.parquet"), ["row", "emd", "gradient"])
+    w = sinks.ParquetWriter(str(tmp_path / "a.parquet"), ["row", "emd", "gradient"])
     g = np.arange(12.0).reshape(4, 3)
     w.write({"row": np.arange(2), "emd": np.array([0.5, 1.5]), "gradient": g[:2]})
     w.write({"row": np.arange(2, 4), "emd": np.array([2.5, 3.5]), "gradient": g[2:]})
@@ -382,21 +383,21 @@ def test_parquet_writer_batches_and_empty(tmp_path):
     assert t.column("row").to_pylist() == [0, 1, 2, 3]
     assert t.column("emd").to_pylist() == [0.5, 1.5, 2.5, 3.5]
     assert t.column("gradient").to_pylist() == g.tolist()
-    e = report.ParquetWriter(str(tmp_path / "e.parquet"), ["row", "emd"])
+    e = sinks.ParquetWriter(str(tmp_path / "e.parquet"), ["row", "emd"])
     e.close()
     assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
 
 
 def test_npy_writer_values_and_gradients(tmp_path):
     dt = {"emd": np.dtype(np.float32), "gradient": np.dtype(np.float32)}
-    w = report.NpyWriter(str(tmp_path / "v.npy"), ["emd"], 5, dt)
+    w = sinks.NpyWriter(str(tmp_path / "v.npy"), ["emd"], 5, dt)
     w.write({"emd": np.arange(3, dtype=np.float32)})
     w.write({"emd": np.arange(3, 5, dtype=np.float32)})
     w.close()
     v = np.load(tmp_path / "v.npy")
     assert v.dtype == np.float32 and list(v) == [0, 1, 2, 3, 4]
     g = np.arange(10, dtype=np.float32).reshape(5, 2)
-    w = report.NpyWriter(str(tmp_path / "g.npy"), ["gradient"], 5, dt, width=2)
+    w = sinks.NpyWriter(str(tmp_path / "g.npy"), ["gradient"], 5, dt, width=2)
     w.write({"gradient": g[:4]})
     w.write({"gradient": g[4:]})
     w.close()
@@ -480,7 +481,7 @@ def test_summary_empty():
 
 def test_atomic_path_commit(tmp_path):
     target = tmp_path / "out.csv"
-    a = report.AtomicPath(str(target))
+    a = atomic.AtomicPath(str(target))
     assert os.path.dirname(a.tmp) == str(tmp_path)
     assert os.path.basename(a.tmp).startswith(".out.csv.")
     assert os.path.exists(a.tmp) and not target.exists()
@@ -495,7 +496,7 @@ def test_atomic_path_commit(tmp_path):
 
 def test_atomic_path_abort(tmp_path):
     target = tmp_path / "out.parquet"
-    a = report.AtomicPath(str(target))
+    a = atomic.AtomicPath(str(target))
     with open(a.tmp, "wb") as f:
         f.write(b"partial")
     a.abort()
@@ -506,13 +507,13 @@ def test_atomic_path_abort(tmp_path):
 def test_atomic_path_keeps_existing_until_commit(tmp_path):
     target = tmp_path / "out.csv"
     target.write_text("old\n")
-    a = report.AtomicPath(str(target))
+    a = atomic.AtomicPath(str(target))
     with open(a.tmp, "w") as f:
         f.write("new\n")
     assert target.read_text() == "old\n"
     a.abort()
     assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["out.csv"]
-    b = report.AtomicPath(str(target))
+    b = atomic.AtomicPath(str(target))
     with open(b.tmp, "w") as f:
         f.write("new\n")
     b.commit()
@@ -521,7 +522,7 @@ def test_atomic_path_keeps_existing_until_commit(tmp_path):
 
 def test_atomic_path_relative(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    a = report.AtomicPath("rel.npy")
+    a = atomic.AtomicPath("rel.npy")
     assert os.path.dirname(os.path.abspath(a.tmp)) == str(tmp_path)
     a.commit()
     assert os.listdir(tmp_path) == ["rel.npy"]

@@ -779,3 +779,45 @@ def test_lane_solver_equals_the_row_solver(kind, dtype):
             np.testing.assert_array_equal(together.gradient[k], alone.gradient[0])
     full = sinkhorn(P, Q, lam=1.0, iters=300, tol=1e-7, space=space, dtype=dtype)
     assert len(full.values) == b and np.isfinite(full.values).all()
+
+
+def test_the_solvers_compile_one_kind_of_space(tmp_path):
+    """With a cold Numba cache, a log-domain Sinkhorn on a chain compiles the chain's log
+    passes and none of the tree's, the dense ones or the plain form's (the cold compile
+    was 3× longer when every space's passes were compiled for every job)."""
+    import json
+    import subprocess
+
+    code = """
+import json
+import numpy as np
+from emdcli.kernels import gibbs, sinkhorn as ks
+from emdcli.sinkhorn import sinkhorn
+r = sinkhorn(np.full((2, 5), 0.2), np.array([1, 3]), lam=2.0, iters=5, form="log")
+names = ["_chain_log", "_tree_log", "_dense_log", "_dense_log_t", "_chain_plain", "_tree_plain",
+         "apply", "log_apply"]
+out = {n: len(getattr(gibbs, n).signatures) for n in names}
+out["_plain_batch"] = len(ks._plain_batch.signatures)
+out["finite"] = bool(np.isfinite(r.values).all())
+print(json.dumps(out))
+"""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got.pop("finite") and got.pop("_chain_log") == 1
+    assert got == dict.fromkeys(got, 0)
+
+
+def test_specialised_gibbs_share_the_arrays():
+    from emdcli.kernels.gibbs import CHAIN, DENSE, TREE, ChainGibbs, DenseGibbs, TreeGibbs, specialise
+    from emdcli.sinkhorn import gibbs_for
+
+    tree = Tree.from_edges(list("rabc"), ["", "r", "r", "a"])
+    for g, cls in ((gibbs_for(Chain.uniform(4), 2.0, np.float64, True), ChainGibbs),
+                   (gibbs_for(tree, 2.0, np.float32, False), TreeGibbs),
+                   (gibbs_for(tree, 2.0, np.float64, True, dense=True), DenseGibbs)):
+        s = specialise(g)
+        assert type(s) is cls and s.kind in (CHAIN, TREE, DENSE)
+        assert all(a is b for a, b in zip(s, g)) and specialise(s) is s

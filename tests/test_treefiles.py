@@ -267,6 +267,10 @@ def test_read_bins(tmp_path):
         read_bins(write(tmp_path, "empty.txt", "# nothing\n\n"))
     with pytest.raises(EMDInputError, match="cannot read bins file"):
         read_bins(str(tmp_path / "missing.txt"))
+    binary = tmp_path / "bins.bin"
+    binary.write_bytes(b"a\n\xff\xfe\n")
+    with pytest.raises(EMDInputError, match="cannot read bins file: line 2 is not UTF-8"):
+        read_bins(str(binary))
 
 
 def test_unreadable_tree_files(tmp_path):
@@ -276,7 +280,7 @@ def test_unreadable_tree_files(tmp_path):
         load_tree(str(tmp_path))  # a directory
     bad = tmp_path / "latin1.csv"
     bad.write_bytes(b"node,parent\nr,\n\xe9,r\n")
-    with pytest.raises(EMDInputError, match="cannot read tree file"):
+    with pytest.raises(EMDInputError, match="cannot read tree file: line 3 is not UTF-8"):
         load_tree(str(bad))
 
 

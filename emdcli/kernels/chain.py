@@ -10,19 +10,40 @@ The gradient is the mass-conserving projection (it sums to zero), computed in O(
 row: with ``a_i = rho d_i sgn(phi_i)|phi_i|^(rho−1)``, ``A = Σ a_i``, the prefix sums
 ``S_k = Σ_{i<k} a_i`` and ``T = Σ_i (i+1) a_i``, ``g_k = (A − S_k) − T/N``.
 
-Layers: ``_row`` (serial, one row: a vectorisable difference pass, the serial scan, a
-vectorisable gradient pass) → ``_rows`` (a run of rows with one scratch row) →
-``chain_batch`` (prange over contiguous chunks of rows; rho = 1 and 2 are dispatched once
-per call so the compiler folds them into the loops). Each row may carry a scale for the
-prediction and one for the target (``p = sp·x``: the l1 normalisation without a copy).
-Kernels never validate:
-``emdcli.api`` does. Accumulation is in float64 whatever the storage dtype.
+Accuracy. Each row may carry a scale for the prediction and one for the target
+(``p = sp·x``: the l1 normalisation without a copy). A rounded scale is off by a relative
+~1e-16 in every bin alike, so phi drifts by ~1e-16 × the cumulative mass, which swamps
+phi where p and q nearly cancel (1e-6 relative error and worse at 10^6 bins). Hence:
+
+- ``s_j = sp·p_j − sq·q_j`` rounded once (``diff``: the products' rounding errors are
+  added back, exactly, by FMA), so no bin rounds at the size of ``p_j`` itself;
+- the scan runs on to ``phi_{N−1} = r``, the residual mass (0 in exact arithmetic: it is
+  the scale rounding). Moving every phi by at most |r| moves the value by at most
+  ``rho |r| (D/V)^(1/rho)`` relative (Hölder; ``D = Σ d_i``, V the value). Where that
+  exceeds ``RESIDUAL_RTOL`` the row is scanned again with the residual taken back in
+  proportion to the prediction's cumulative mass, ``s_j ← s_j − r·sp·p_j`` (p rescaled
+  to q's unit mass). Only rows given a prediction scale (the l1 path, where both masses
+  are 1 by construction); rows without one are taken as given. Ordinary narrow rows
+  never need the second scan; wide ones (≳ 10^5 bins, where r ~ 1e-15 can matter at
+  this tolerance) mostly do.
+
+Layers: ``_rows`` (serial, a run of rows with one scratch row: per row a vectorisable
+difference pass, the scan, a vectorisable gradient pass; compiled once for any rho and
+called, not inlined: LLVM unswitches the rho = 1, 2 branches of ``_power``/``_slope``)
+→ ``chain_batch`` (prange over contiguous chunks of rows; a second prange only when some
+row was marked for the residual; ``nogil``, so a reader thread decodes the next batch
+meanwhile). Kernels never validate: ``emdcli.api`` does. Accumulation is in float64
+whatever the storage dtype. ``kernels.small`` is this kernel's numpy twin (same bits).
 """
 
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from .accuracy import RESIDUAL_RTOL
+
 
 
 @njit(cache=True, inline="always")
@@ -50,27 +71,93 @@ def _power(phi, rho):
     return abs(phi) ** rho
 
 
+@njit(cache=True)
+def lane_sum(x):
+    """``Σ_i x_i`` over four interleaved partial sums (float64)."""
+    n = x.shape[0]
+    r0 = r1 = r2 = r3 = 0.0
+    m = n - n % 4
+    for i in range(0, m, 4):
+        r0 += x[i]
+        r1 += x[i + 1]
+        r2 += x[i + 2]
+        r3 += x[i + 3]
+    for i in range(m, n):
+        r0 += x[i]
+    return (r0 + r1) + (r2 + r3)
+
+
 @njit(cache=True, inline="always")
-def _row(p, q, c, sp, sq, d, rho, g, want_grad, s):
-    """EMD^rho of ``sp·p`` against ``sq·q`` (class ``c ≥ 0``: one-hot target, q unused)
-    and, when ``want_grad``, its projected gradient into ``g`` (N,); s (N,) float64
-    scratch."""
+def needs_residual_fix(r, value, length, rho):
+    """True when moving every phi by up to |r| could move ``value`` by more than
+    ``RESIDUAL_RTOL`` relative: ``rho |r| (length/value)^(1/rho) > RESIDUAL_RTOL`` with
+    ``length = Σ d_i`` (chain) or ``M = Σ_k p_k depth_k`` (tree)."""
+    e = rho * abs(r) / RESIDUAL_RTOL
+    if rho == 1.0:
+        bound = e
+    elif rho == 2.0:
+        bound = e * e
+    else:
+        bound = e ** rho
+    return value < bound * length
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a·b + c`` rounded once (LLVM's fma: one instruction where the CPU has FMA)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+    return sig, lambda context, builder, signature, args: builder.fma(*args)
+
+
+@njit(cache=True, inline="always")
+def diff(pi, qi, sp, sq):
+    """``sp·pi − sq·qi`` with the products' rounding errors added back (exact by FMA):
+    rounded once, at the size of the difference, and 0 where the products are equal."""
+    w = sp * pi
+    v = sq * qi
+    return (w - v) + (_fma(sp, pi, -w) - _fma(sq, qi, -v))
+
+
+@njit(cache=True, inline="always")
+def unit_diff(sp, pi):
+    """``sp·pi − 1`` (a class bin) rounded once."""
+    w = sp * pi
+    return (w - 1.0) + _fma(sp, pi, -w)
+
+
+@njit(cache=True, inline="always")
+def _differences(p, q, c, sp, sq, rsp, s):
+    """``s_j = sp·p_j − sq·q_j − rsp·p_j`` (:func:`diff`) for all N bins (class c ≥ 0:
+    ``q_j = [j = c]``, q unused)."""
     n = p.shape[0]
     if c < 0:
-        for i in range(n - 1):
-            s[i] = sp * np.float64(p[i]) - sq * np.float64(q[i])
+        for i in range(n):
+            pi = np.float64(p[i])
+            s[i] = diff(pi, np.float64(q[i]), sp, sq) - rsp * pi
     else:
-        for i in range(n - 1):
-            s[i] = sp * np.float64(p[i])
-        if c < n - 1:
-            s[c] -= 1.0
+        for i in range(n):
+            pi = np.float64(p[i])
+            s[i] = sp * pi - rsp * pi
+        pc = np.float64(p[c])
+        s[c] = unit_diff(sp, pc) - rsp * pc
+
+
+@njit(cache=True, inline="always")
+def _scan_value(s, d, rho, n):
+    """``(Σ_{i<N−1} d_i |phi_i|^rho, phi_{N−1})`` with ``phi_i = Σ_{j≤i} s_j``."""
     phi = 0.0
     total = 0.0
-    if not want_grad:
-        for i in range(n - 1):
-            phi += s[i]
-            total += d[i] * _power(phi, rho)
-        return total
+    for i in range(n - 1):
+        phi += s[i]
+        total += d[i] * _power(phi, rho)
+    return total, phi + s[n - 1]
+
+
+@njit(cache=True, inline="always")
+def _scan_grad(s, d, rho, n, g):
+    """As :func:`_scan_value`, and the projected gradient into g (N,); s is overwritten."""
+    phi = 0.0
+    total = 0.0
     weighted = 0.0  # T
     prefix = 0.0  # S_i, then A
     count = 0.0
@@ -82,31 +169,63 @@ def _row(p, q, c, sp, sq, d, rho, g, want_grad, s):
         weighted += count * a
         s[i] = prefix
         prefix += a
+    residual = phi + s[n - 1]
     mean = weighted / n
     base = prefix - mean
     for k in range(n - 1):
         g[k] = base - s[k]
     g[n - 1] = -mean
-    return total
+    return total, residual
 
 
 @njit(cache=True, inline="always")
-def _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, s):
-    """Rows ``lo … hi−1``; classes C when ``C`` is not empty, else target rows Q."""
+def _residual(p, q, c, sp, sq):
+    """``r = Σ_j s_j`` (rsp = 0) summed in the scan's order: the residual mass."""
+    r = 0.0
+    if c < 0:
+        for i in range(p.shape[0]):
+            r += diff(np.float64(p[i]), np.float64(q[i]), sp, sq)
+        return r
+    for i in range(p.shape[0]):
+        pi = np.float64(p[i])
+        r += unit_diff(sp, pi) if i == c else sp * pi
+    return r
+
+
+@njit(cache=True)
+def _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, s, fixing):
+    """Rows ``lo … hi−1``; classes C when ``C`` is not empty, else target rows Q.
+
+    First pass (``fixing`` false): rows whose residual matters get ``out[b] = −1``
+    (values are ≥ 0). Second pass (``fixing``): only those rows, residual removed."""
     use_c = C.shape[0] > 0
     want_grad = G.shape[1] > 0
     scale_p = SP.shape[0] > 0
     scale_q = SQ.shape[0] > 0 and not use_c
+    length = lane_sum(d)
+    n = P.shape[1]
     for b in range(lo, hi):
+        if fixing and not out[b] < 0.0:  # (NaN rows too)
+            continue
         c = C[b] if use_c else -1
+        p = P[b]
         q = P[b] if use_c else Q[b]
         g = G[b] if want_grad else G[0]
         sp = SP[b] if scale_p else 1.0
         sq = SQ[b] if scale_q else 1.0
-        out[b] = _row(P[b], q, c, sp, sq, d, rho, g, want_grad, s)
+        # r / (p's mass 1/sp) per unit of stored p
+        rsp = _residual(p, q, c, sp, sq) * sp if fixing else 0.0
+        _differences(p, q, c, sp, sq, rsp, s)
+        if want_grad:
+            total, r = _scan_grad(s, d, rho, n, g)
+        else:
+            total, r = _scan_value(s, d, rho, n)
+        if scale_p and not fixing and needs_residual_fix(r, total, length, rho):
+            total = -1.0
+        out[b] = total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def chain_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
     """EMD^rho of every row into ``out`` (B,), gradients into ``G`` (B, N) unless G has
     no columns. P (B, N); Q (B, N) target rows, or C (B,) int64 class indices (then Q is
@@ -116,11 +235,9 @@ def chain_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
     contiguous runs, one scratch row each."""
     n_rows = P.shape[0]
     n_chunks = min(scratch.shape[0], n_rows)
-    for ch in prange(n_chunks):
-        lo, hi = ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks
-        if rho == 2.0:
-            _rows(P, Q, C, SP, SQ, d, 2.0, out, G, lo, hi, scratch[ch])
-        elif rho == 1.0:
-            _rows(P, Q, C, SP, SQ, d, 1.0, out, G, lo, hi, scratch[ch])
-        else:
-            _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, scratch[ch])
+    for attempt in range(2):  # the second pass only for rows whose residual mattered
+        if attempt == 1 and not (out[:n_rows] < 0.0).any():
+            break
+        for ch in prange(n_chunks):
+            lo, hi = ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks
+            _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, scratch[ch], attempt == 1)

@@ -18,17 +18,59 @@ The space travels as a :data:`Gibbs` namedtuple of arrays:
 In the tree's down pass the mass arriving at a child from outside its subtree is formed
 from the parent's outside message plus the siblings' up messages (prefix and suffix
 sums over the children), never by subtracting the child's own contribution.
+
+Compile time: :func:`apply` and :func:`log_apply` branch on ``g.kind`` at run time, so
+compiling them compiles every space's passes. The solvers instead take the Gibbs of one
+kind (:func:`specialise`: a :class:`ChainGibbs`, :class:`TreeGibbs` or :class:`DenseGibbs`,
+the same fields under a class Numba types apart) and call :func:`kind_apply` /
+:func:`kind_log_apply`, which pick the space's passes when the solver is compiled: a
+log-domain Sinkhorn on a chain compiles the chain's log passes and nothing else.
 """
 
 from collections import namedtuple
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 DENSE, CHAIN, TREE = 0, 1, 2
 Gibbs = namedtuple(
     "Gibbs", "kind mat mat2 alpha w parent child_ptr child_idx bin_node scale"
 )
+
+
+class DenseGibbs(Gibbs):
+    """A :data:`Gibbs` known (to Numba, by its class) to be dense."""
+
+    __slots__ = ()
+
+
+class ChainGibbs(Gibbs):
+    """A :data:`Gibbs` known to be a chain's."""
+
+    __slots__ = ()
+
+
+class TreeGibbs(Gibbs):
+    """A :data:`Gibbs` known to be a tree's."""
+
+    __slots__ = ()
+
+
+KIND_CLASSES = {DENSE: DenseGibbs, CHAIN: ChainGibbs, TREE: TreeGibbs}
+_CLASS_KINDS = {cls: kind for kind, cls in KIND_CLASSES.items()}
+
+
+def specialise(g):
+    """``g`` as the Gibbs class of its kind (no copy: the same arrays), so that the
+    solvers compiled for it hold only that space's passes."""
+    cls = KIND_CLASSES[int(g.kind)]
+    return g if type(g) is cls else cls(*g)
+
+
+def _static_kind(g):
+    """The kind a Numba tuple type stands for (a specialised Gibbs), else None."""
+    return _CLASS_KINDS.get(getattr(g, "instance_class", None))
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -116,11 +158,13 @@ def _tree_plain(x, g, out, moment, work):
     up, outside, own, um, om, suf, sufm = (
         work[0], work[1], work[2], work[3], work[4], work[5], work[6]
     )
-    own[:] = zero
+    for v in range(parent.shape[0]):  # (loops: a slice assignment compiles a numpy routine)
+        own[v] = zero
     for k in range(x.shape[0]):
         own[g.bin_node[k]] += x[k]
-    up[:] = own
-    um[:] = zero
+    for v in range(parent.shape[0]):
+        up[v] = own[v]
+        um[v] = zero
     for v in range(parent.shape[0] - 1, 0, -1):  # up pass: children before parents
         up[parent[v]] += alpha[v] * up[v]
         if moment:
@@ -161,11 +205,13 @@ def _tree_log(lx, g, out, moment, work):
     up, outside, own, um, om, suf, sufm = (
         work[0], work[1], work[2], work[3], work[4], work[5], work[6]
     )
-    own[:] = ninf
+    for v in range(parent.shape[0]):
+        own[v] = ninf
     for k in range(lx.shape[0]):
         own[g.bin_node[k]] = logaddexp(own[g.bin_node[k]], lx[k])
-    up[:] = own
-    um[:] = ninf
+    for v in range(parent.shape[0]):
+        up[v] = own[v]
+        um[v] = ninf
     for v in range(parent.shape[0] - 1, 0, -1):
         pv = parent[v]
         up[pv] = logaddexp(up[pv], la[v] + up[v])
@@ -268,3 +314,66 @@ def _dense_log_t(lx, g, out):
         for i in range(n):
             s += np.exp(lk[i, j] + lx[i] - best)
         out[j] = best + np.log(s)
+
+
+# ------------------------------------------------------------- dispatch when compiled
+
+
+def kind_apply(x, g, out, moment, work):
+    """:func:`apply` for a Gibbs of one kind (see :func:`specialise`), the space's passes
+    chosen when the caller is compiled (plain form: chains and trees; the overload below
+    is what compiled callers get)."""
+    apply(x, g, out, moment, work, False)
+
+
+def kind_log_apply(lx, g, out, moment, work, transpose):
+    """:func:`log_apply` for a Gibbs of one kind, chosen when the caller is compiled."""
+    log_apply(lx, g, out, moment, work, transpose)
+
+
+@overload(kind_apply)
+def _kind_apply_impl(x, g, out, moment, work):
+    kind = _static_kind(g)
+    if kind == CHAIN:
+        def chain(x, g, out, moment, work):
+            _chain_plain(x, g.alpha, g.w, g.scale, out, moment, work[0])
+        return chain
+    if kind == TREE:  # moment as a constant: the tree's passes test it inside their loops
+        def tree(x, g, out, moment, work):
+            if moment:
+                _tree_plain(x, g, out, True, work)
+            else:
+                _tree_plain(x, g, out, False, work)
+        return tree
+    if kind is None:  # a plain Gibbs: the run-time dispatch
+        def any_kind(x, g, out, moment, work):
+            apply(x, g, out, moment, work, False)
+        return any_kind
+    return None  # dense plain: the batched BLAS form, not a row solver
+
+
+@overload(kind_log_apply)
+def _kind_log_apply_impl(lx, g, out, moment, work, transpose):
+    kind = _static_kind(g)
+    if kind == CHAIN:
+        def chain(lx, g, out, moment, work, transpose):
+            _chain_log(lx, g.alpha, g.w, g.scale, out, moment, work[0])
+        return chain
+    if kind == TREE:
+        def tree(lx, g, out, moment, work, transpose):
+            if moment:
+                _tree_log(lx, g, out, True, work)
+            else:
+                _tree_log(lx, g, out, False, work)
+        return tree
+    if kind == DENSE:
+        def dense(lx, g, out, moment, work, transpose):
+            if transpose:
+                _dense_log_t(lx, g, out)
+            else:
+                _dense_log(lx, g, out, moment)
+        return dense
+
+    def any_kind(lx, g, out, moment, work, transpose):
+        log_apply(lx, g, out, moment, work, transpose)
+    return any_kind

@@ -8,12 +8,16 @@ Rows stop independently: a lane that has converged keeps its u while the others 
 
 Arrays: X, OUT (N, LANES); work (7, nodes, LANES) (the tree's up, outside, own, moment
 and sibling sums), u/v/ku/kv (N, LANES).
+
+:func:`sinkhorn_lanes` compiles its driver for one kind of space at a time
+(``gibbs.specialise``): a chain's job compiles the chain's lane passes only.
 """
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
-from .gibbs import CHAIN
+from .gibbs import CHAIN, TREE, _static_kind, specialise
 from .sinkhorn import project_finite
 
 LANES = 32
@@ -29,7 +33,9 @@ def _chain_lanes(X, alpha, w, scale, OUT, moment, tmp):
     for i in range(1, n):
         for j in range(LANES):
             tmp[i, j] = X[i, j] + alpha[i - 1] * tmp[i - 1, j]
-    back = np.zeros(LANES, dtype=X.dtype)
+    back = np.empty(LANES, dtype=X.dtype)
+    for j in range(LANES):
+        back[j] = zero
     if not moment:
         for i in range(n - 1, -1, -1):
             a = alpha[i] if i < n - 1 else zero
@@ -37,14 +43,16 @@ def _chain_lanes(X, alpha, w, scale, OUT, moment, tmp):
                 OUT[i, j] = scale * (tmp[i, j] + a * back[j])
                 back[j] = X[i, j] + a * back[j]
         return
-    fm = np.zeros(LANES, dtype=X.dtype)
+    fm = np.empty(LANES, dtype=X.dtype)
+    bm = np.empty(LANES, dtype=X.dtype)
     for j in range(LANES):
+        fm[j] = zero
+        bm[j] = zero
         OUT[0, j] = zero
     for i in range(1, n):
         for j in range(LANES):
             fm[j] = alpha[i - 1] * (fm[j] + w[i - 1] * tmp[i - 1, j])
             OUT[i, j] = fm[j]
-    bm = np.zeros(LANES, dtype=X.dtype)
     for j in range(LANES):
         back[j] = X[n - 1, j]
         OUT[n - 1, j] = scale * OUT[n - 1, j]
@@ -63,14 +71,17 @@ def _tree_lanes(X, g, OUT, moment, work):
     up, outside, own, um, om, suf, sufm = (
         work[0], work[1], work[2], work[3], work[4], work[5], work[6]
     )
+    # up starts as own: the bins are added to both (an array-to-array slice assignment
+    # would compile numpy's broadcasting, error messages and all)
     own[:] = zero
+    up[:] = zero
+    if moment:
+        um[:] = zero
     for k in range(X.shape[0]):
         v = g.bin_node[k]
         for j in range(LANES):
             own[v, j] += X[k, j]
-    up[:] = own
-    if moment:
-        um[:] = zero
+            up[v, j] += X[k, j]
     for v in range(parent.shape[0] - 1, 0, -1):
         pv, a, wv = parent[v], alpha[v], w[v]
         for j in range(LANES):
@@ -78,16 +89,18 @@ def _tree_lanes(X, g, OUT, moment, work):
         if moment:
             for j in range(LANES):
                 um[pv, j] += a * (um[v, j] + wv * up[v, j])
-    outside[0] = zero
-    om[0] = zero
-    after = np.zeros(LANES, dtype=X.dtype)
-    afterm = np.zeros(LANES, dtype=X.dtype)
+    for j in range(LANES):
+        outside[0, j] = zero
+        om[0, j] = zero
+    after = np.empty(LANES, dtype=X.dtype)
+    afterm = np.empty(LANES, dtype=X.dtype)
     for u in range(parent.shape[0]):
         first, last = g.child_ptr[u], g.child_ptr[u + 1]
         if first == last:
             continue
-        after[:] = zero
-        afterm[:] = zero
+        for j in range(LANES):
+            after[j] = zero
+            afterm[j] = zero
         for e in range(last - 1, first - 1, -1):
             c = kids[e]
             a, wc = alpha[c], w[c]
@@ -99,8 +112,9 @@ def _tree_lanes(X, g, OUT, moment, work):
                     sufm[c, j] = afterm[j]
                     afterm[j] += a * (um[c, j] + wc * up[c, j])
         # reuse after/afterm as the running sums over the earlier siblings
-        after[:] = zero
-        afterm[:] = zero
+        for j in range(LANES):
+            after[j] = zero
+            afterm[j] = zero
         for e in range(first, last):
             c = kids[e]
             a, wc = alpha[c], w[c]
@@ -120,12 +134,37 @@ def _tree_lanes(X, g, OUT, moment, work):
                 OUT[k, j] = g.scale * (up[v, j] + outside[v, j])
 
 
-@njit(cache=True, inline="always", error_model="numpy")
 def _apply(X, g, OUT, moment, work):
+    """OUT = K X (or (K ⊙ M) X) per lane; the space's passes are chosen when the caller
+    is compiled, from the class of ``g`` (``gibbs.specialise``)."""
     if g.kind == CHAIN:
         _chain_lanes(X, g.alpha, g.w, g.scale, OUT, moment, work[0])
     else:
         _tree_lanes(X, g, OUT, moment, work)
+
+
+@overload(_apply)
+def _apply_impl(X, g, OUT, moment, work):
+    kind = _static_kind(g)
+    if kind == CHAIN:
+        def chain(X, g, OUT, moment, work):
+            _chain_lanes(X, g.alpha, g.w, g.scale, OUT, moment, work[0])
+        return chain
+    if kind == TREE:  # moment as a constant: the tree's passes test it inside their loops
+        def tree(X, g, OUT, moment, work):
+            if moment:
+                _tree_lanes(X, g, OUT, True, work)
+            else:
+                _tree_lanes(X, g, OUT, False, work)
+        return tree
+    if kind is None:  # a plain Gibbs: decide at run time
+        def any_kind(X, g, OUT, moment, work):
+            if g.kind == CHAIN:
+                _chain_lanes(X, g.alpha, g.w, g.scale, OUT, moment, work[0])
+            else:
+                _tree_lanes(X, g, OUT, moment, work)
+        return any_kind
+    return None
 
 
 @njit(cache=True, error_model="numpy")
@@ -140,10 +179,17 @@ def _block(P, Q, lo, m, g, lam, iters, tol, want_grad, values, iterations, error
         for i in range(n):
             pl[i, j] = P[r, i]
             ql[i, j] = Q[r, i]
-    u[:] = 1
-    active = np.ones(LANES, dtype=np.bool_)
-    its = np.zeros(LANES, dtype=np.int64)
-    err = np.zeros(LANES)
+    one = g.scale / g.scale  # 1 in the working dtype
+    for i in range(n):
+        for j in range(LANES):
+            u[i, j] = one
+    active = np.empty(LANES, dtype=np.bool_)
+    its = np.empty(LANES, dtype=np.int64)
+    err = np.empty(LANES)
+    for j in range(LANES):
+        active[j] = True
+        its[j] = 0
+        err[j] = 0.0
     it = 0
     while True:
         _apply(u, g, ku, False, work)  # Kᵀu (K is symmetric)
@@ -152,7 +198,8 @@ def _block(P, Q, lo, m, g, lam, iters, tol, want_grad, values, iterations, error
                 v[i, j] = ql[i, j] / ku[i, j]
         _apply(v, g, kv, False, work)
         if tol > 0 or it >= iters:  # with tol = 0 the error matters only at the end
-            err[:] = 0.0
+            for j in range(LANES):
+                err[j] = 0.0
             for i in range(n):
                 for j in range(LANES):
                     err[j] += abs(np.float64(u[i, j] * kv[i, j]) - np.float64(pl[i, j]))
@@ -192,13 +239,19 @@ def _block(P, Q, lo, m, g, lam, iters, tol, want_grad, values, iterations, error
             project_finite(G[lo + j])
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
 def sinkhorn_lanes(P, Q, g, lam, iters, tol, want_grad, values, iterations, errors, G, scratch):
     """Plain Sinkhorn for every row, LANES rows per block, blocks in parallel.
 
     P, Q (B, N); g a chain or tree ``gibbs.Gibbs``; values, errors (B,) float64;
     iterations (B,) int64; G (B, N) when ``want_grad``; scratch (chunks, 11, width, LANES).
     """
+    _lanes_batch(P, Q, specialise(g), lam, iters, tol, want_grad, values, iterations,
+                 errors, G, scratch)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _lanes_batch(P, Q, g, lam, iters, tol, want_grad, values, iterations, errors, G, scratch):
+    """:func:`sinkhorn_lanes` for a specialised chain or tree Gibbs."""
     n_rows = P.shape[0]
     n_blocks = (n_rows + LANES - 1) // LANES
     n_chunks = min(scratch.shape[0], n_blocks)

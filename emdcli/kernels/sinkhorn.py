@@ -14,8 +14,11 @@ err is not finite. With tol = 0 err is computed after the last iteration only (s
 that went non-finite also runs to the limit). The log form
 runs the same fixed point on f = log u, g = log v with logsumexp, and is finite for any λ.
 
-Layers: ``_solve_*_row`` serial row solvers over any space (``gibbs.apply``) →
-``sinkhorn_batch`` (prange over chunks of rows, one scratch block per chunk) →
+Layers: ``_solve_*_row`` serial row solvers over one kind of space
+(``gibbs.kind_apply`` / ``kind_log_apply``) → ``_plain_batch`` / ``_log_batch`` (prange
+over chunks of rows, one scratch block per chunk), which :func:`sinkhorn_batch` picks by
+form and compiles for the space's kind only (``gibbs.specialise``: compiling one form on
+one kind of space costs a fraction of compiling them all) →
 ``dense_plain_batch``: the dense plain form as batched matrix–matrix products (BLAS).
 """
 
@@ -24,7 +27,7 @@ from contextlib import nullcontext
 import numpy as np
 from numba import njit, prange
 
-from .gibbs import apply, log_apply
+from .gibbs import DENSE, kind_apply, kind_log_apply, specialise
 
 N_SCRATCH = 11  # u, v, ku, kv + 7 rows of Gibbs work space
 
@@ -50,13 +53,14 @@ def _solve_plain_row(p, q, g, iters, tol, s):
     """Plain Sinkhorn on one row; s (N_SCRATCH, width) scratch. Returns (iters, err)."""
     n = p.shape[0]
     u, v, ku, kv, work = s[0, :n], s[1, :n], s[2, :n], s[3, :n], s[4:]
-    u[:] = 1
+    for i in range(n):  # (a loop: a slice assignment compiles a numpy routine)
+        u[i] = 1
     it = 0
     while True:
-        apply(u, g, ku, False, work, True)  # Kᵀu
+        kind_apply(u, g, ku, False, work)  # Kᵀu (K is symmetric)
         for j in range(n):
             v[j] = q[j] / ku[j]
-        apply(v, g, kv, False, work, False)  # K v
+        kind_apply(v, g, kv, False, work)  # K v
         err = 0.0
         if tol > 0 or it >= iters:  # with tol = 0 the error matters only at the end
             for i in range(n):
@@ -72,7 +76,7 @@ def _solve_plain_row(p, q, g, iters, tol, s):
 def _finish_plain_row(lam, g, s, grad, want_grad, n):
     """SD = Σ u ⊙ ((K ⊙ M) v) and the projected gradient log(u)/λ into ``grad``."""
     u, v, km, work = s[0, :n], s[1, :n], s[3, :n], s[4:]
-    apply(v, g, km, True, work, False)
+    kind_apply(v, g, km, True, work)
     value = 0.0
     for i in range(n):
         value += np.float64(u[i] * km[i])
@@ -88,13 +92,14 @@ def _solve_log_row(p, q, g, iters, tol, s):
     """Log-domain Sinkhorn on one row (f = log u, g = log v). Returns (iters, err)."""
     n = p.shape[0]
     f, gv, kt, kv, work = s[0, :n], s[1, :n], s[2, :n], s[3, :n], s[4:]
-    f[:] = 0
+    for i in range(n):
+        f[i] = 0
     it = 0
     while True:
-        log_apply(f, g, kt, False, work, True)  # log Kᵀu
+        kind_log_apply(f, g, kt, False, work, True)  # log Kᵀu
         for j in range(n):
             gv[j] = np.log(q[j]) - kt[j]
-        log_apply(gv, g, kv, False, work, False)  # log K v
+        kind_log_apply(gv, g, kv, False, work, False)  # log K v
         err = 0.0
         if tol > 0 or it >= iters:
             for i in range(n):
@@ -110,7 +115,7 @@ def _solve_log_row(p, q, g, iters, tol, s):
 def _finish_log_row(lam, g, s, grad, want_grad, n):
     """SD = Σ exp(f + log((K ⊙ M) e^g)) and the projected gradient f/λ."""
     f, gv, km, work = s[0, :n], s[1, :n], s[3, :n], s[4:]
-    log_apply(gv, g, km, True, work, False)
+    kind_log_apply(gv, g, km, True, work, False)
     value = 0.0
     for i in range(n):
         value += np.exp(np.float64(f[i] + km[i]))
@@ -122,26 +127,51 @@ def _finish_log_row(lam, g, s, grad, want_grad, n):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
+def _plain_batch(P, Q, g, lam, iters, tol, want_grad, values, iterations, errors, G, scratch):
+    """The plain form of :func:`sinkhorn_batch` (g: a specialised chain or tree Gibbs)."""
+    n_rows = P.shape[0]
+    n_chunks = min(scratch.shape[0], n_rows)
+    for ch in prange(n_chunks):
+        s = scratch[ch]
+        for b in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
+            it, err = _solve_plain_row(P[b], Q[b], g, iters, tol, s)
+            values[b] = _finish_plain_row(lam, g, s, G[b], want_grad, P.shape[1])
+            iterations[b] = it
+            errors[b] = err
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _log_batch(P, Q, g, lam, iters, tol, want_grad, values, iterations, errors, G, scratch):
+    """The log form of :func:`sinkhorn_batch` (g: a specialised Gibbs of any kind)."""
+    n_rows = P.shape[0]
+    n_chunks = min(scratch.shape[0], n_rows)
+    for ch in prange(n_chunks):
+        s = scratch[ch]
+        for b in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
+            it, err = _solve_log_row(P[b], Q[b], g, iters, tol, s)
+            values[b] = _finish_log_row(lam, g, s, G[b], want_grad, P.shape[1])
+            iterations[b] = it
+            errors[b] = err
+
+
 def sinkhorn_batch(P, Q, g, lam, iters, tol, log_form, want_grad,
                    values, iterations, errors, G, scratch):
     """Sinkhorn for every row of P, Q (B, N) over the space ``g`` (a ``gibbs.Gibbs``).
 
     values, errors (B,) float64; iterations (B,) int64; G (B, N) when ``want_grad``;
     scratch (chunks, N_SCRATCH, width): rows are split into ``chunks`` contiguous runs.
+    The plain form takes a chain or a tree (the dense plain form is
+    :func:`dense_plain_batch`). Numba compiles one driver per form, dtype and kind of
+    space (``gibbs.specialise``), each with only that space's passes.
     """
-    n_rows = P.shape[0]
-    n_chunks = min(scratch.shape[0], n_rows)
-    for ch in prange(n_chunks):
-        s = scratch[ch]
-        for b in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
-            if log_form:
-                it, err = _solve_log_row(P[b], Q[b], g, iters, tol, s)
-                values[b] = _finish_log_row(lam, g, s, G[b], want_grad, P.shape[1])
-            else:
-                it, err = _solve_plain_row(P[b], Q[b], g, iters, tol, s)
-                values[b] = _finish_plain_row(lam, g, s, G[b], want_grad, P.shape[1])
-            iterations[b] = it
-            errors[b] = err
+    g = specialise(g)
+    if log_form:
+        driver = _log_batch
+    elif g.kind == DENSE:
+        raise ValueError("the dense plain form is dense_plain_batch (batched BLAS products)")
+    else:
+        driver = _plain_batch
+    driver(P, Q, g, lam, iters, tol, want_grad, values, iterations, errors, G, scratch)
 
 
 def dense_plain_batch(P, Q, K, KM, lam, iters, tol, want_grad, xp=np):

@@ -14,47 +14,85 @@ One post-order pass (reverse node order) accumulates phi and the value; one pre-
 pass (forward order) accumulates the path sums. ``mean(r) = (1/N) Σ_v a_v count_v`` with
 ``a_v = rho w_v sgn(phi_v)|phi_v|^(rho−1)`` comes out of the first pass for free.
 
-Layers: ``_row_*`` serial row kernels with a scratch row → ``tree_*`` parallel drivers
-that split the batch into contiguous chunks, one caller-owned scratch row per chunk, and
-dispatch rho = 1 and 2 once so that the compiler folds them into the passes (1.1–2.3×).
+Accuracy as in ``kernels.chain``: ``s_k = sp·p_k − sq·q_k`` rounded once (``diff``), and
+the root's ``phi`` is the residual mass r (0 in exact arithmetic). Moving every phi_v by
+at most ``|r|·(p's mass under v)`` moves the value by at most ``rho |r| (M/V)^(1/rho)``
+relative, ``M = Σ_k p_k depth_k``; rows where that exceeds ``RESIDUAL_RTOL`` are marked
+(``out = −1``) and done again by ``_fix_rows`` with ``s_k ← s_k − r·sp·p_k``.
+
+Layers: ``_row_*`` serial row passes on a scratch row → ``tree_*`` parallel drivers that
+split the batch into contiguous chunks, one caller-owned scratch row per chunk, and
+dispatch rho = 1 and 2 once so that the compiler folds them into the passes (1.1–2.3×);
+``_fix_rows`` (serial, any rho) for the rare marked rows.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from .chain import _power, _slope
+from .chain import _power, _slope, diff, needs_residual_fix, unit_diff
 
 
 @njit(cache=True, inline="always")
-def _scatter(p, q, c, sp, sq, bin_node, acc):
-    """``acc[node] = Σ (sp·p_k − sq·q_k)`` over the bins k on each node (class c ≥ 0:
-    one-hot)."""
+def _scatter(p, q, c, sp, sq, rsp, bin_node, depth, acc):
+    """``acc[node] = Σ s_k`` over the bins k on each node, ``s_k = sp·p_k − sq·q_k −
+    rsp·p_k`` (``kernels.chain.diff``; class c ≥ 0: one-hot, q unused). Returns
+    ``M = Σ_k sp·p_k depth_k = Σ_v w_v (p's mass under v)``: a residual r moves the
+    value by at most ``rho |r| M^(1/rho) V^(1−1/rho)``."""
     acc[:] = 0.0
+    m = 0.0
     for k in range(bin_node.shape[0]):
+        pk = np.float64(p[k])
+        node = bin_node[k]
+        m += pk * depth[node]
         if c < 0:
-            acc[bin_node[k]] += sp * np.float64(p[k]) - sq * np.float64(q[k])
+            acc[node] += diff(pk, np.float64(q[k]), sp, sq) - rsp * pk
         else:
-            acc[bin_node[k]] += sp * np.float64(p[k])
+            acc[node] += sp * pk - rsp * pk
     if c >= 0:
-        acc[bin_node[c]] -= 1.0
+        pc = np.float64(p[c])
+        acc[bin_node[c]] += (unit_diff(sp, pc) - rsp * pc) - (sp * pc - rsp * pc)
+    return sp * m
+
+
+@njit(cache=True)
+def path_lengths(parent, weight):
+    """``depth_v`` = the path length from node v to the root (nodes,)."""
+    depth = np.empty(parent.shape[0])
+    depth[0] = 0.0
+    for v in range(1, parent.shape[0]):
+        depth[v] = depth[parent[v]] + weight[v]
+    return depth
 
 
 @njit(cache=True, inline="always")
-def _row_value(p, q, c, sp, sq, parent, weight, bin_node, rho, acc):
-    """HEMD^rho of ``sp·p`` against ``sq·q``; ``acc`` (nodes,) is scratch."""
-    _scatter(p, q, c, sp, sq, bin_node, acc)
+def _residual(p, q, c, sp, sq):
+    """``r = Σ_k s_k`` (rsp = 0): the residual mass."""
+    r = 0.0
+    for k in range(p.shape[0]):
+        pk = np.float64(p[k])
+        if c < 0:
+            r += diff(pk, np.float64(q[k]), sp, sq)
+        elif k == c:
+            r += unit_diff(sp, pk)
+        else:
+            r += sp * pk
+    return r
+
+
+@njit(cache=True, inline="always")
+def _row_value(parent, weight, rho, acc):
+    """``(HEMD^rho, phi_root)`` from the scattered ``acc`` (nodes,), summed up in place."""
     total = 0.0
     for v in range(parent.shape[0] - 1, 0, -1):
         phi = acc[v]
         total += weight[v] * _power(phi, rho)
         acc[parent[v]] += phi
-    return total
+    return total, acc[0]
 
 
 @njit(cache=True, inline="always")
-def _row_value_grad(p, q, c, sp, sq, parent, weight, bin_node, count, rho, acc, g):
-    """HEMD^rho of ``sp·p`` against ``sq·q`` and its projected gradient into ``g`` (N,)."""
-    _scatter(p, q, c, sp, sq, bin_node, acc)
+def _row_value_grad(parent, weight, bin_node, count, rho, acc, g):
+    """As :func:`_row_value`, and the projected gradient into ``g`` (N,)."""
     total = 0.0
     mean = 0.0
     for v in range(parent.shape[0] - 1, 0, -1):
@@ -64,13 +102,33 @@ def _row_value_grad(p, q, c, sp, sq, parent, weight, bin_node, count, rho, acc, 
         a = rho * weight[v] * _slope(phi, rho)
         mean += a * count[v]
         acc[v] = a  # phi_v is no longer needed: keep the edge's slope term
+    residual = acc[0]
     mean /= bin_node.shape[0]
     acc[0] = 0.0
     for v in range(1, parent.shape[0]):
         acc[v] += acc[parent[v]]  # r at node v: path sum to the root
     for k in range(bin_node.shape[0]):
         g[k] = acc[bin_node[k]] - mean
-    return total
+    return total, residual
+
+
+@njit(cache=True)
+def _fix_rows(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, acc, depth):
+    """Rows marked ``out[b] < 0`` by the first pass, again with the residual mass taken
+    back in proportion to the prediction's mass (``kernels.chain``). Rare: serial,
+    compiled once for any rho."""
+    want_grad = G.shape[1] > 0
+    for b in range(P.shape[0]):
+        if not out[b] < 0.0:
+            continue
+        sp, sq = _scales(SP, SQ, b)
+        p, q = P[b], Q[b]
+        _scatter(p, q, c[b], sp, sq, _residual(p, q, c[b], sp, sq) * sp, bin_node, depth,
+                 acc)
+        if want_grad:
+            out[b] = _row_value_grad(parent, weight, bin_node, count, rho, acc, G[b])[0]
+        else:
+            out[b] = _row_value(parent, weight, rho, acc)[0]
 
 
 @njit(cache=True, inline="always")
@@ -79,7 +137,14 @@ def _scales(SP, SQ, b):
     return SP[b] if SP.shape[0] > 0 else 1.0, SQ[b] if SQ.shape[0] > 0 else 1.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, inline="always")
+def _mark(total, r, m, rho, scaled):
+    """total, or −1 (values are ≥ 0) where the residual r matters: ``_fix_rows``. Only
+    rows given a prediction scale (the l1 path: unit masses by construction)."""
+    return -1.0 if scaled and needs_residual_fix(r, total, m, rho) else total
+
+
+@njit(cache=True, parallel=True, nogil=True)
 def tree_value(P, Q, c, SP, SQ, parent, weight, bin_node, rho, out, scratch):
     """``out[b] = HEMD^rho(SP[b]·P[b], SQ[b]·Q[b])`` (``c[b] ≥ 0``: against class ``c[b]``;
     Q unused).
@@ -91,35 +156,44 @@ def tree_value(P, Q, c, SP, SQ, parent, weight, bin_node, rho, out, scratch):
     """
     n_rows = P.shape[0]
     n_chunks = min(scratch.shape[0], n_rows)
+    depth = path_lengths(parent, weight)
     for ch in prange(n_chunks):
         acc = scratch[ch]
         for b in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
             sp, sq = _scales(SP, SQ, b)
             p, q = P[b], Q[b]
+            m = _scatter(p, q, c[b], sp, sq, 0.0, bin_node, depth, acc)
             if rho == 2.0:  # rho = 1 and 2 fold into the loops (as in ``chain_batch``)
-                out[b] = _row_value(p, q, c[b], sp, sq, parent, weight, bin_node, 2.0, acc)
+                total, r = _row_value(parent, weight, 2.0, acc)
             elif rho == 1.0:
-                out[b] = _row_value(p, q, c[b], sp, sq, parent, weight, bin_node, 1.0, acc)
+                total, r = _row_value(parent, weight, 1.0, acc)
             else:
-                out[b] = _row_value(p, q, c[b], sp, sq, parent, weight, bin_node, rho, acc)
+                total, r = _row_value(parent, weight, rho, acc)
+            out[b] = _mark(total, r, m, rho, SP.shape[0] > 0)
+    if n_rows > 0 and (out[:n_rows] < 0.0).any():
+        _fix_rows(P, Q, c, SP, SQ, parent, weight, bin_node, bin_node, rho, out,
+                  np.empty((1, 0), dtype=out.dtype), scratch[0], depth)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def tree_value_grad(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch):
     """Values into ``out`` (B,), projected gradients into ``G`` (B, N); see tree_value."""
     n_rows = P.shape[0]
     n_chunks = min(scratch.shape[0], n_rows)
+    depth = path_lengths(parent, weight)
     for ch in prange(n_chunks):
         acc = scratch[ch]
         for b in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
             sp, sq = _scales(SP, SQ, b)
             p, q, g = P[b], Q[b], G[b]
+            m = _scatter(p, q, c[b], sp, sq, 0.0, bin_node, depth, acc)
             if rho == 2.0:
-                out[b] = _row_value_grad(p, q, c[b], sp, sq, parent, weight, bin_node, count,
-                                         2.0, acc, g)
+                total, r = _row_value_grad(parent, weight, bin_node, count, 2.0, acc, g)
             elif rho == 1.0:
-                out[b] = _row_value_grad(p, q, c[b], sp, sq, parent, weight, bin_node, count,
-                                         1.0, acc, g)
+                total, r = _row_value_grad(parent, weight, bin_node, count, 1.0, acc, g)
             else:
-                out[b] = _row_value_grad(p, q, c[b], sp, sq, parent, weight, bin_node, count,
-                                         rho, acc, g)
+                total, r = _row_value_grad(parent, weight, bin_node, count, rho, acc, g)
+            out[b] = _mark(total, r, m, rho, SP.shape[0] > 0)
+    if n_rows > 0 and (out[:n_rows] < 0.0).any():
+        _fix_rows(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch[0],
+                  depth)

@@ -1,82 +1,55 @@
-"""Readers for predictions and targets: NPY (memory-mapped) and Parquet (record batches).
+"""Parquet sources, read in record batches in bounded memory.
 
-A :class:`Source` knows its row count and yields aligned batches of numpy arrays, so a
-file larger than memory is processed in bounded memory. ``-`` reads standard input (NPY or
-Parquet, told apart by their magic bytes). pyarrow is imported only when Parquet is read.
-Errors are :class:`EMDInputError` with ``source`` set to the file name.
+``pre_buffer=False`` with a read buffer keeps pyarrow from holding every row group's
+column chunks (memory that grew with the file); standard input, which Parquet cannot be
+read from without seeking, is first copied to an unlinked temporary file (disk, not
+memory, and nothing to remove afterwards whatever happens).
 """
 
-import io as _io
 import os
-import sys
-from dataclasses import dataclass, field
+import shutil
+import tempfile
 
 import numpy as np
 
-from .errors import EMDInputError
+from ..errors import EMDInputError, one_line
+from .readahead import read_ahead
 
-NPY_MAGIC = b"\x93NUMPY"
-PARQUET_MAGIC = b"PAR1"
 DEFAULT_TARGET_COLUMN = "target"
+READ_BUFFER = 1 << 22  # bytes pyarrow reads at a time from a column chunk
 
 
 def _fail(name, message, **kw):
     return EMDInputError(message, source=name, **kw)
 
 
-def one_line(error):
-    """An exception's text on one line, printable characters only."""
-    text = " ".join(str(error).split())
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+def _spool(stream):
+    """Copy a non-seekable stream into an unlinked temporary file; returns that file."""
+    fd, path = tempfile.mkstemp(prefix="emd-stdin-", suffix=".parquet")
+    os.unlink(path)  # gone from the folder at once: the data lives as long as the handle
+    f = os.fdopen(fd, "w+b")
+    try:
+        shutil.copyfileobj(stream, f, 1 << 22)
+        f.seek(0)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
-def _open_bytes(path):
-    """Path or ``-`` → (display name, path-or-BytesIO, kind "npy"|"parquet")."""
-    if path == "-":
-        data = sys.stdin.buffer.read()
-        name = "<stdin>"
-        if not data:
-            raise _fail(name, "standard input is empty", hint="pipe an .npy or .parquet file in")
-        head, handle = data[:8], _io.BytesIO(data)
-    else:
-        name = str(path)
-        if not os.path.exists(name):
-            raise _fail(name, "no such file")
-        if os.path.isdir(name):
-            raise _fail(name, "is a directory, not a file")
-        try:
-            with open(name, "rb") as f:
-                head = f.read(8)
-        except OSError as e:
-            raise _fail(name, f"cannot read: {e.strerror}") from None
-        handle = name
-    if head.startswith(NPY_MAGIC):
-        return name, handle, "npy"
-    if head.startswith(PARQUET_MAGIC):
-        return name, handle, "parquet"
-    ext = os.path.splitext(name)[1].lower()
-    what = "empty" if not head else "not an NPY or Parquet file"
-    if ext in (".npy", ".parquet", ".pq"):
-        what = f"not a valid {ext} file (truncated or corrupt)"
-    raise _fail(name, what, hint="inputs are .npy arrays or .parquet tables")
+class ParquetSource:
+    """A Parquet file: ``roles`` maps "pred", "target", "id" to a column spec
+    ``(layout, columns)``; ``bin_names`` are the column names when bins are columns."""
 
+    def __init__(self, name, pf, roles, width, bin_names, handle, dtype=None):
+        self.name, self.pf, self.roles, self.dtype = name, pf, roles, dtype
+        self.n_rows = pf.metadata.num_rows
+        self.width, self.bin_names, self.handle = width, bin_names, handle
 
-@dataclass
-class Source:
-    """One input file: ``n_rows`` rows, ``width`` bins (0 for class indices).
-
-    ``columns`` maps a role ("pred", "target", "id") to a reader ``(start, stop) → array``
-    for NPY, or to a Parquet column spec. ``bin_names`` are Parquet column names when the
-    bins are separate columns.
-    """
-
-    name: str
-    n_rows: int
-    roles: dict = field(default_factory=dict)
-    width: int | None = None
-    bin_names: list | None = None
-    _parquet: object = None
-    _array: object = None
+    @property
+    def row_bytes(self):
+        """Bytes of one row of every column this source reads (an estimate for lists)."""
+        return max(8 * max(self.width or 32, 1) + 16, 1)
 
     def has(self, role):
         return role in self.roles
@@ -92,21 +65,18 @@ class Source:
         self.roles[role] = (layout, list(names))
         self.bin_names = list(names)
 
-    def batches(self, batch_size, roles):
-        """Yield dicts role → numpy array of ``batch_size`` rows (the last may be shorter)."""
-        if self._array is not None:
-            for start in range(0, self.n_rows, batch_size):
-                stop = min(start + batch_size, self.n_rows)
-                yield {r: np.asarray(self._array[start:stop]) for r in roles}
-            return
-        yield from _rechunk(self._parquet_batches(batch_size, roles), batch_size)
+    def batches(self, size, roles, reuse=False):
+        """Yield dicts role → numpy array of ``size`` rows (the last may be shorter); with
+        ``reuse`` the next batch is decoded while the caller computes this one."""
+        chunks = rechunk(self._record_batches(size, roles), size)
+        yield from read_ahead(chunks) if reuse else chunks
 
-    def _parquet_batches(self, batch_size, roles):
+    def _record_batches(self, size, roles):
         wanted = sorted({c for r in roles for c in self.roles[r][1]})
         offset = 0
         widths = {}
         try:
-            for rb in self._parquet.iter_batches(batch_size=batch_size, columns=wanted):
+            for rb in self._iter(size, wanted):
                 chunk = {r: _convert(self.name, rb, self.roles[r], offset) for r in roles}
                 for r, a in chunk.items():
                     if a.ndim == 2 and widths.setdefault(r, a.shape[1]) != a.shape[1]:
@@ -116,13 +86,24 @@ class Source:
                         )
                 yield chunk
                 offset += rb.num_rows
+        except EMDInputError:
+            raise
         except (OSError, ValueError) as e:
-            if isinstance(e, EMDInputError):
-                raise
             raise _fail(self.name, f"cannot read Parquet data: {one_line(e)}", row=offset) from None
 
+    def _iter(self, size, columns):
+        """Record batches one row group at a time: over a whole file, pyarrow keeps every
+        row group it has decoded until the end (memory that grows with the file)."""
+        for g in range(self.pf.metadata.num_row_groups):
+            yield from self.pf.iter_batches(batch_size=size, row_groups=[g], columns=columns,
+                                            use_threads=False)
 
-def _rechunk(chunks, size):
+    def close(self):
+        if hasattr(self.handle, "close"):
+            self.handle.close()
+
+
+def rechunk(chunks, size):
     """Regroup a stream of dicts of equal-length arrays into chunks of exactly ``size``."""
     pending, have = [], 0
     for chunk in chunks:
@@ -139,58 +120,42 @@ def _rechunk(chunks, size):
         yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
 
 
-def _open_npy(name, handle, role):
-    """An NPY file as a Source for ``role`` ("pred" or "target"), memory-mapped."""
-    try:
-        if isinstance(handle, str):
-            arr = np.load(handle, mmap_mode="r", allow_pickle=False)
-        else:
-            arr = np.load(handle, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise _fail(
-            name, f"cannot read NPY data: {one_line(e)}", hint="the file may be truncated"
-        ) from None
-    if arr.dtype.kind not in "fiub":
-        raise _fail(name, f"holds {arr.dtype} values, expected numbers")
-    if arr.ndim == 1 and role == "target":
-        return Source(name, arr.shape[0], roles={role: ("classes", None)}, width=0, _array=arr)
-    if arr.ndim != 2:
-        want = "2-D rows × bins" + (" or 1-D class indices" if role == "target" else "")
-        raise _fail(name, f"array has shape {arr.shape}, expected {want}")
-    return Source(name, arr.shape[0], roles={role: ("rows", None)}, width=arr.shape[1], _array=arr)
-
-
-def open_input(path, role, *, column=None, target_column=None, id_column=None):
-    """Open ``path`` (``-`` = stdin) as the source of ``role`` ("pred" or "target").
-
-    For the prediction file, ``target_column`` (or a column named ``target``) makes it
-    carry the targets too, and ``id_column`` names the row ids.
-    """
-    name, handle, kind = _open_bytes(path)
-    if kind == "parquet":
-        return _open_parquet(name, handle, role, column, target_column, id_column)
-    flags = (("--pred-column", column), ("--target-column", target_column),
-             ("--id-column", id_column))
-    if role == "target":
-        flags = (("--target-column", target_column or column),)
-    for flag, value in flags:
-        if value:
-            raise _fail(name, f"{flag} needs a Parquet file; NPY files have no columns")
-    return _open_npy(name, handle, role)
-
-
-def _open_parquet(name, handle, role, column, target_column, id_column):
+def open_parquet(name, stream, role, column, target_column, id_column):
+    """A :class:`ParquetSource` for ``role`` from an open binary stream."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if name == "<stdin>":
+        handle = _spool(stream)
+    else:  # by name: pyarrow's own file, read without the GIL
+        stream.close()
+        handle = name
     try:
-        pf = pq.ParquetFile(handle)
+        pf = pq.ParquetFile(handle, pre_buffer=False, buffer_size=READ_BUFFER)
+        schema = pf.schema_arrow
     except (pa.ArrowException, OSError) as e:
+        if hasattr(handle, "close"):
+            handle.close()
         raise _fail(
             name, f"cannot read Parquet file: {one_line(e)}", hint="the file may be truncated"
         ) from None
-    schema = pf.schema_arrow
+    try:
+        roles, width, bin_names = _roles(name, schema, role, column, target_column, id_column, pa)
+    except BaseException:
+        if hasattr(handle, "close"):
+            handle.close()
+        raise
+    return ParquetSource(name, pf, roles, width, bin_names, handle,
+                         _stored_dtype(schema, roles.get(role), pa))
+
+
+def _roles(name, schema, role, column, target_column, id_column, pa):
+    """(roles, width or None, bin column names or None) of the file's columns."""
     names = schema.names
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise _fail(name, f"has {names.count(dup[0])} columns named {dup[0]!r}",
+                    hint="column names must be unique; rename the duplicates")
 
     def need(col, flag):
         if col not in names:
@@ -224,9 +189,17 @@ def _open_parquet(name, handle, role, column, target_column, id_column):
         width = len(spec[1])
     elif spec[0] == "rows" and pa.types.is_fixed_size_list(schema.field(spec[1][0]).type):
         width = schema.field(spec[1][0]).type.list_size
-    return Source(
-        name, pf.metadata.num_rows, roles=roles, width=width, bin_names=bin_names, _parquet=pf
-    )
+    elif spec[0] == "classes":
+        width = 0
+    return roles, width, bin_names
+def _stored_dtype(schema, spec, pa):
+    """The numpy dtype name the rows of ``spec`` are stored in (None if not one float)."""
+    layout, cols = spec
+    types = [schema.field(c).type for c in cols]
+    if layout == "rows":
+        types = [t.value_type for t in types if _is_list(t, pa)]
+    names = {str(t) for t in types}
+    return {"float": "float32", "double": "float64"}.get(names.pop()) if len(names) == 1 else None
 
 
 def _is_list(t, pa):
@@ -277,10 +250,11 @@ def _rows_spec(name, schema, column, used, flag, pa):
 def _convert(name, rb, spec, offset):
     """One role of a RecordBatch → numpy: (B, N) rows, (B,) classes or ids."""
     layout, cols = spec
-    if layout == "columns":
-        out = np.empty((rb.num_rows, len(cols)), dtype=np.float64)
-        for j, c in enumerate(cols):
-            out[:, j] = _column_numbers(name, rb.column(c), offset, c)
+    if layout == "columns":  # one array in the columns' common dtype (float32 stays float32)
+        parts = [_column_numbers(name, rb.column(c), offset, c) for c in cols]
+        out = np.empty((rb.num_rows, len(cols)), dtype=np.result_type(*parts))
+        for j, a in enumerate(parts):
+            out[:, j] = a
         return out
     arr = rb.column(cols[0])
     if layout == "id":
@@ -319,7 +293,10 @@ def _list_rows(name, arr, offset, col):
                 name, f"column {col!r} has {lengths[r]} values in this row but {width} in the first",
                 row=offset + r, hint="every row needs the same number of bins",
             )
-    flat = arr.flatten()
+    if pa.types.is_fixed_size_list(arr.type):  # no nulls: the child's slice (flatten copies)
+        flat = arr.values.slice(arr.offset * width, len(arr) * width)
+    else:
+        flat = arr.flatten()
     if not (_is_number(flat.type, pa)):
         raise _fail(name, f"column {col!r} holds {flat.type}, not numbers")
     if flat.null_count:
@@ -328,44 +305,3 @@ def _list_rows(name, arr, offset, col):
     return flat.to_numpy(zero_copy_only=False).reshape(len(arr), width)
 
 
-def read_positions(spec):
-    """``--positions``: a ``.npy`` 1-D array, a text file (one number per line), or
-    ``x1,x2,…``. Returns float64 (N,)."""
-    if os.path.exists(spec):
-        try:
-            if spec.endswith(".npy"):
-                x = np.load(spec, allow_pickle=False)
-            else:
-                with open(spec) as f:
-                    lines = [ln.strip() for ln in f if ln.strip() and not ln.strip().startswith("#")]
-                x = np.array([float(v) for v in lines])
-        except (ValueError, OSError) as e:
-            raise EMDInputError(f"cannot read positions: {e}", source=spec) from None
-        return np.asarray(x, dtype=np.float64).ravel() if x.ndim <= 1 else x
-    try:
-        return np.array([float(v) for v in spec.split(",")])
-    except ValueError:
-        raise EMDInputError(
-            f"{spec!r} is neither a file nor a comma list of numbers", source="--positions"
-        ) from None
-
-
-def load_ground(path):
-    """``--ground``: an N × N matrix from ``.npy`` or a CSV/TSV of numbers (an optional header
-    line is skipped). Returns float64 (N, N); validation is ``spaces.Ground``'s."""
-    name = str(path)
-    if not os.path.exists(name):
-        raise EMDInputError("no such ground-matrix file", source=name)
-    try:
-        if name.endswith(".npy"):
-            return np.load(name, allow_pickle=False)
-        delimiter = "\t" if name.endswith(".tsv") else ","
-        with open(name) as f:
-            lines = [ln for ln in f if ln.strip()]
-        try:
-            float(lines[0].split(delimiter)[0])
-        except (ValueError, IndexError):
-            lines = lines[1:]  # a header
-        return np.loadtxt(lines, delimiter=delimiter, ndmin=2)
-    except (ValueError, OSError, EOFError) as e:
-        raise EMDInputError(f"cannot read the ground matrix: {e}", source=name) from None

@@ -1,0 +1,127 @@
+"""The numpy twin of the chain kernel (``kernels.small``) gives the kernel's bits.
+
+Small batches go through it so that a small job never loads Numba; these tests call both
+on the same inputs — rows and classes, float32 and float64 storage, with and without row
+scales, rows whose scale residual triggers the kernel's second pass — and require equal
+values and gradients, exactly.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import emdcli
+from emdcli import rows
+from emdcli.kernels.chain import chain_batch
+from emdcli.kernels.small import chain_small, exact_products
+from emdcli.kernels.small import row_sums_min as small_sums
+
+
+def kernel(x, t, c, sp, sq, d, rho, want_grad):
+    b, n = x.shape
+    out = np.empty(b)
+    G = np.empty((b, n if want_grad else 0))
+    C = np.empty(0, dtype=np.int64) if c is None else c
+    chain_batch(x, x if t is None else t, C, sp, sq, d, rho, out, G, np.empty((4, n)))
+    return out, (G if want_grad else None)
+
+
+def cases(seed, b, n, dtype, near):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((b, n)) ** 3 + 1e-3).astype(dtype)
+    t = (rng.random((b, n)) + 1e-3).astype(dtype)
+    if near:  # targets that nearly cancel the predictions: the residual matters
+        t = (x.astype(np.float64) * (1 + 1e-9 * rng.standard_normal((b, n)))).astype(dtype)
+        t *= 3.0
+    c = rng.integers(0, n, b)
+    sp = 1.0 / x.sum(axis=1, dtype=np.float64)
+    sq = 1.0 / t.sum(axis=1, dtype=np.float64)
+    d = np.diff(np.cumsum(rng.random(n) + 0.1))
+    return x, t, c, sp, sq, d
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 40), st.integers(1, 40),
+       st.sampled_from([np.float32, np.float64]), st.booleans(), st.sampled_from([1.0, 2.0]),
+       st.booleans(), st.booleans(), st.booleans())
+def test_numpy_twin_gives_the_kernels_bits(seed, b, n, dtype, near, rho, classes, grad, scale):
+    x, t, c, sp, sq, d = cases(seed, b, n, dtype, near)
+    empty = np.empty(0)
+    args = (x, None if classes else t, c if classes else None,
+            sp if scale else empty, sq if scale else empty, d, rho, grad)
+    assert exact_products(x, sp, sq, t)
+    v1, g1 = kernel(*args)
+    v2, g2 = chain_small(*args)
+    np.testing.assert_array_equal(v1, v2)
+    if grad:
+        np.testing.assert_array_equal(g1, g2)
+
+
+def test_the_second_pass_is_exercised():
+    """Near-cancelling rows really take the kernel's residual pass (so the twin's is tested)."""
+    x, t, c, sp, sq, d = cases(3, 30, 37, np.float64, True)
+    v1, _ = kernel(x, t, None, sp, sq, d, 2.0, False)
+    out = np.empty(30)
+    # one pass only: the marked rows come back as −1
+    from emdcli.kernels.chain import _rows
+
+    _rows(x, t, np.empty(0, dtype=np.int64), sp, sq, d, 2.0, out, np.empty((30, 0)), 0, 30,
+          np.empty(37), False)
+    assert (out < 0).any()
+    v2, _ = chain_small(x, t, None, sp, sq, d, 2.0, False)
+    np.testing.assert_array_equal(v1, v2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_sums_twin(dtype):
+    from emdcli.kernels.rowstats import row_sums_min
+
+    x = np.random.default_rng(0).random((50, 33)).astype(dtype)
+    s, m = np.empty(50), np.empty(50)
+    row_sums_min(x, s, m)
+    s2, m2 = small_sums(x)
+    np.testing.assert_array_equal(s, s2)
+    np.testing.assert_array_equal(m, m2)
+
+
+def test_public_function_same_bits_either_side_of_the_threshold(monkeypatch):
+    x, t, c, sp, sq, d = cases(5, 64, 24, np.float64, False)
+    got = emdcli.emd(x, c, rho=2.0, gradient=True)
+    monkeypatch.setattr(rows, "SMALL_ELEMENTS", 0)  # force the Numba kernels
+    want = emdcli.emd(x, c, rho=2.0, gradient=True)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_out_of_range_values_use_the_kernel():
+    tiny = np.full((2, 3), 1e-280)
+    assert not exact_products(tiny)
+    assert exact_products(np.full((2, 3), 0.5), np.zeros(3))
+
+
+def test_a_small_job_never_imports_numba(tmp_path):
+    np.save(tmp_path / "p.npy", np.random.default_rng(0).random((1000, 32)).astype(np.float32))
+    np.save(tmp_path / "c.npy", np.random.default_rng(1).integers(0, 32, 1000))
+    code = ("import sys; from emdcli.cli import app\n"
+            "try:\n    app([%r, %r, %r, '-q', '-o', %r, '-m', 'emd2'])\n"
+            "except SystemExit:\n    pass\n"
+            "print('numba' in sys.modules)") % ("compute", str(tmp_path / "p.npy"),
+                                                 str(tmp_path / "c.npy"), str(tmp_path / "o.csv"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == "False", (r.stdout, r.stderr)
+    assert (tmp_path / "o.csv").read_text().count("\n") == 1001
+
+
+@pytest.mark.parametrize("b", [5, 5000])  # the numpy twin and the Numba kernel
+def test_mixed_storage_dtypes(b):
+    """float32 predictions against float64 target rows (and the reverse) compute as float64."""
+    rng = np.random.default_rng(7)
+    p, q = rng.random((b, 30)) + 0.01, rng.random((b, 30)) + 0.01
+    want = emdcli.emd(p.astype(np.float32).astype(np.float64), q, rho=2.0)
+    np.testing.assert_array_equal(emdcli.emd(p.astype(np.float32), q, rho=2.0), want)
+    want = emdcli.emd(p, q.astype(np.float32).astype(np.float64))
+    np.testing.assert_array_equal(emdcli.emd(p, q.astype(np.float32)), want)
