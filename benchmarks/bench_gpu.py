@@ -227,7 +227,7 @@ def bench_emd(torch, cuda, name, space, B, reps, out):
 
 def bench_sinkhorn(torch, cuda, tree, B, reps, out):
     from emdcli.kernels.gpu_sinkhorn import cublas, dense_arrays, sinkhorn_batch_cuda
-    from emdcli.sinkhorn import gibbs_for
+    from emdcli.gibbs import gibbs_for
 
     rng = np.random.default_rng(1)
     N = tree.n
@@ -300,7 +300,7 @@ def shape_cases(cuda, tree, B, B1):
     from emdcli.kernels.gpu_common import SHARED_BYTES
     from emdcli.kernels.gpu_sinkhorn import sinkhorn_batch_cuda
     from emdcli.kernels.gpu_tree import tree_value_grad_cuda
-    from emdcli.sinkhorn import gibbs_for
+    from emdcli.gibbs import gibbs_for
     from emdcli.spaces import Chain
 
     rng = np.random.default_rng(2)

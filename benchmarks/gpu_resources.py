@@ -53,7 +53,7 @@ def record_launches():
         cannot(exc)
     from emdcli.kernels import gpu_chain, gpu_sinkhorn, gpu_tree
     from emdcli.kernels.gpu_common import MAX_BLOCK
-    from emdcli.sinkhorn import gibbs_for
+    from emdcli.gibbs import gibbs_for
     from emdcli.spaces import Chain, Tree
 
     # host arrays stand in for device arrays; launches are recorded

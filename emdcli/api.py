@@ -7,28 +7,7 @@ import numpy as np
 
 from . import rows
 from .errors import EMDInputError
-from .spaces import Chain, Ground, Tree
-
-GRAD_WRT = ("distribution", "input")
-
-
-def _space_for(space, positions, n):
-    """The validated space for rows of ``n`` bins: a Chain (default), Tree or Ground."""
-    if space is None:
-        space = Chain.uniform(n) if positions is None else positions
-    if isinstance(space, (Chain, Tree, Ground)):
-        if space.n != n:
-            kind = type(space).__name__.lower()
-            raise EMDInputError(
-                f"the {kind} has {space.n} bins but the rows have {n}",
-                source="positions" if kind == "chain" else (space.source or kind),
-                hint="the space needs one bin per column",
-            )
-        return space
-    if positions is not None and space is positions:
-        return Chain.from_positions(positions, n)
-    raise EMDInputError(f"space must be a Chain, Tree or Ground, got {type(space).__name__}")
-
+from .spaces import Chain, Ground, space_for
 
 def _check_rho(rho):
     try:
@@ -89,12 +68,11 @@ def emd(
     if rows.on_device(pred):  # stays on the GPU: taken as given, results left there
         from .gpu import emd_on_device
 
-        sp = _space_for(space, positions, pred.shape[1])
+        sp = space_for(space, positions, pred.shape[1])
         if isinstance(sp, Ground):
             raise EMDInputError("a ground matrix has no GPU kernel", hint="use device cpu")
         return emd_on_device(pred, target, sp, rho=rho, gradient=gradient)
-    if grad_wrt not in GRAD_WRT:
-        raise EMDInputError(f"grad_wrt must be one of {', '.join(GRAD_WRT)}, got {grad_wrt!r}")
+    rows.check_grad_wrt(grad_wrt)
     dt = rows.resolve_dtype(dtype)
     as_stored = where == "cpu" and not isinstance(space, Ground)  # CPU kernels read float32
     x, sx = rows.pred_rows(pred, normalize, dt, check, as_stored)  # p = sx · x, no copy for l1
@@ -104,7 +82,7 @@ def emd(
         x, t = x.astype(np.float64), t.astype(np.float64)
     if check and normalize == "none":
         rows.check_equal_mass(x, kind, t)
-    sp = _space_for(space, positions, n)
+    sp = space_for(space, positions, n)
     values = np.empty(b, dtype=dt)
     g = np.empty((b, n), dtype=dt) if gradient else None
     if where == "cuda" or isinstance(sp, Ground):  # these kernels take distributions

@@ -334,6 +334,22 @@ def tree_command(
     typer.echo(f"bin_order: {first}{', …' if t.n > 5 else ''} (--list-bins for all {t.n})")
 
 
+def _leave_a_core_for_reading():
+    """For an ``emd compute`` process: kernel threads = cores − 1 (unless NUMBA_NUM_THREADS
+    says otherwise; set before Numba is imported, in this process only): the job reads
+    the next batch in a thread of its own while the kernels run, and a kernel's threads
+    wait for the slowest of them, so sharing every core with the reader costs more than
+    the one core it leaves (2 cores: 10M × 32 NPY 2.5 s → 2.2 s, 200k × 1000 Parquet
+    3.4 s → 2.7 s)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, cores - 1)))
+
+
 def _write_npy(path, array):
     """``array`` to ``path`` atomically (no file, not even a temporary one, on failure)."""
     import numpy as np
@@ -366,6 +382,8 @@ def _silence_stdout():
 
 def main():
     """Console-script entry point."""
+    if sys.argv[1:2] == ["compute"]:
+        _leave_a_core_for_reading()
     app()
 
 

@@ -130,7 +130,7 @@ def sinkhorn_cuda(p, q, sp, lam, iters, tol, log_form, dense, gradient, dt,
     iterations (B,) int64, errors (B,) float64, G (B, N) or None)."""
     _cuda()
     from .kernels.gpu_sinkhorn import sinkhorn_batch_cuda
-    from .sinkhorn import gibbs_for
+    from .gibbs import gibbs_for
 
     g = gibbs_for(sp, lam, dt, log_form, dense=dense)
     return sinkhorn_batch_cuda(p, q, g, lam, iters, tol, log_form, gradient,

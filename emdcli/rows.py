@@ -9,6 +9,7 @@ import numpy as np
 from .errors import EMDInputError
 
 NORMALIZE = ("l1", "softmax", "none")
+GRAD_WRT = ("distribution", "input")
 DTYPES = {"float64": np.float64, "float32": np.float32}
 # Relative tolerance for "equal mass" under normalize="none".
 MASS_RTOL = {np.float64: 1e-9, np.float32: 1e-5}
@@ -33,6 +34,12 @@ def detached(x):
     """x without autograd history: a PyTorch tensor that requires grad refuses to export
     its memory (to numpy or to numba), so the distances are taken of ``x.detach()``."""
     return x.detach() if getattr(x, "requires_grad", False) is True else x
+
+
+def check_grad_wrt(grad_wrt):
+    """Gradients are taken w.r.t. the normalised ``"distribution"`` or the raw ``"input"``."""
+    if grad_wrt not in GRAD_WRT:
+        raise EMDInputError(f"grad_wrt must be one of {', '.join(GRAD_WRT)}, got {grad_wrt!r}")
 
 
 def resolve_dtype(dtype):

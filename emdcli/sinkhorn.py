@@ -9,9 +9,9 @@ from typing import NamedTuple
 import numpy as np
 
 from . import rows
-from .api import GRAD_WRT, _space_for
 from .errors import EMDInputError
-from .spaces import Chain, Ground, Tree
+from .gibbs import gibbs_for
+from .spaces import Ground, Tree, space_for
 
 FORMS = ("plain", "log")
 KERNELS = ("auto", "structured", "dense")
@@ -48,52 +48,6 @@ def check_params(lam, iters, tol, form, kernel="auto"):
     if kernel not in KERNELS:
         raise EMDInputError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     return lam, int(iters), tol
-
-
-def gibbs_for(space, lam, dtype, log_form, dense=False):
-    """The space's Gibbs kernel as a ``kernels.gibbs.Gibbs`` of arrays in ``dtype``.
-
-    dense: use the full matrix M even for a chain or tree (the reference form).
-    """
-    from .kernels.gibbs import CHAIN, DENSE, TREE, Gibbs
-
-    dt = np.dtype(dtype).type
-    none_f = np.zeros(1, dtype=dt)
-    none_i = np.zeros(1, dtype=np.int64)
-    scale = dt(-1.0) if log_form else dt(np.exp(-1.0))
-    if dense or isinstance(space, Ground):
-        M = space.matrix if isinstance(space, Ground) else space.ground_matrix()
-        with np.errstate(divide="ignore"):
-            if log_form:
-                mat, mat2 = (-lam * M - 1.0).astype(dt), np.log(M).astype(dt)
-            else:
-                mat = np.exp((-lam * M - 1.0).astype(dt))
-                mat2 = mat * M.astype(dt)
-        return Gibbs(DENSE, mat, mat2, none_f, none_f, none_i, none_i, none_i, none_i, scale)
-    no_mat = np.zeros((1, 1), dtype=dt)
-    if isinstance(space, Chain):
-        edge = space.gaps
-        kind, parent, ptr, kids, bin_node = CHAIN, none_i, none_i, none_i, none_i
-    else:
-        edge = space.weight
-        kind, parent, bin_node = TREE, space.parent, space.bin_node
-        ptr, kids = children_csr(space.parent)
-    with np.errstate(divide="ignore"):
-        if log_form:
-            alpha, w = (-lam * edge).astype(dt), np.log(edge).astype(dt)
-        else:
-            alpha, w = np.exp((-lam * edge).astype(dt)), edge.astype(dt)
-    return Gibbs(kind, no_mat, no_mat, alpha, w, parent, ptr, kids, bin_node, scale)
-
-
-def children_csr(parent):
-    """(child_ptr (nodes+1,), child_idx): the children of u are
-    ``child_idx[child_ptr[u]:child_ptr[u+1]]``, in node (= file) order."""
-    kids = np.flatnonzero(parent >= 0)
-    order = np.argsort(parent[kids], kind="stable")
-    ptr = np.zeros(parent.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(parent[kids], minlength=parent.shape[0]), out=ptr[1:])
-    return ptr, kids[order].astype(np.int64)
 
 
 def sinkhorn(
@@ -135,8 +89,7 @@ def sinkhorn(
         from .gpu import resolve_device
 
         device = resolve_device(device)
-    if grad_wrt not in GRAD_WRT:
-        raise EMDInputError(f"grad_wrt must be one of {', '.join(GRAD_WRT)}, got {grad_wrt!r}")
+    rows.check_grad_wrt(grad_wrt)
     x, sx = rows.pred_rows(pred, normalize, dt, check)
     p = rows.scaled(x, sx)
     b, n = p.shape
@@ -147,7 +100,7 @@ def sinkhorn(
         onehot = np.zeros((b, n), dtype=dt)
         onehot[np.arange(b), q] = 1
         q = onehot
-    sp = _space_for(space, positions, n)
+    sp = space_for(space, positions, n)
     if isinstance(sp, Ground) and kernel == "structured":
         raise EMDInputError("a ground matrix has no structured kernel", hint="use the dense kernel")
     dense = kernel == "dense" or isinstance(sp, Ground)

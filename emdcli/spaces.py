@@ -435,3 +435,21 @@ def _edge_lists(nodes, parents, weights, source):
                 source=source, row=i,
             ) from None
     return nodes, ups, weights
+
+
+def space_for(space, positions, n):
+    """The validated space for rows of ``n`` bins: a Chain (default), Tree or Ground."""
+    if space is None:
+        space = Chain.uniform(n) if positions is None else positions
+    if isinstance(space, (Chain, Tree, Ground)):
+        if space.n != n:
+            kind = type(space).__name__.lower()
+            raise EMDInputError(
+                f"the {kind} has {space.n} bins but the rows have {n}",
+                source="positions" if kind == "chain" else (space.source or kind),
+                hint="the space needs one bin per column",
+            )
+        return space
+    if positions is not None and space is positions:
+        return Chain.from_positions(positions, n)
+    raise EMDInputError(f"space must be a Chain, Tree or Ground, got {type(space).__name__}")

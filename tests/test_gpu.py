@@ -71,7 +71,7 @@ from emdcli.kernels.gpu_tree import tree_value_cuda, tree_value_grad_cuda  # noq
 from emdcli.kernels.gibbs import DENSE  # noqa: E402
 from emdcli.kernels.sinkhorn import N_SCRATCH, dense_plain_batch, sinkhorn_batch  # noqa: E402
 from emdcli.kernels.tree import tree_value, tree_value_grad  # noqa: E402
-from emdcli.sinkhorn import gibbs_for  # noqa: E402
+from emdcli.gibbs import gibbs_for  # noqa: E402
 from emdcli.spaces import Chain, Ground, Tree  # noqa: E402
 
 UNIT = np.empty(0)  # row scales 1: the rows are distributions already

@@ -812,7 +812,7 @@ print(json.dumps(out))
 
 def test_specialised_gibbs_share_the_arrays():
     from emdcli.kernels.gibbs import CHAIN, DENSE, TREE, ChainGibbs, DenseGibbs, TreeGibbs, specialise
-    from emdcli.sinkhorn import gibbs_for
+    from emdcli.gibbs import gibbs_for
 
     tree = Tree.from_edges(list("rabc"), ["", "r", "r", "a"])
     for g, cls in ((gibbs_for(Chain.uniform(4), 2.0, np.float64, True), ChainGibbs),

@@ -65,10 +65,14 @@ class ParquetSource:
         self.roles[role] = (layout, list(names))
         self.bin_names = list(names)
 
-    def batches(self, size, roles, reuse=False):
-        """Yield dicts role → numpy array of ``size`` rows (the last may be shorter); with
-        ``reuse`` the next batch is decoded while the caller computes this one."""
-        chunks = rechunk(self._record_batches(size, roles), size)
+    def batches(self, size, roles, reuse=False, exact=True):
+        """Yield dicts role → numpy array of ``size`` rows (the last may be shorter; with
+        ``exact`` false, at most ``size``: a row group's end cuts a batch, which saves a
+        copy when no other source has to line up with these batches). With ``reuse`` the
+        next batch is decoded while the caller computes this one."""
+        chunks = self._record_batches(size, roles)
+        if exact:
+            chunks = rechunk(chunks, size)
         yield from read_ahead(chunks) if reuse else chunks
 
     def _record_batches(self, size, roles):

@@ -67,15 +67,15 @@ class ParquetWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if self.pending:
-            data = {c: np.concatenate([b[c] for b in self.pending]) for c in self.columns}
-        else:  # no rows at all: still a valid, empty, typed file
-            data = {c: np.empty((0, self.width or 0) if c == "gradient" else 0,
-                                dtype=np.dtype(self.dtypes.get(c, np.int64))) for c in self.columns}
+        parts = self.pending or [  # no rows at all: still a valid, empty, typed file
+            {c: np.empty((0, self.width or 0) if c == "gradient" else 0,
+                         dtype=np.dtype(self.dtypes.get(c, np.int64))) for c in self.columns}]
         self.pending, self.rows = [], 0
-        table = pa.table({c: _arrow_column(v) for c, v in data.items()})
+        # one row group from the batches as they are (chunks of one table: no copy)
+        table = pa.Table.from_batches([pa.record_batch([_arrow_column(b[c]) for c in self.columns],
+                                                       names=self.columns) for b in parts])
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema, **_encodings(data))
+            self.writer = pq.ParquetWriter(self.path, table.schema, **_encodings(parts[0]))
         self.writer.write_table(table, row_group_size=max(len(table), 1))
 
     def close(self):

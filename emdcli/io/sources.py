@@ -139,8 +139,9 @@ class NpySource:
     def has(self, role):
         return role in self.roles
 
-    def batches(self, size, roles, reuse=False):
-        """Yield dicts role → array of ``size`` rows (the last may be shorter). With
+    def batches(self, size, roles, reuse=False, exact=True):
+        """Yield dicts role → array of ``size`` rows (the last may be shorter; ``exact``
+        is for the Parquet sources' signature: these batches always are). With
         ``reuse`` two buffers take turns and the next batch is read ahead: a batch's
         arrays are overwritten once the one after it is asked for."""
         starts = range(0, self.n_rows, size)

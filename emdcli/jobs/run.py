@@ -146,7 +146,7 @@ def aligned_batches(pred, target, size, reuse=False):
     with ``reuse`` a batch is overwritten once the next one is asked for."""
     roles = ["pred", "target"] + (["id"] if pred.has("id") else [])
     if target is pred:
-        chunks = pred.batches(size, roles, reuse)
+        chunks = pred.batches(size, roles, reuse, exact=False)  # nothing to line up with
     else:
         chunks = ({**a, **b} for a, b in zip(pred.batches(size, roles[:1] + roles[2:], reuse),
                                              target.batches(size, ["target"], reuse)))

@@ -7,7 +7,7 @@ Same algorithm, forms, stopping rule and outputs, row by row::
     SD = Σ u ⊙ ((K ⊙ M) v),  gradient log(u)/λ minus the mean of its finite entries
 
 (the log form runs f = log u, g = log v with logaddexp). The space's Gibbs kernel is the
-``gibbs.Gibbs`` namedtuple of ``emdcli.sinkhorn.gibbs_for``; K x and (K ⊙ M) x are the
+``gibbs.Gibbs`` namedtuple of ``emdcli.gibbs.gibbs_for``; K x and (K ⊙ M) x are the
 CPU's passes, in the working dtype, transcribed:
   chain  forward/backward recurrences, run by lane 0 of the row's group (``gpu_chain``)
   tree   level-synchronous up (by height) and down (by depth) passes over the
@@ -305,7 +305,7 @@ def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=No
                         iterations=None, errors=None, G=None, threads_per_block=128,
                         width=None, dense=None, blas=None, max_shared=SHARED_BYTES):
     """Sinkhorn for every row of P, Q (B, N) on the GPU over the space ``g`` (a
-    ``gibbs.Gibbs`` of any kind, as built by ``emdcli.sinkhorn.gibbs_for`` for P's dtype;
+    ``gibbs.Gibbs`` of any kind, as built by ``emdcli.gibbs.gibbs_for`` for P's dtype;
     host arrays; the small ones are copied once per distinct space and reused).
 
     values, errors (B,) float64, iterations (B,) int64, G (B, N): host or device arrays
