@@ -94,6 +94,15 @@ def open_npy(name, f, *, owned=True):
     """An :class:`NpyStream` over the binary stream ``f`` (a file or standard input), or,
     for a Fortran-ordered array, a memory-mapped array (``f`` must then be a file)."""
     shape, dtype, fortran = read_header(f, name)
+    if os.path.isfile(name):  # a file cut short fails now, before any work
+        need = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        have = os.fstat(f.fileno()).st_size
+        if have < need:
+            rows = (have - f.tell()) // max(dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64)), 1)
+            raise EMDInputError(
+                f"truncated: the header promises {shape[0] if shape else 1} rows but the data "
+                f"ends at row {max(rows, 0)}", source=name, row=max(rows, 0),
+                hint="the file was cut short (or is still being written)")
     if not (fortran and len(shape) > 1):
         return NpyStream(name, f, shape, dtype, owned=owned)
     offset = f.tell()
@@ -102,8 +111,4 @@ def open_npy(name, f, *, owned=True):
     if not os.path.isfile(name):
         raise EMDInputError("a Fortran-ordered array cannot be streamed", source=name,
                             hint="save it C-ordered (np.ascontiguousarray first)")
-    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if os.path.getsize(name) < need:  # a memory map past the end would die of SIGBUS
-        raise EMDInputError(f"truncated: the header promises {need} bytes, the file has "
-                            f"{os.path.getsize(name)}", source=name)
     return np.memmap(name, dtype=dtype, mode="r", offset=offset, shape=shape, order="F")
