@@ -5,6 +5,7 @@ Heavy modules (numpy, Numba, pyarrow) are imported inside the commands so that
 """
 
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from typing import Optional
 
@@ -109,6 +110,25 @@ class Device(str, Enum):
 class GradWrt(str, Enum):
     distribution = "distribution"
     input = "input"
+
+
+@contextmanager
+def all_or_nothing():
+    """Around a command that writes files: SIGINT, SIGTERM and SIGHUP stop it once (later
+    ones are ignored while it cleans up) with one line and exit 128 + the signal; every
+    temporary file goes, however the command ends."""
+    from . import interrupts
+    from .io import atomic
+
+    with interrupts.handled():
+        try:
+            yield
+        except interrupts.Interrupted as e:
+            atomic.remove_all()
+            typer.echo(f"emd: interrupted by {e.name}; no output written", err=True)
+            raise typer.Exit(e.exit_code) from None
+        finally:
+            atomic.remove_all()
 
 
 def fail(message):
@@ -224,9 +244,7 @@ def compute(
     """
     from rich.console import Console
 
-    from . import interrupts
     from .errors import EMDInputError
-    from .io import atomic
     from .io.sinks import StdoutClosed
     from .jobs import plan as plans
     from .jobs import run as jobs
@@ -236,7 +254,7 @@ def compute(
     stdout = sys.stdout
     err = Console(stderr=True)
     progress = None if quiet else _Progress(err)
-    with interrupts.handled():
+    with all_or_nothing():
         try:
             if stdout is None and (not output or output == "-"):
                 raise EMDInputError("standard output is closed", hint="give --output FILE")
@@ -264,14 +282,9 @@ def compute(
         except StdoutClosed:  # the reader went away (| head) and no file was asked for
             _silence_stdout()
             raise typer.Exit(0) from None
-        except interrupts.Interrupted as e:
-            atomic.remove_all()
-            typer.echo(f"emd: interrupted by {e.name}; no output written", err=True)
-            raise typer.Exit(e.exit_code) from None
         finally:
             if progress:
                 progress.stop()
-            atomic.remove_all()
     if not quiet:
         typer.echo(summary.line(), err=True)
     if verbose:
@@ -301,10 +314,9 @@ def tree_command(
     from . import report, treefiles
     from .errors import EMDInputError
 
-    from . import interrupts
     from .io import atomic
 
-    with interrupts.handled():
+    with all_or_nothing():
         try:
             if ground_out:
                 if not ground_out.endswith(".npy"):
@@ -316,12 +328,6 @@ def tree_command(
                 _write_npy(ground_out, t.ground_matrix())
         except EMDInputError as e:
             fail(e.describe(e.source))
-        except interrupts.Interrupted as e:
-            atomic.remove_all()
-            typer.echo(f"emd: interrupted by {e.name}; no output written", err=True)
-            raise typer.Exit(e.exit_code) from None
-        finally:
-            atomic.remove_all()
     if ground_out:
         typer.echo(f"emd: wrote the {t.n} × {t.n} ground matrix to {ground_out}", err=True)
     if list_bins:

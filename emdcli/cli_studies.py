@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .cli import DType, Format, GibbsKernel, Normalize, _silence_stdout, app, fail
+from .cli import DType, Format, GibbsKernel, Normalize, _silence_stdout, all_or_nothing, app, fail
 
 COMPARE_EPILOG = """
 Examples:
@@ -26,6 +26,7 @@ Examples:
 
 
 @app.command("compare", epilog=COMPARE_EPILOG)
+@all_or_nothing()  # a signal while the table or the figure is written leaves no file
 def compare_command(
     pred: str = typer.Argument(..., help="Predictions: .npy (rows × bins) or .parquet; - for stdin."),
     target: Optional[str] = typer.Argument(
