@@ -125,3 +125,24 @@ def test_mixed_storage_dtypes(b):
     np.testing.assert_array_equal(emdcli.emd(p.astype(np.float32), q, rho=2.0), want)
     want = emdcli.emd(p, q.astype(np.float32).astype(np.float64))
     np.testing.assert_array_equal(emdcli.emd(p, q.astype(np.float32)), want)
+
+
+def test_compute_processes_skip_numbas_blas_probe_only():
+    """``emd compute`` answers Numba's start-up BLAS probe without importing scipy.linalg;
+    SciPy itself and np.dot in compiled code still work in that process."""
+    pytest.importorskip("scipy")
+    code = (
+        "import sys\n"
+        "from emdcli.cli import _NoBlasProbe\n"
+        "sys.meta_path.insert(0, _NoBlasProbe)\n"
+        "import numpy as np, numba\n"
+        "import numba.np.arraymath\n"
+        "print('scipy.linalg' in sys.modules and hasattr(sys.modules['scipy.linalg'], 'solve'))\n"
+        "f = numba.njit(lambda a, b: np.dot(a, b))\n"
+        "print(f(np.ones((2, 2)), np.ones(2)).tolist())\n"
+        "import scipy.linalg\n"
+        "print(scipy.linalg.solve(np.eye(2), np.ones(2)).tolist())\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["False", "[2.0, 2.0]", "[1.0, 1.0]"], r.stdout
