@@ -97,9 +97,9 @@ def emd(
 
             (chain_cuda if isinstance(sp, Chain) else tree_cuda)(p, kind, q, sp, rho, values, g)
     elif isinstance(sp, Chain):
-        _chain(x, kind, t, sx, st, sp, rho, values, g)
+        _chain(rows.Batch(x, sx, kind, t, st), sp, rho, values, g)
     else:
-        _tree(x, kind, t, sx, st, sp, rho, values, g)
+        _tree(rows.Batch(x, sx, kind, t, st), sp, rho, values, g)
     if not gradient:
         return values
     if grad_wrt == "input":
@@ -114,34 +114,35 @@ def _chunk_scratch(width):
     return np.empty((4 * numba.get_num_threads(), width), dtype=np.float64)
 
 
-def _chain(x, kind, t, sx, st, chain, rho, values, g):
-    """EMD^rho of ``sx·x`` against ``st·t`` (rows) or class indices ``t`` on a chain,
-    into values (B,) and g (B, N) or None. Small batches (rho 1 or 2) go through the
-    numpy twin of the kernel, which gives the same bits without loading Numba."""
+def _chain(batch, chain, rho, values, g):
+    """EMD^rho of a :class:`rows.Batch` on a chain, into values (B,) and g (B, N) or None.
+    Small batches (rho 1 or 2) go through the numpy twin of the kernel, which gives the
+    same bits without loading Numba."""
+    x, sx, kind, t, st = batch
     b, n = x.shape
-    q = t if kind == "rows" else None
+    q, c = (t, None) if kind == "rows" else (None, t)
     if rho in (1.0, 2.0) and x.size <= rows.SMALL_ELEMENTS:
         from .kernels.small import chain_small, exact_products
 
         if exact_products(x, sx, st, *(() if q is None else (q,))):
-            v, grad = chain_small(x, q, None if q is not None else t, sx, st, chain.gaps, rho,
-                                  g is not None)
+            v, grad = chain_small(x, q, c, sx, st, chain.gaps, rho, g is not None)
             values[:] = v
             if g is not None:
                 g[:] = grad
             return
     from .kernels.chain import chain_batch
 
-    classes = t if kind == "classes" else np.empty(0, dtype=np.int64)
+    classes = c if c is not None else np.empty(0, dtype=np.int64)
     grads = g if g is not None else np.empty((b, 0), dtype=x.dtype)
-    chain_batch(x, t if kind == "rows" else x, classes, sx, st, chain.gaps, rho, values,
-                grads, _chunk_scratch(n))
+    chain_batch(x, x if q is None else q, classes, sx, st, chain.gaps, rho, values, grads,
+                _chunk_scratch(n))
 
 
-def _tree(x, kind, t, sx, st, tree, rho, values, g):
+def _tree(batch, tree, rho, values, g):
     """:func:`_chain` on a tree."""
     from .kernels import tree as kernels
 
+    x, sx, kind, t, st = batch
     if kind == "classes":
         c, t = t, x  # t is not read for class targets
     else:

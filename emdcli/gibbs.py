@@ -2,9 +2,24 @@
 take (CPU and GPU alike): built here, below both the public :mod:`emdcli.sinkhorn` and the
 device dispatch in :mod:`emdcli.gpu`, so neither imports the other."""
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .spaces import Chain, Ground
+
+
+class Solve(NamedTuple):
+    """One Sinkhorn run's parameters, as the row solvers (CPU and GPU) take them: the
+    paper's λ, the iteration limit, the tolerance, the form, the dense N × N kernel or
+    the structured one, and whether the gradient is wanted."""
+
+    lam: float
+    iters: int
+    tol: float
+    log_form: bool
+    dense: bool
+    gradient: bool
 
 
 def gibbs_for(space, lam, dtype, log_form, dense=False):

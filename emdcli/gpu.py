@@ -123,17 +123,17 @@ def tree_cuda(p, kind, q, tree, rho, values, g, threads_per_block=THREADS_PER_BL
                                 threads_per_block=threads_per_block)
 
 
-def sinkhorn_cuda(p, q, sp, lam, iters, tol, log_form, dense, gradient, dt,
-                  threads_per_block=THREADS_PER_BLOCK):
+def sinkhorn_cuda(p, q, sp, run, dt, threads_per_block=THREADS_PER_BLOCK):
     """``sinkhorn._structured`` on the GPU, for every space, form and kernel (dense plain
-    too): q (B, N) rows (one-hot rows for class targets). Returns (values (B,) float64,
-    iterations (B,) int64, errors (B,) float64, G (B, N) or None)."""
+    too) of the :class:`~emdcli.gibbs.Solve` ``run``: q (B, N) rows (one-hot rows for class
+    targets). Returns (values (B,) float64, iterations (B,) int64, errors (B,) float64,
+    G (B, N) or None)."""
     _cuda()
-    from .kernels.gpu_sinkhorn import sinkhorn_batch_cuda
     from .gibbs import gibbs_for
+    from .kernels.gpu_sinkhorn import sinkhorn_batch_cuda
 
-    g = gibbs_for(sp, lam, dt, log_form, dense=dense)
-    return sinkhorn_batch_cuda(p, q, g, lam, iters, tol, log_form, gradient,
+    g = gibbs_for(sp, run.lam, dt, run.log_form, dense=run.dense)
+    return sinkhorn_batch_cuda(p, q, g, run.lam, run.iters, run.tol, run.log_form, run.gradient,
                                threads_per_block=threads_per_block)
 
 

@@ -158,10 +158,10 @@ class Summary:
         finite = v[np.isfinite(v)]
         self.count += v.size
         self.nonfinite += v.size - finite.size
-        self.moments.add(finite)
         if self.sketch is not None:
+            self.moments.add(finite)
             self.sketch.add(finite)
-        else:
+        else:  # exact: the values are kept, the moments are taken only when they go
             self.parts.append(finite.copy())
             self.kept += finite.size
             if self.kept > self.EXACT_LIMIT:
@@ -169,6 +169,7 @@ class Summary:
 
                 self.sketch = QuantileSketch()
                 for part in self.parts:
+                    self.moments.add(part)
                     self.sketch.add(part)
                 self.parts = []
         if converged is not None:

@@ -4,6 +4,8 @@ Every check raises :class:`EMDInputError` naming the first offending row and col
 (0-based, relative to the batch; callers streaming a file shift it).
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .errors import EMDInputError
@@ -16,6 +18,18 @@ MASS_RTOL = {np.float64: 1e-9, np.float32: 1e-5}
 # Batches of at most this many values are reduced with numpy (the same bits as the Numba
 # kernels), so a small job never loads Numba.
 SMALL_ELEMENTS = 1 << 16
+
+
+class Batch(NamedTuple):
+    """A batch as the CPU kernels take it: rows ``x`` (B, N) as stored with their scale
+    ``sx`` (``p = sx·x``, :func:`pred_rows`), and the targets: ``kind`` "rows" with ``t``
+    (B, N) and scale ``st``, or "classes" with ``t`` (B,) int64 (:func:`target_rows`)."""
+
+    x: np.ndarray
+    sx: np.ndarray
+    kind: str
+    t: np.ndarray
+    st: np.ndarray
 
 
 def on_device(x):

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import rows
 from .errors import EMDInputError
-from .gibbs import gibbs_for
+from .gibbs import Solve, gibbs_for
 from .spaces import Ground, Tree, space_for
 
 FORMS = ("plain", "log")
@@ -103,21 +103,19 @@ def sinkhorn(
     sp = space_for(space, positions, n)
     if isinstance(sp, Ground) and kernel == "structured":
         raise EMDInputError("a ground matrix has no structured kernel", hint="use the dense kernel")
-    dense = kernel == "dense" or isinstance(sp, Ground)
-    log_form = form == "log"
+    run = Solve(lam, iters, tol, form == "log", kernel == "dense" or isinstance(sp, Ground),
+                gradient)
     if device == "cuda":
         from .gpu import sinkhorn_cuda
 
-        values, its, errors, G = sinkhorn_cuda(p, q, sp, lam, iters, tol, log_form, dense,
-                                               gradient, dt)
-    elif dense and not log_form:
+        values, its, errors, G = sinkhorn_cuda(p, q, sp, run, dt)
+    elif run.dense and not run.log_form:
         from .kernels.sinkhorn import dense_plain_batch
 
         g = gibbs_for(sp, lam, dt, False, dense=True)
         values, its, errors, G = dense_plain_batch(p, q, g.mat, g.mat2, lam, iters, tol, gradient)
     else:
-        values, its, errors, G = _structured(p, q, sp, lam, iters, tol, log_form, dense,
-                                             gradient, dt)
+        values, its, errors, G = _structured(p, q, sp, run, dt)
     if gradient and grad_wrt == "input":
         G = rows.input_gradient(G, x, sx, normalize)
     judged = tol if tol > 0 else CONVERGED_TOL
@@ -129,14 +127,16 @@ def sinkhorn(
 LANES_SCRATCH_BYTES = 256 << 20  # above this, the lane solver's scratch is too big
 
 
-def _structured(p, q, sp, lam, iters, tol, log_form, dense, gradient, dt):
-    """Row solvers: LANES rows at a time for the plain chain/tree form (when the batch
-    fills the lanes and their scratch fits in LANES_SCRATCH_BYTES), else one row at a time."""
+def _structured(p, q, sp, run, dt):
+    """Row solvers for a :class:`~emdcli.gibbs.Solve` ``run``: LANES rows at a time for the
+    plain chain/tree form (when the batch fills the lanes and their scratch fits in
+    LANES_SCRATCH_BYTES), else one row at a time."""
     import numba
 
     from .kernels.lanes import LANES, sinkhorn_lanes
     from .kernels.sinkhorn import N_SCRATCH, sinkhorn_batch
 
+    lam, iters, tol, log_form, dense, gradient = run
     b, n = p.shape
     g = gibbs_for(sp, lam, dt, log_form, dense=dense)
     width = max(n, sp.n_nodes if isinstance(sp, Tree) else n)

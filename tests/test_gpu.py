@@ -536,7 +536,9 @@ def test_dispatch_matches_public_functions():
     values, _ = gpu.chain_cuda(P, "classes", labels, chain, 1.0, None, None, threads_per_block=TPB)
     np.testing.assert_allclose(values, emdcli.emd(P, labels, space=chain), **close(np.float64))
     res = sinkhorn(P, Q, lam=2.0, iters=3, tol=0.0, space=chain, kernel="dense", gradient=True)
-    values, its, errors, G = gpu.sinkhorn_cuda(P, Q, chain, 2.0, 3, 0.0, False, True, True,
+    from emdcli.gibbs import Solve
+
+    values, its, errors, G = gpu.sinkhorn_cuda(P, Q, chain, Solve(2.0, 3, 0.0, False, True, True),
                                                np.float64, threads_per_block=TPB)
     np.testing.assert_array_equal(its, res.iterations)
     np.testing.assert_allclose(values, res.values, **close(np.float64))
