@@ -21,10 +21,10 @@ class StdoutClosed(Exception):
 
 
 class TextWriter:
-    """CSV, TSV or JSONL rows to a text stream."""
+    """CSV, TSV or JSONL rows to a text stream (closed at the end when ``owned``)."""
 
-    def __init__(self, stream, fmt, columns):
-        self.stream, self.fmt, self.columns = stream, fmt, columns
+    def __init__(self, stream, fmt, columns, owned=False):
+        self.stream, self.fmt, self.columns, self.owned = stream, fmt, columns, owned
         if fmt in ("csv", "tsv"):
             self.sep = "," if fmt == "csv" else "\t"
             stream.write(self.sep.join(columns) + "\n")
@@ -42,7 +42,11 @@ class TextWriter:
         self.stream.write("\n".join(lines) + "\n")
 
     def close(self):
-        self.stream.flush()
+        (self.stream.close if self.owned else self.stream.flush)()
+
+    def discard(self):
+        if self.owned:
+            self.stream.close()
 
 
 class ParquetWriter:
@@ -216,10 +220,7 @@ class FileSink:
         if self.fmt == "npy":
             cols = self.columns[1:] if width is None else self.columns[-1:]
             return NpyWriter(tmp, cols, self.n_rows, self.dtypes, width)
-        stream = open(tmp, "w", newline="")
-        writer = TextWriter(stream, self.fmt, self.columns)
-        writer.close = writer.discard = stream.close
-        return writer
+        return TextWriter(open(tmp, "w", newline=""), self.fmt, self.columns, owned=True)
 
     def _guard(self, action, *args):
         try:
@@ -229,16 +230,17 @@ class FileSink:
             written = os.path.getsize(tmp) if os.path.exists(tmp) else None
             raise output_error(self.path, e, written, getattr(self.writer, "total", None)) from None
 
-    def write(self, batch, width=None):
+    def _ready(self, width):
         if self.writer is None:
             self.writer = self._guard(self._open, width)
-        self._guard(self.writer.write, batch)
+        return self.writer
+
+    def write(self, batch, width=None):
+        self._guard(self._ready(width).write, batch)
 
     def finish(self, width=None):
         """Complete the temporary file (an empty, typed one when no rows came)."""
-        if self.writer is None:
-            self.writer = self._guard(self._open, width)
-        self._guard(self.writer.close)
+        self._guard(self._ready(width).close)
 
     def publish(self):
         self.atomic.commit()
@@ -246,7 +248,7 @@ class FileSink:
     def abort(self):
         if self.writer is not None:
             try:
-                getattr(self.writer, "discard", self.writer.close)()
+                self.writer.discard()
             except Exception:  # noqa: BLE001 - best effort before deleting the file
                 pass
         self.atomic.abort()
@@ -269,15 +271,16 @@ class StreamSink:
         except OSError as e:
             raise output_error("standard output", e) from None
 
-    def write(self, batch, width=None):
-        if self.writer is None:
+    def _ready(self):
+        if self.writer is None:  # the header goes out with the first rows, not before
             self.writer = self._guard(TextWriter, self.stream, self.fmt, self.columns)
-        self._guard(self.writer.write, batch)
+        return self.writer
+
+    def write(self, batch, width=None):
+        self._guard(self._ready().write, batch)
 
     def finish(self, width=None):
-        if self.writer is None:
-            self.writer = self._guard(TextWriter, self.stream, self.fmt, self.columns)
-        self._guard(self.writer.close)
+        self._guard(self._ready().close)
 
     def publish(self):
         pass
