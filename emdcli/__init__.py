@@ -15,6 +15,7 @@ _EXPORTS = {
     "chain_hessian": "api",
     "EMDInputError": "errors",
     "Chain": "spaces",
+    "compute_dataset": "jobs.engine",
 }
 __all__ = sorted(_EXPORTS)
 

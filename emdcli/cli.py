@@ -107,6 +107,11 @@ class Device(str, Enum):
     auto = "auto"
 
 
+class Engine(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
 class GradWrt(str, Enum):
     distribution = "distribution"
     input = "input"
@@ -142,16 +147,17 @@ class _Progress:
 
     MIN_ROWS = 500_000
 
-    def __init__(self, console):
+    def __init__(self, console, unit="rows", min_total=MIN_ROWS):
         self.console, self.bar, self.task = console, None, None
+        self.unit, self.min_total = unit, min_total
 
     def start(self, total):
-        if total >= self.MIN_ROWS and self.console.is_terminal:
+        if total >= self.min_total and self.console.is_terminal:
             from rich.progress import Progress
 
             self.bar = Progress(console=self.console, transient=True)
             self.bar.start()
-            self.task = self.bar.add_task("rows", total=total)
+            self.task = self.bar.add_task(self.unit, total=total)
 
     def advance(self, n):
         if self.bar:
@@ -233,6 +239,11 @@ def compute(
     fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="Stdout format; default: a table on a terminal, CSV when piped."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per batch (default: about 16 MiB per array whatever the width, down to one row)."),
     device: Device = typer.Option(Device.cpu, "--device", help="cpu, cuda (an NVIDIA GPU through numba.cuda) or auto (cuda when a GPU is usable)."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="A column (Parquet) or partition key: one summary line per group."),
+    summary_file: Optional[str] = typer.Option(None, "--summary", help="Also write the summary (per group with --group-by) to this .csv or .json file."),
+    engine: Engine = typer.Option(Engine.local, "--engine", help="local, or dask: one task per input file on a Dask cluster (needs -o DIR/; pip install 'emdcli\\[dask]').", rich_help_panel="Datasets"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="--engine dask: the address of a running Dask scheduler (tcp://host:8786).", rich_help_panel="Datasets"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="--engine dask: start a local cluster of N worker processes [default: the cores].", rich_help_panel="Datasets"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary or progress on stderr."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also say where the time went: rows/s, reading, computing, writing; on a GPU the copies in and out, compilation and kernels (which synchronises the GPU)."),
 ):
@@ -246,6 +257,8 @@ def compute(
 
     from .errors import EMDInputError
     from .io.sinks import StdoutClosed
+    from . import report
+    from .jobs import engine as engines
     from .jobs import plan as plans
     from .jobs import run as jobs
 
@@ -259,7 +272,8 @@ def compute(
             if stdout is None and (not output or output == "-"):
                 raise EMDInputError("standard output is closed", hint="give --output FILE")
             plan = plans.make_plan(
-                plans.Inputs(pred, target, pred_column, target_column, id_column, batch_size),
+                plans.Inputs(pred, target, pred_column, target_column, id_column, batch_size,
+                             group_by),
                 plans.space_spec(positions, tree, bins, tree_weights, ground),
                 plans.metric_spec(
                     metric.value, rho, normalize=normalize.value, dtype=dtype.value,
@@ -268,13 +282,24 @@ def compute(
                                   form=sinkhorn_form.value if sinkhorn_form else None,
                                   kernel=sinkhorn_kernel.value if sinkhorn_kernel else None)),
                 plans.outputs(output, fmt.value if fmt else None, gradient,
-                              stdout_is_tty=stdout is not None and stdout.isatty()),
+                              stdout_is_tty=stdout is not None and stdout.isatty(),
+                              summary=summary_file),
             )
-            summary = jobs.run(
-                plan, stdout=stdout, console=Console() if stdout is not None else None,
-                progress=progress, warn=lambda m: typer.echo(f"emd: warning: {m}", err=True),
-                clock_gpu=verbose,
-            )
+            how = engines.Engine(engine.value, scheduler, workers)
+            warn = lambda m: typer.echo(f"emd: warning: {m}", err=True)  # noqa: E731
+            if plan.outputs.folder:
+                progress = progress and _Progress(err, "files", 2)
+                summary = engines.run_dataset(plan, how, progress=progress, warn=warn)
+            elif how.kind != "local":
+                raise EMDInputError("--engine dask writes a dataset: give --output DIR/",
+                                    source="--engine")
+            else:
+                summary = jobs.run(
+                    plan, stdout=stdout, console=Console() if stdout is not None else None,
+                    progress=progress, warn=warn, clock_gpu=verbose,
+                )
+                if plan.outputs.summary:
+                    report.write_summary(plan.outputs.summary, summary)
         except EMDInputError as e:
             if e.source == "standard output":
                 _silence_stdout()

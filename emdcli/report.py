@@ -165,15 +165,43 @@ class Summary:
             self.parts.append(finite.copy())
             self.kept += finite.size
             if self.kept > self.EXACT_LIMIT:
-                from .sketch import QuantileSketch
-
-                self.sketch = QuantileSketch()
-                for part in self.parts:
-                    self.moments.add(part)
-                    self.sketch.add(part)
-                self.parts = []
+                self._to_sketch()
         if converged is not None:
             self.not_converged = (self.not_converged or 0) + int((~np.asarray(converged)).sum())
+
+    def _to_sketch(self):
+        """Leave exact mode: the kept values go into the moments and a sketch."""
+        from .sketch import QuantileSketch
+
+        if self.sketch is None:
+            self.sketch = QuantileSketch()
+            for part in self.parts:
+                self.moments.add(part)
+                self.sketch.add(part)
+            self.parts = []
+
+    def merge(self, other):
+        """Add another part's summary (a file or a worker's): exact while both are exact
+        and their values together fit :data:`EXACT_LIMIT`, else moments merged exactly
+        (parallel Welford) and quantiles from the merged sketches."""
+        self.count += other.count
+        self.nonfinite += other.nonfinite
+        if other.not_converged is not None:
+            self.not_converged = (self.not_converged or 0) + other.not_converged
+        if self.sketch is None and other.sketch is None and \
+                self.kept + other.kept <= self.EXACT_LIMIT:
+            self.parts += other.parts
+            self.kept += other.kept
+            return self
+        self._to_sketch()
+        if other.sketch is None:
+            for part in other.parts:
+                self.moments.add(part)
+                self.sketch.add(part)
+        else:
+            self.moments.merge(other.moments)
+            self.sketch.merge(other.sketch)
+        return self
 
     def stats(self):
         out = {"count": int(self.count), "nonfinite": int(self.nonfinite)}
@@ -192,13 +220,116 @@ class Summary:
             )
         return out
 
-    def line(self):
+    def line(self, label=None):
         s = self.stats()
         parts = [f"{k}={format_float(v) if isinstance(v, float) else v}" for k, v in s.items()
                  if not (k in ("nonfinite", "not_converged") and v == 0)]
         if self.sketch is not None:
             parts.append("(p50, p95 within 1e-4)")
-        return f"{self.name}: " + " ".join(parts)
+        return f"{label or self.name}: " + " ".join(parts)
+
+
+class Grouped:
+    """A :class:`Summary` of all rows and one per group (``--group-by``): the groups in
+    the order they first came."""
+
+    def __init__(self, name, by):
+        self.name, self.by = name, by
+        self.all, self.groups = Summary(name), {}
+        self.timing = None
+
+    @property
+    def count(self):
+        return self.all.count
+
+    def stats(self):
+        return self.all.stats()
+
+    def add(self, values, converged=None, groups=None):
+        self.all.add(values, converged)
+        if groups is None:
+            return
+        groups = np.asarray(groups)
+        if groups.dtype.kind in "OUS" or groups.size == 0 or groups.min() != groups.max():
+            keys, inverse = np.unique(groups.astype(str) if groups.dtype.kind == "O" else groups,
+                                      return_inverse=True)
+        else:  # one group in the whole batch (a partition column): no sort
+            keys, inverse = groups[:1], None
+        values = np.asarray(values)
+        for i, key in enumerate(keys.tolist()):
+            pick = slice(None) if inverse is None else inverse == i
+            self.groups.setdefault(key, Summary(self.name)).add(
+                values[pick], None if converged is None else np.asarray(converged)[pick])
+
+    def merge(self, other):
+        self.all.merge(other.all)
+        for key, s in other.groups.items():
+            if key in self.groups:
+                self.groups[key].merge(s)
+            else:
+                self.groups[key] = s
+        return self
+
+    def rows(self):
+        """(group, stats) per group, then (None, stats of all rows)."""
+        return [(k, s.stats()) for k, s in self.groups.items()] + [(None, self.all.stats())]
+
+    def line(self):
+        lines = [self.all.line()]
+        lines += [s.line(f"{self.name}[{self.by}={k}]") for k, s in self.groups.items()]
+        return "\n".join(lines)
+
+
+def new_summary(name, group_by=None):
+    """The running summary of a job: a :class:`Summary`, or :class:`Grouped` by a column."""
+    return Grouped(name, group_by) if group_by else Summary(name)
+
+
+def summary_rows(summary):
+    """(group or None, stats) rows of a summary, grouped or not."""
+    return summary.rows() if isinstance(summary, Grouped) else [(None, summary.stats())]
+
+
+STATS = ("count", "nonfinite", "mean", "std", "min", "p50", "p95", "max")
+
+
+def summary_doc(summary, extra=None):
+    """The statistics as a JSON-ready dict: ``extra``, the metric, the grouping, the
+    summary of all rows and one per group (non-finite numbers as None)."""
+    rows = summary_rows(summary)
+    doc = dict(extra or {}, metric=summary.name, group_by=getattr(summary, "by", None),
+               summary=rows[-1][1], groups=[dict(group=k, **s) for k, s in rows[:-1]])
+    return _finite_json(doc)
+
+
+def write_summary(path, summary):
+    """``--summary FILE``: the statistics as CSV (one row per group, then ``all``) or as
+    JSON (``.json``), written atomically."""
+    from .io.atomic import write_text
+
+    rows = summary_rows(summary)
+    if path.lower().endswith(".json"):
+        text = json.dumps(summary_doc(summary), indent=2) + "\n"
+    else:
+        cols = ["group", *STATS] + (["not_converged"] if "not_converged" in rows[-1][1] else [])
+        lines = [",".join(cols)]
+        for k, s in rows:
+            cells = ["all" if k is None else _quoted(cell(k), ",")]
+            cells += [cell(s.get(c)) for c in cols[1:]]
+            lines.append(",".join(cells))
+        text = "\n".join(lines) + "\n"
+    write_text(path, text)
+
+
+def _finite_json(obj):
+    """``obj`` with non-finite floats as None (JSON has no nan)."""
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 class Timing:

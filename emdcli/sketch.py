@@ -33,6 +33,17 @@ class Moments:
         self.count = total
         self.min, self.max = min(self.min, float(v.min())), max(self.max, float(v.max()))
 
+    def merge(self, other):
+        """Add another part's moments (Chan et al.'s parallel update: exact up to rounding)."""
+        if not other.count:
+            return
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        self.mean += delta * other.count / total
+        self.m2 += other.m2 + delta * delta * self.count * other.count / total
+        self.count = total
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+
     @property
     def std(self):
         return math.sqrt(self.m2 / self.count) if self.count else math.nan

@@ -116,14 +116,19 @@ def test_signal_mid_run_removes_every_temp_file(data, sig, code, twice):
 # ----------------------------------------------------------------------------- output paths
 
 
-def test_output_is_a_directory_fails_before_any_work(data):
+def test_output_is_a_directory_is_a_dataset_output(data):
+    """An existing directory as --output is a dataset folder (one part per input file);
+    a file --gradient beside it, or a --gradient folder beside a file, fail before any work."""
     tmp, out = data
     (out / "d.csv").mkdir()
-    r = emd("compute", tmp / "p.npy", tmp / "c.npy", "-o", out / "d.csv")
-    one_line_error(r, 2, "d.csv", "is a directory")
     r = emd("compute", tmp / "p.npy", tmp / "c.npy", "-g", out / "d.csv.npy", "-o", out / "d.csv")
-    one_line_error(r, 2, "is a directory")
-    assert leftovers(out) == ["d.csv"]
+    one_line_error(r, 2, "--gradient names a folder too")
+    r = emd("compute", tmp / "p.npy", tmp / "c.npy", "-g", out / "d.csv", "-o", out / "x.csv")
+    one_line_error(r, 2, "a --gradient folder needs --output DIR/")
+    assert leftovers(out) == ["d.csv"] and not os.listdir(out / "d.csv")
+    r = emd("compute", tmp / "p.npy", tmp / "c.npy", "-o", out / "d.csv", "-q")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out / "d.csv")) == ["_summary.json", "p.parquet"]
 
 
 def test_output_folder_missing(data):

@@ -42,6 +42,15 @@ def output_error(path, exc, written=None, total=None):
     return OutputError(reason, source=path)
 
 
+def check_folder(path, flag):
+    """Refuse, before any work, a dataset folder that cannot be made or written: a file
+    of that name, a missing or read-only parent folder (tried for real)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError("exists and is not a folder", source=path, hint=f"{flag} DIR/ names a folder")
+    probe = os.path.join(path, "probe") if os.path.isdir(path) else os.path.normpath(path)
+    check_writable(probe, flag)
+
+
 def check_writable(path, flag):
     """Refuse, before any work, an output path that cannot be written: a directory, a
     missing or read-only folder (tried for real with a temporary file)."""
@@ -86,6 +95,21 @@ class AtomicPath:
 
     def abort(self):
         _remove(self.tmp)
+
+
+def write_text(path, text):
+    """Write ``text`` to ``path`` atomically (a temporary file renamed into place)."""
+    tmp = AtomicPath(path)
+    try:
+        with open(tmp.tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        tmp.commit()
+    except OSError as e:
+        tmp.abort()
+        raise output_error(path, e) from None
+    except BaseException:
+        tmp.abort()
+        raise
 
 
 def _remove(tmp):

@@ -124,8 +124,9 @@ def rechunk(chunks, size):
         yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
 
 
-def open_parquet(name, stream, role, column, target_column, id_column):
-    """A :class:`ParquetSource` for ``role`` from an open binary stream."""
+def open_parquet(name, stream, role, column, target_column, carried):
+    """A :class:`ParquetSource` for ``role`` from an open binary stream; ``carried``
+    maps the roles "id" and "group" to the columns that hold them (or None)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -144,7 +145,7 @@ def open_parquet(name, stream, role, column, target_column, id_column):
             name, f"cannot read Parquet file: {one_line(e)}", hint="the file may be truncated"
         ) from None
     try:
-        roles, width, bin_names = _roles(name, schema, role, column, target_column, id_column, pa)
+        roles, width, bin_names = _roles(name, schema, role, column, target_column, carried, pa)
     except BaseException:
         if hasattr(handle, "close"):
             handle.close()
@@ -153,7 +154,7 @@ def open_parquet(name, stream, role, column, target_column, id_column):
                          _stored_dtype(schema, roles.get(role), pa))
 
 
-def _roles(name, schema, role, column, target_column, id_column, pa):
+def _roles(name, schema, role, column, target_column, carried, pa):
     """(roles, width or None, bin column names or None) of the file's columns."""
     names = schema.names
     dup = sorted({c for c in names if names.count(c) > 1})
@@ -168,9 +169,11 @@ def _roles(name, schema, role, column, target_column, id_column, pa):
 
     roles = {}
     used = set()
-    if id_column and role == "pred":
-        roles["id"] = ("id", [need(id_column, "--id-column")])
-        used.add(id_column)
+    for r, flag in (("id", "--id-column"), ("group", "--group-by")):
+        col = carried.get(r)
+        if col and role == "pred":
+            roles[r] = ("id", [need(col, flag)])
+            used.add(col)
     if role == "pred":
         if target_column:
             tcol = need(target_column, "--target-column")

@@ -157,19 +157,22 @@ class NpySource:
             self.array.close()
 
 
-def open_input(path, role, *, column=None, target_column=None, id_column=None):
+def open_input(path, role, *, column=None, target_column=None, id_column=None,
+               group_column=None):
     """Open ``path`` (``-`` = stdin) as the source of ``role`` ("pred" or "target").
 
     For the prediction file, ``target_column`` (or a column named ``target``) makes it
-    carry the targets too, and ``id_column`` names the row ids.
+    carry the targets too, ``id_column`` names the row ids and ``group_column`` the
+    groups of the summary (roles "id" and "group").
     """
     name, stream, kind = _open_stream(path)
     if kind == "parquet":
         from .parquet import open_parquet
 
-        return open_parquet(name, stream, role, column, target_column, id_column)
+        return open_parquet(name, stream, role, column, target_column,
+                            {"id": id_column, "group": group_column})
     flags = (("--pred-column", column), ("--target-column", target_column),
-             ("--id-column", id_column))
+             ("--id-column", id_column), ("--group-by", group_column))
     if role == "target":
         flags = (("--target-column", target_column or column),)
     for flag, value in flags:

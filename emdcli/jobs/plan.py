@@ -20,8 +20,10 @@ SINKHORN_FLAGS = ("--lam", "--iters", "--tol", "--sinkhorn-form", "--sinkhorn-ke
 
 @dataclass(frozen=True)
 class Inputs:
-    """Where the rows come from: PRED [TARGET] and their columns; ``batch_rows`` fixes
-    the rows per batch (else batches are sized by bytes)."""
+    """Where the rows come from: PRED [TARGET] (files or datasets) and their columns;
+    ``batch_rows`` fixes the rows per batch (else batches are sized by bytes);
+    ``group_by`` a column (or partition key) the summary is split by; ``partition`` the
+    ``((key, value), …)`` of one part of a dataset (its constant columns)."""
 
     pred: str
     target: str | None = None
@@ -29,6 +31,8 @@ class Inputs:
     target_column: str | None = None
     id_column: str | None = None
     batch_rows: int | None = None
+    group_by: str | None = None
+    partition: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,15 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class Outputs:
-    """Rows to ``output`` (a file) or standard output in ``fmt``; gradients to ``gradient``."""
+    """Rows to ``output`` (a file, or with ``folder`` a dataset folder: one Parquet part
+    per input file) or standard output in ``fmt``; gradients to ``gradient`` (a file, or
+    a folder beside a folder output); the summary's statistics to ``summary`` (.csv/.json)."""
 
     fmt: str = "csv"
     output: str | None = None
     gradient: str | None = None
+    folder: bool = False
+    summary: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,13 +164,21 @@ def space_spec(positions=None, tree=None, bins=None, tree_weights=None, ground=N
     return SpaceSpec(positions, tree, bins, tree_weights, ground)
 
 
-def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False):
+def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False, summary=None):
     """Validated :class:`Outputs`: the format from ``--output``'s extension, else
-    ``--format``, else a table on a terminal and CSV when piped; every file checked
-    writable (not a directory, its folder there and writable) before any work."""
+    ``--format``, else a table on a terminal and CSV when piped; ``-o DIR/`` (a trailing
+    slash or an existing directory) a Parquet dataset; every file checked writable (not a
+    directory, its folder there and writable) before any work."""
     from ..io.atomic import check_writable
+    from ..io.dataset import is_folder_output
     from ..report import output_format
 
+    if summary and summary != "-":
+        if os.path.splitext(summary)[1].lower() not in (".csv", ".json"):
+            raise EMDInputError("the summary is written to a .csv or .json file", source="--summary")
+        check_writable(summary, "--summary")
+    if is_folder_output(output) or is_folder_output(gradient):
+        return _folder_outputs(output, gradient, summary)
     fmt = output_format(output, fmt, stdout_is_tty)
     if gradient:
         if os.path.splitext(gradient)[1].lower() not in GRADIENT_FORMATS:
@@ -173,7 +189,27 @@ def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False):
     for flag, path in (("--output", output), ("--gradient", gradient)):
         if path and path != "-":
             check_writable(path, flag)
-    return Outputs(fmt=fmt, output=None if output == "-" else output, gradient=gradient)
+    return Outputs(fmt=fmt, output=None if output == "-" else output, gradient=gradient,
+                   summary=summary)
+
+
+def _folder_outputs(output, gradient, summary):
+    """Outputs of a dataset output (``-o DIR/``): its folders checked creatable."""
+    from ..io.atomic import check_folder
+    from ..io.dataset import is_folder_output
+
+    if not is_folder_output(output):
+        raise EMDInputError("a --gradient folder needs --output DIR/ (a dataset) too",
+                            source="--gradient")
+    if gradient and not is_folder_output(gradient):
+        raise EMDInputError("with --output DIR/, --gradient names a folder too (DIR/)",
+                            source="--gradient")
+    if gradient and os.path.abspath(output) == os.path.abspath(gradient):
+        raise EMDInputError("--output and --gradient name the same folder", source="--gradient")
+    for flag, path in (("--output", output), ("--gradient", gradient)):
+        if path:
+            check_folder(path, flag)
+    return Outputs(fmt="parquet", output=output, gradient=gradient, folder=True, summary=summary)
 
 
 def make_plan(inputs, space, metric, outs, *, device_check=True):

@@ -63,12 +63,39 @@ def make_metric(spec):
     return MetricRun({spec.column: dtype}, run)
 
 
+def part_inputs(inputs):
+    """[(dataset Part or None, the Inputs of that one file)]: one entry for a file, one
+    per file of a dataset (PRED a directory or glob; a TARGET dataset paired file by file)."""
+    from dataclasses import replace
+
+    from ..io import dataset
+
+    if not dataset.is_dataset(inputs.pred):
+        if dataset.is_dataset(inputs.target):
+            raise EMDInputError("is a dataset but PRED is one file", source=inputs.target,
+                                hint="give PRED as a dataset too, or one TARGET file")
+        return [(None, inputs)]
+    pred_parts = dataset.parts(inputs.pred)
+    if inputs.target is None:
+        pairs = [(p, None) for p in pred_parts]
+    elif not dataset.is_dataset(inputs.target):
+        raise EMDInputError("is one file but PRED is a dataset", source=inputs.target,
+                            hint="give TARGET as a dataset with one file per prediction file")
+    else:
+        pairs = dataset.paired(pred_parts, dataset.parts(inputs.target), inputs.pred, inputs.target)
+    return [(p, replace(inputs, pred=p.path, target=t.path if t else None, partition=p.partition))
+            for p, t in pairs]
+
+
 def open_sources(inputs):
-    """(prediction source, target source) — the same object when one file holds both."""
+    """(prediction source, target source) — the same object when one file holds both.
+    Partition keys named by ``--id-column`` or ``--group-by`` are not read from the file."""
+    keys = dict(inputs.partition)
     pred = open_input(
         inputs.pred, "pred", column=inputs.pred_column,
         target_column=None if inputs.target else inputs.target_column,
-        id_column=inputs.id_column,
+        id_column=None if inputs.id_column in keys else inputs.id_column,
+        group_column=None if inputs.group_by in keys else inputs.group_by,
     )
     try:
         if inputs.target is None:
@@ -142,9 +169,10 @@ def batch_rows(pred, target, fixed=None):
 
 
 def aligned_batches(pred, target, size, reuse=False):
-    """Yield (offset, pred rows, target rows, ids or None) in chunks of ``size`` rows;
-    with ``reuse`` a batch is overwritten once the next one is asked for."""
-    roles = ["pred", "target"] + (["id"] if pred.has("id") else [])
+    """Yield (offset, pred rows, target rows, ids or None, groups or None) in chunks of
+    ``size`` rows; with ``reuse`` a batch is overwritten once the next one is asked for."""
+    carried = [r for r in ("id", "group") if pred.has(r)]
+    roles = ["pred", "target"] + carried
     if target is pred:
         chunks = pred.batches(size, roles, reuse, exact=False)  # nothing to line up with
     else:
@@ -152,8 +180,14 @@ def aligned_batches(pred, target, size, reuse=False):
                                              target.batches(size, ["target"], reuse)))
     offset = 0
     for chunk in chunks:
-        yield offset, chunk["pred"], chunk["target"], chunk.get("id")
+        yield offset, chunk["pred"], chunk["target"], chunk.get("id"), chunk.get("group")
         offset += len(chunk["pred"])
+
+
+def _constant(inputs, column, n):
+    """The partition value of ``column`` for ``n`` rows, or None if it is no partition key."""
+    keys = dict(inputs.partition)
+    return np.full(n, keys[column], dtype=object) if column in keys else None
 
 
 def positions_name(spec):
@@ -184,87 +218,162 @@ def open_sinks(plan, metric, n_rows, stdout, console):
     return sinks.Sinks(made)
 
 
+@dataclass
+class _Job:
+    """What stays the same over a job's parts: the plan, its metric, the space (built
+    from the first part), the sinks, the summary and the timing."""
+
+    plan: object
+    metric: MetricRun
+    space: object
+    sinks: object
+    summary: object
+    timing: object
+    progress: object = None
+    first: object = None  # the first part's prediction source name and width
+
+
 def run(plan, *, stdout=None, console=None, progress=None, warn=print, clock_gpu=False):
-    """Run ``plan``; returns the :class:`report.Summary` of the distances, its ``timing``
+    """Run ``plan`` (its inputs a file or a dataset: every part into the same outputs);
+    returns the :class:`report.Summary` (or ``Grouped``) of the distances, its ``timing``
     a :class:`report.Timing` (with the GPU launchers' phases when ``clock_gpu`` and the
     job runs on CUDA: that synchronises the GPU around each phase).
 
     ``progress`` (optional): ``start(n_rows)``, ``advance(n)`` and ``note(line)`` (said
     once, e.g. that kernels are about to compile); ``warn(message)`` for warnings."""
     started = time.perf_counter()
-    timing = report.Timing()
     metric = make_metric(plan.metric)
     clock = _gpu_clock(plan.metric.device, clock_gpu)
-    spec = plan.space
-    positions = read_positions(spec.positions) if spec.positions else None
-    pred, target = open_sources(plan.inputs)
-    names = {"pred": pred.name, "target": target.name, "positions": positions_name(spec.positions)}
-    summary = report.Summary(metric.value)
-    out = None
+    work = part_inputs(plan.inputs)
+    sources = open_sources(work[0][1])
+    job = _Job(plan, metric, None, None, report.new_summary(metric.value, plan.inputs.group_by),
+               report.Timing(), progress)
     try:
-        space = build_space(spec, pred, target, warn)
-        out = open_sinks(plan, metric, pred.n_rows, stdout, console)
-        size = batch_rows(pred, target, plan.inputs.batch_rows)
-        width = pred.width or (space.n if space is not None else 0)
-        line = compile_notice(plan, pred, min(size, pred.n_rows), width) if progress else None
+        try:
+            job.space = build_space(plan.space, *sources, warn)
+            n_rows = sources[0].n_rows if len(work) == 1 else _count_rows(work, sources)
+            job.sinks = open_sinks(plan, metric, n_rows, stdout, console)
+            size = batch_rows(*sources, plan.inputs.batch_rows)
+            width = sources[0].width or (job.space.n if job.space is not None else 0)
+            line = (compile_notice(plan, sources[0], min(size, n_rows), width)
+                    if progress else None)
+        except BaseException:
+            _close(*sources)
+            raise
         if line:
             progress.note(line)
         if progress:
-            progress.start(pred.n_rows)
+            progress.start(n_rows)
         with clock as gpu_seconds:
-            t_read = time.perf_counter()
-            for offset, p, q, ids in aligned_batches(pred, target, size, reuse=True):
-                t_compute = time.perf_counter()
-                width = p.shape[1] if p.ndim == 2 else 0
-                if space is None:
-                    space = (Chain.uniform(width) if positions is None
-                             else Chain.from_positions(positions, width))
-                try:
-                    cols, grads = metric.run(p, q, space)
-                except EMDInputError as e:
-                    raise (e.shifted(offset) if e.row is not None else e) from None
-                t_write = time.perf_counter()
-                n = len(cols[metric.value])
-                if ids is None:
-                    ids = np.arange(offset, offset + n)
-                out.write({plan.inputs.id_column or "row": ids, **cols, "gradient": grads}, width)
-                summary.add(cols[metric.value], cols.get("sinkhorn_converged"))
-                timing.rows += n
-                if progress:
-                    progress.advance(n)
-                t_next = time.perf_counter()
-                timing.read += t_compute - t_read
-                timing.compute += t_write - t_compute
-                timing.write += t_next - t_write
-                t_read = t_next
-        timing.gpu = None if gpu_seconds is None else dict(gpu_seconds)
+            offset = 0
+            for k, (_, inputs) in enumerate(work):
+                offset = _run_part(job, inputs, sources if k == 0 else None, offset)
+        job.timing.gpu = None if gpu_seconds is None else dict(gpu_seconds)
         t = time.perf_counter()
-        out.commit(width)
-        timing.write += time.perf_counter() - t
+        job.sinks.commit(width=_width(job))
+        job.timing.write += time.perf_counter() - t
     except sinks.StdoutClosed:
-        out.abort()
-        if out.files:
+        job.sinks.abort()
+        files = job.sinks.files
+        if files:
             raise OutputError(
                 "closed before every row was written (by the reader); "
-                f"so {', '.join(out.files)} {'was' if len(out.files) == 1 else 'were'} not written",
+                f"so {', '.join(files)} {'was' if len(files) == 1 else 'were'} not written",
                 source="standard output") from None
         raise
+    except BaseException:
+        if job.sinks is not None:
+            job.sinks.abort()
+        raise
+    job.timing.wall = time.perf_counter() - started
+    job.summary.timing = job.timing
+    return job.summary
+
+
+def _width(job):
+    """The bins per row: the space's, else (no row read yet) the first file's."""
+    if job.space is not None:
+        return job.space.n
+    return (job.first[1] or 0) if job.first else 0
+
+
+def _close(pred, target):
+    pred.close()
+    if target is not pred:
+        target.close()
+
+
+def _count_rows(work, first):
+    """Rows in all parts of a dataset (each file's header or footer read)."""
+    total = first[0].n_rows
+    for _, inputs in work[1:]:
+        pred, target = open_sources(inputs)
+        total += pred.n_rows
+        _close(pred, target)
+    return total
+
+
+def _run_part(job, inputs, sources, offset):
+    """Every batch of one file (or file pair) through the metric into the sinks; rows are
+    numbered from ``offset``. Errors name this part's file and its row."""
+    pred, target = sources or open_sources(inputs)
+    spec = job.plan.space
+    names = {"pred": pred.name, "target": target.name, "positions": positions_name(spec.positions)}
+    try:
+        if job.first is None:
+            job.first = (pred.name, pred.width)
+        elif pred.width is not None and job.first[1] is not None and pred.width != job.first[1]:
+            raise EMDInputError(f"has {pred.width} bins but {job.first[0]} has {job.first[1]}",
+                                source=pred.name, hint="every file of a dataset needs the same bins")
+        elif job.space is not None and not isinstance(job.space, (Chain, Ground)):
+            _align_bins(job.space, pred, target)
+        positions = read_positions(spec.positions) if spec.positions else None
+        size = batch_rows(pred, target, inputs.batch_rows)
+        t_read = time.perf_counter()
+        for start, p, q, ids, groups in aligned_batches(pred, target, size, reuse=True):
+            t_compute = time.perf_counter()
+            if job.space is None:
+                width = p.shape[1] if p.ndim == 2 else 0
+                job.space = (Chain.uniform(width) if positions is None
+                             else Chain.from_positions(positions, width))
+            try:
+                cols, grads = job.metric.run(p, q, job.space)
+            except EMDInputError as e:
+                raise (e.shifted(start) if e.row is not None else e) from None
+            t_write = time.perf_counter()
+            n = len(cols[job.metric.value])
+            id_name = inputs.id_column or "row"
+            if ids is None:
+                ids = _constant(inputs, id_name, n)
+            if ids is None:
+                ids = np.arange(offset + start, offset + start + n)
+            if groups is None and inputs.group_by:
+                groups = _constant(inputs, inputs.group_by, n)
+            job.sinks.write({id_name: ids, **cols, "gradient": grads}, _width(job))
+            job.summary.add(cols[job.metric.value], cols.get("sinkhorn_converged"),
+                            *([groups] if inputs.group_by else []))
+            job.timing.rows += n
+            if job.progress:
+                job.progress.advance(n)
+            t_next = time.perf_counter()
+            job.timing.read += t_compute - t_read
+            job.timing.compute += t_write - t_compute
+            job.timing.write += t_next - t_write
+            t_read = t_next
+        return offset + pred.n_rows
     except EMDInputError as e:
-        if out is not None:
-            out.abort()
         e.source = names.get(e.source, e.source)
         raise
-    except BaseException:
-        if out is not None:
-            out.abort()
-        raise
     finally:
-        pred.close()
-        if target is not pred:
-            target.close()
-    timing.wall = time.perf_counter() - started
-    summary.timing = timing
-    return summary
+        _close(pred, target)
+
+
+def _align_bins(tree, pred, target):
+    """A later part's bin columns read in the tree's bin order (as the first part's)."""
+    for src, role in ((pred, "pred"), (target, "target")):
+        layout = src.roles.get(role, (None,))[0]
+        if layout == "columns" and set(src.bin_names) & set(tree.names):
+            src.order_bins(role, tree.bin_names)
 
 
 def compile_notice(plan, pred, rows, width):
