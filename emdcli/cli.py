@@ -99,6 +99,8 @@ class Format(str, Enum):
     csv = "csv"
     tsv = "tsv"
     jsonl = "jsonl"
+    arrow = "arrow"
+    parquet = "parquet"
 
 
 class Device(str, Enum):
@@ -236,7 +238,7 @@ def compute(
         GradWrt.distribution, "--grad-wrt", help="Gradient w.r.t. the normalised distribution (projected, sums to 0) or the raw input (chain rule through --normalize)."
     ),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to .csv, .tsv, .jsonl, .parquet or .npy instead of stdout."),
-    fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="Stdout format; default: a table on a terminal, CSV when piped."),
+    fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="Stdout format (arrow: an Arrow IPC stream, for DuckDB, Polars or another emd); default: a table on a terminal, CSV when piped."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per batch (default: about 16 MiB per array whatever the width, down to one row)."),
     device: Device = typer.Option(Device.cpu, "--device", help="cpu, cuda (an NVIDIA GPU through numba.cuda) or auto (cuda when a GPU is usable)."),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="A column (Parquet) or partition key: one summary line per group."),

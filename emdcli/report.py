@@ -13,8 +13,10 @@ import numpy as np
 
 from .errors import EMDInputError
 
-FORMATS = ("table", "csv", "tsv", "jsonl")
-FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy"}
+FORMATS = ("table", "csv", "tsv", "jsonl", "arrow", "parquet")  # on standard output
+FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy",
+                ".arrow": "arrow", ".feather": "arrow"}
+BINARY_FORMATS = ("arrow", "parquet", "npy")
 TABLE_ROWS = 20
 
 

@@ -114,7 +114,7 @@ def test_group_by_a_file_column(ds, tmp_path):
     assert sum(g["count"] for g in doc["groups"]) == 670
     assert len(r.stderr.strip().splitlines()) == 4
     one_line_error(emd("compute", ds / "npy" / "pred" / "p0.npy", ds / "npy" / "target" / "p0.npy",
-                       "--group-by", "key"), "--group-by needs a Parquet file")
+                       "--group-by", "key"), "--group-by needs a Parquet")
     one_line_error(emd("compute", ds / "all.parquet", "--group-by", "nope"), "no column 'nope'")
 
 

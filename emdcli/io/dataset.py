@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from ..errors import EMDInputError
 
-DATA_EXTENSIONS = (".parquet", ".pq", ".npy")
+DATA_EXTENSIONS = (".parquet", ".pq", ".npy", ".arrow", ".feather", ".arrows", ".csv", ".tsv")
 _MAGIC = ("*", "?", "[")
 
 

@@ -41,6 +41,8 @@ class ParquetSource:
     """A Parquet file: ``roles`` maps "pred", "target", "id" to a column spec
     ``(layout, columns)``; ``bin_names`` are the column names when bins are columns."""
 
+    kind = "Parquet"
+
     def __init__(self, name, pf, roles, width, bin_names, handle, dtype=None):
         self.name, self.pf, self.roles, self.dtype = name, pf, roles, dtype
         self.n_rows = pf.metadata.num_rows
@@ -93,7 +95,7 @@ class ParquetSource:
         except EMDInputError:
             raise
         except (OSError, ValueError) as e:
-            raise _fail(self.name, f"cannot read Parquet data: {one_line(e)}", row=offset) from None
+            raise _fail(self.name, f"cannot read {self.kind} data: {one_line(e)}", row=offset) from None
 
     def _iter(self, size, columns):
         """Record batches one row group at a time: over a whole file, pyarrow keeps every
@@ -132,6 +134,8 @@ def open_parquet(name, stream, role, column, target_column, carried):
 
     if name == "<stdin>":
         handle = _spool(stream)
+    elif "://" in name:  # a pyarrow.fs file (a URI): read through it
+        handle = stream
     else:  # by name: pyarrow's own file, read without the GIL
         stream.close()
         handle = name

@@ -71,13 +71,11 @@ class ParquetWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        parts = self.pending or [  # no rows at all: still a valid, empty, typed file
-            {c: np.empty((0, self.width or 0) if c == "gradient" else 0,
-                         dtype=np.dtype(self.dtypes.get(c, np.int64))) for c in self.columns}]
+        parts = self.pending or [_empty(self.columns, self.dtypes, self.width)]  # an empty, typed file
         self.pending, self.rows = [], 0
         # one row group from the batches as they are (chunks of one table: no copy)
-        table = pa.Table.from_batches([pa.record_batch([_arrow_column(b[c]) for c in self.columns],
-                                                       names=self.columns) for b in parts])
+        table = pa.Table.from_batches([_record_batch(b, self.columns, self.dtypes, self.width)
+                                       for b in parts])
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, table.schema, **_encodings(parts[0]))
         self.writer.write_table(table, row_group_size=max(len(table), 1))
@@ -94,6 +92,58 @@ class ParquetWriter:
                 self.writer.close()
             except Exception:  # noqa: BLE001 - the file is removed anyway
                 pass
+
+
+class ArrowWriter:
+    """Rows as Arrow IPC record batches, one per batch as it comes: a file (``.arrow``,
+    ``.feather``: the random-access format) or a stream (standard output, for
+    ``emd … -f arrow | duckdb``/polars/pyarrow)."""
+
+    def __init__(self, sink, columns, dtypes=None, width=None, stream=False):
+        self.sink, self.columns, self.writer = sink, columns, None
+        self.dtypes, self.width, self.stream = dtypes or {}, width, stream
+
+    def write(self, batch):
+        if len(batch[self.columns[0]]) or self.writer is None:
+            self._write(_record_batch(batch, self.columns, self.dtypes, self.width))
+
+    def _write(self, rb):
+        import pyarrow as pa
+
+        if self.writer is None:
+            new = pa.ipc.new_stream if self.stream else pa.ipc.new_file
+            self.writer = new(self.sink, rb.schema)
+        if rb.num_rows:
+            self.writer.write_batch(rb)
+
+    def close(self):
+        if self.writer is None:
+            self.write({c: [] for c in self.columns})
+        self.writer.close()
+        if self.stream:
+            self.sink.flush()
+
+    def discard(self):
+        if self.writer is not None and not self.stream:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001 - the file is removed anyway
+                pass
+
+
+def _record_batch(batch, columns, dtypes, width):
+    """A RecordBatch of ``batch``'s columns (typed by ``dtypes`` when it has no rows)."""
+    import pyarrow as pa
+
+    if not len(batch[columns[0]]):
+        batch = _empty(columns, dtypes, width)
+    return pa.record_batch([_arrow_column(batch[c]) for c in columns], names=columns)
+
+
+def _empty(columns, dtypes, width):
+    """No rows, each column typed (``dtypes``; row ids int64; gradients ``width`` wide)."""
+    return {c: np.empty((0, width or 0) if c == "gradient" else 0,
+                        dtype=np.dtype(dtypes.get(c, np.int64))) for c in columns}
 
 
 def _encodings(data):
@@ -217,6 +267,8 @@ class FileSink:
             width = None  # the width types gradient files only
         if self.fmt == "parquet":
             return ParquetWriter(tmp, self.columns, self.dtypes, width)
+        if self.fmt == "arrow":
+            return ArrowWriter(tmp, self.columns, self.dtypes, width)
         if self.fmt == "npy":
             cols = self.columns[1:] if width is None else self.columns[-1:]
             return NpyWriter(tmp, cols, self.n_rows, self.dtypes, width)
@@ -259,8 +311,8 @@ class StreamSink:
 
     path = "standard output"
 
-    def __init__(self, stream, fmt, columns, console, title):
-        self.stream, self.fmt, self.columns = stream, fmt, columns
+    def __init__(self, stream, fmt, columns, console, title, dtypes=None):
+        self.stream, self.fmt, self.columns, self.dtypes = stream, fmt, columns, dtypes
         self.writer = TableWriter(console, columns, title) if fmt == "table" else None
 
     def _guard(self, action, *args):
@@ -273,7 +325,13 @@ class StreamSink:
 
     def _ready(self):
         if self.writer is None:  # the header goes out with the first rows, not before
-            self.writer = self._guard(TextWriter, self.stream, self.fmt, self.columns)
+            if self.fmt in ("arrow", "parquet"):  # binary: to the stream's bytes
+                binary = getattr(self.stream, "buffer", self.stream)
+                self.stream.flush()
+                self.writer = (ArrowWriter(binary, self.columns, self.dtypes, stream=True)
+                               if self.fmt == "arrow" else ParquetWriter(binary, self.columns, self.dtypes))
+            else:
+                self.writer = self._guard(TextWriter, self.stream, self.fmt, self.columns)
         return self.writer
 
     def write(self, batch, width=None):

@@ -9,6 +9,7 @@ magic bytes). Errors are :class:`EMDInputError` with ``source`` set to the file 
 
 import io as _io
 import os
+import re
 import sys
 
 import numpy as np
@@ -18,6 +19,7 @@ from .npy import NPY_MAGIC, NpyStream, open_npy
 from .readahead import read_ahead
 
 PARQUET_MAGIC = b"PAR1"
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _fail(name, message, **kw):
@@ -82,9 +84,36 @@ def _read_exactly(raw, n):
     return data
 
 
+def is_uri(path):
+    """``scheme://…``: a file that :mod:`pyarrow.fs` opens (file, s3, gs, hdfs …)."""
+    return isinstance(path, str) and _URI.match(path) is not None
+
+
+def _open_uri(uri):
+    """A random-access file of ``uri`` through :mod:`pyarrow.fs`."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    try:
+        fs, inner = pafs.FileSystem.from_uri(uri)
+        info = fs.get_file_info(inner)
+        if info.type == pafs.FileType.NotFound:
+            raise _fail(uri, "no such file")
+        if info.type == pafs.FileType.Directory:
+            raise _fail(uri, "is a directory, not a file",
+                        hint="datasets are read from local folders or globs")
+        return fs.open_input_file(inner)
+    except (pa.ArrowException, OSError) as e:
+        raise _fail(uri, f"cannot open: {one_line(e)}") from None
+
+
 def _open_stream(path):
     """Path or ``-`` → (display name, binary stream positioned at 0, kind "npy"|"parquet")."""
-    if path == "-":
+    if is_uri(path):
+        name, stream = str(path), _open_uri(path)
+        head = _read_exactly(stream, 8)
+        stream.seek(0)
+    elif path == "-":
         name, raw = "<stdin>", _stdin()
         head = _read_exactly(raw, 8)
         if not head:
@@ -106,12 +135,17 @@ def _open_stream(path):
         return name, stream, "npy"
     if head.startswith(PARQUET_MAGIC):
         return name, stream, "parquet"
+    from .arrow import sniff
+
+    kind = sniff(name, head)
+    if kind:
+        return name, stream, kind
     stream.close()
     ext = os.path.splitext(name)[1].lower()
-    what = "empty" if not head else "not an NPY or Parquet file"
-    if ext in (".npy", ".parquet", ".pq"):
+    what = "empty" if not head else "not an NPY, Parquet, Arrow or CSV file"
+    if ext in (".npy", ".parquet", ".pq", ".arrow", ".feather", ".arrows"):
         what = f"not a valid {ext} file (truncated or corrupt)"
-    raise _fail(name, what, hint="inputs are .npy arrays or .parquet tables")
+    raise _fail(name, what, hint="inputs are .npy arrays, .parquet, .arrow or .csv tables")
 
 
 class NpySource:
@@ -166,19 +200,27 @@ def open_input(path, role, *, column=None, target_column=None, id_column=None,
     groups of the summary (roles "id" and "group").
     """
     name, stream, kind = _open_stream(path)
+    options = (column, target_column, {"id": id_column, "group": group_column})
     if kind == "parquet":
         from .parquet import open_parquet
 
-        return open_parquet(name, stream, role, column, target_column,
-                            {"id": id_column, "group": group_column})
+        return open_parquet(name, stream, role, *options)
+    if kind == "csv":
+        from .arrow import open_csv
+
+        return open_csv(name, stream, role, options)
+    if kind != "npy":
+        from .arrow import open_arrow
+
+        return open_arrow(name, stream, kind, role, options)
     flags = (("--pred-column", column), ("--target-column", target_column),
-             ("--id-column", id_column), ("--group-by", group_column))
+             ("--id-column", id_column), ("--group-by", group_column))  # NPY from here on
     if role == "target":
         flags = (("--target-column", target_column or column),)
     for flag, value in flags:
         if value:
             stream.close()
-            raise _fail(name, f"{flag} needs a Parquet file; NPY files have no columns")
+            raise _fail(name, f"{flag} needs a Parquet, Arrow or CSV file; NPY files have no columns")
     try:
         return NpySource(name, open_npy(name, stream, owned=path != "-"), role)
     except BaseException:

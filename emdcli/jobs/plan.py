@@ -180,6 +180,9 @@ def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False, summar
     if is_folder_output(output) or is_folder_output(gradient):
         return _folder_outputs(output, gradient, summary)
     fmt = output_format(output, fmt, stdout_is_tty)
+    if fmt in ("arrow", "parquet") and (not output or output == "-") and stdout_is_tty:
+        raise EMDInputError(f"-f {fmt} writes binary data; pipe or redirect standard output",
+                            source="--format", hint="or give --output FILE")
     if gradient:
         if os.path.splitext(gradient)[1].lower() not in GRADIENT_FORMATS:
             raise EMDInputError(f"gradients are written to {' or '.join(GRADIENT_FORMATS)} files",

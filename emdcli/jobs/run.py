@@ -208,7 +208,7 @@ def open_sinks(plan, metric, n_rows, stdout, console):
             made.append(sinks.FileSink(out.output, out.fmt, columns, dtypes, n_rows))
         else:
             title = f"{metric.value} of {os.path.basename(plan.inputs.pred)}"
-            made.append(sinks.StreamSink(stdout, out.fmt, columns, console, title))
+            made.append(sinks.StreamSink(stdout, out.fmt, columns, console, title, dtypes))
         if out.gradient:
             gfmt = os.path.splitext(out.gradient)[1].lower()[1:]
             made.append(sinks.FileSink(out.gradient, gfmt, [id_name, "gradient"], dtypes, n_rows))
