@@ -246,6 +246,7 @@ def compute(
     engine: Engine = typer.Option(Engine.local, "--engine", help="local, or dask: one task per input file on a Dask cluster (needs -o DIR/; pip install 'emdcli\\[dask]').", rich_help_panel="Datasets"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="--engine dask: the address of a running Dask scheduler (tcp://host:8786).", rich_help_panel="Datasets"),
     workers: Optional[int] = typer.Option(None, "--workers", help="--engine dask: start a local cluster of N worker processes [default: the cores].", rich_help_panel="Datasets"),
+    task_size: str = typer.Option("256M", "--task-size", help="With -o DIR/: a Parquet or NPY file larger than this is split into parts (tasks) of about this size (row groups kept whole).", rich_help_panel="Datasets"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary or progress on stderr."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also say where the time went: rows/s, reading, computing, writing; on a GPU the copies in and out, compilation and kernels (which synchronises the GPU)."),
 ):
@@ -287,7 +288,7 @@ def compute(
                               stdout_is_tty=stdout is not None and stdout.isatty(),
                               summary=summary_file),
             )
-            how = engines.Engine(engine.value, scheduler, workers)
+            how = engines.Engine(engine.value, scheduler, workers, engines.parse_size(task_size))
             warn = lambda m: typer.echo(f"emd: warning: {m}", err=True)  # noqa: E731
             if plan.outputs.folder:
                 progress = progress and _Progress(err, "files", 2)

@@ -384,3 +384,41 @@ def test_engine_options_are_checked(ds, tmp_path):
                    "--workers needs --engine dask")
     one_line_error(emd("compute", ds / "hive", "-o", f"{tmp_path}/o/", "--engine", "dask",
                        "--workers", "0"), "--workers must be >= 1")
+
+
+# ------------------------------------------------------------------ large files split
+
+
+def test_large_files_split_into_windows(ds, tmp_path):
+    """--task-size splits a Parquet file at row-group boundaries (an NPY file by rows):
+    the parts hold the same rows, numbered within their file, on both engines."""
+    out = tmp_path / "out"
+    ok("compute", ds / "hive", "-m", "emd2", "-o", f"{out}/", "--task-size", "1k", "-q")
+    train = sorted(p.name for p in (out / "split=train").iterdir())
+    assert train == [f"part-0.{k:05d}.parquet" for k in range(3)] + [
+        f"part-1.{k:05d}.parquet" for k in range(2)]
+    back = pads.dataset(out, format="parquet", partitioning="hive").to_table()
+    single = tmp_path / "single.parquet"
+    ok("compute", ds / "all.parquet", "-m", "emd2", "-o", single, "-q")
+    assert back.column("emd2").to_pylist() == pq.read_table(single).column("emd2").to_pylist()
+    assert pq.read_table(out / "split=train" / "part-0.00001.parquet").column("row").to_pylist() == \
+        list(range(100, 200))
+    npy = tmp_path / "npy"
+    ok("compute", ds / "npy" / "pred", ds / "npy" / "target", "-o", f"{npy}/", "--task-size", "5k", "-q")
+    p0 = sorted(p.name for p in npy.iterdir() if p.name.startswith("p0."))
+    assert len(p0) == 4  # 300 rows × 64 B in windows of 80 rows
+    rows = np.concatenate([pq.read_table(npy / f).column("row").to_numpy() for f in p0])
+    assert rows.tolist() == list(range(300))
+
+
+def test_bad_row_in_a_window_is_numbered_within_the_file(tmp_path):
+    src, tgt = _bad_third_file(tmp_path)
+    np.save(src / "f2.npy", np.concatenate([np.random.default_rng(0).random((40, N)),
+                                             np.load(src / "f2.npy")]))
+    np.save(tgt / "f2.npy", np.zeros(80, int))
+    out = tmp_path / "out"
+    one_line_error(emd("compute", src, tgt, "-o", f"{out}/", "--task-size", "1k"),
+                   "f2.npy: row 45", "negative")
+    assert not out.exists()
+    one_line_error(emd("compute", src, tgt, "-o", f"{out}/", "--task-size", "lots"),
+                   "--task-size 'lots' is not a size")

@@ -34,6 +34,9 @@ class ReaderSource(ParquetSource):
         self.dtype = _stored_dtype(schema, roles.get("pred", roles.get("target")), _pa())
         self.reader, self.n_rows = reader, n_rows
 
+    def window(self, start, stop):
+        raise EMDInputError("an Arrow or CSV file is read whole by one task", source=self.name)
+
     def _iter(self, size, columns):
         rows = 0
         for rb in self.reader(columns):

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+import numpy as np
+
 from ..errors import EMDInputError
 
 DATA_EXTENSIONS = (".parquet", ".pq", ".npy", ".arrow", ".feather", ".arrows", ".csv", ".tsv")
@@ -103,10 +105,44 @@ def paired(pred_parts, target_parts, pred_name, target_name):
     return list(zip(pred_parts, target_parts))
 
 
-def output_part(folder, part, ext=".parquet"):
-    """Where the output of ``part`` goes in the dataset folder ``folder``."""
+def output_part(folder, part, piece=None, ext=".parquet"):
+    """Where the output of ``part`` (its ``piece``-th window, if split) goes in the
+    dataset folder ``folder``."""
     stem = os.path.splitext(part.rel)[0]
-    return os.path.join(folder, stem + ext)
+    return os.path.join(folder, stem + ("" if piece is None else f".{piece:05d}") + ext)
+
+
+def windows(path, task_bytes):
+    """Row windows ``[(start, stop), …]`` of about ``task_bytes`` of the file ``path``
+    each — Parquet: whole row groups; NPY: rows — or None to read it whole (one window,
+    or a format that is read only whole)."""
+    ext = os.path.splitext(path)[1].lower()
+    if os.path.getsize(path) <= task_bytes or ext not in (".parquet", ".pq", ".npy"):
+        return None
+    if ext == ".npy":
+        from .npy import read_header
+
+        with open(path, "rb") as f:
+            shape, dtype, fortran = read_header(f, path)
+        n = shape[0] if shape else 1
+        row = max(dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64)), 1)
+        step = max(1, task_bytes // row)
+        cuts = list(range(0, n, step)) + [n]
+    else:
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        cuts, row, size = [0], 0, 0
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            if size and size + rg.total_byte_size > task_bytes:
+                cuts.append(row)
+                size = 0
+            row += rg.num_rows
+            size += rg.total_byte_size
+        cuts.append(row)
+    spans = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return spans if len(spans) > 1 else None
 
 
 def is_folder_output(path):

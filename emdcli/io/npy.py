@@ -58,6 +58,11 @@ class NpyStream:
         self.row = 0
         self._buffers, self._turn = [None, None], 0
 
+    def window(self, start, stop):
+        """Read only rows ``start`` to ``stop`` (a file: seeks to ``start``)."""
+        self.f.seek(start * self.row_bytes, 1)
+        self.n_rows = stop - start
+
     def read(self, n, reuse=False):
         n = min(n, self.n_rows - self.row)
         shape = (n, *self.shape[1:])

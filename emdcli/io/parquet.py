@@ -47,6 +47,11 @@ class ParquetSource:
         self.name, self.pf, self.roles, self.dtype = name, pf, roles, dtype
         self.n_rows = pf.metadata.num_rows
         self.width, self.bin_names, self.handle = width, bin_names, handle
+        self.rows = None  # (start, stop): read only these rows
+
+    def window(self, start, stop):
+        """Read only rows ``start`` to ``stop`` (the row groups that hold them)."""
+        self.rows, self.n_rows = (start, stop), stop - start
 
     @property
     def row_bytes(self):
@@ -100,9 +105,19 @@ class ParquetSource:
     def _iter(self, size, columns):
         """Record batches one row group at a time: over a whole file, pyarrow keeps every
         row group it has decoded until the end (memory that grows with the file)."""
+        lo, hi = self.rows or (0, self.n_rows)
+        row = 0  # the file's row at the start of the next record batch
         for g in range(self.pf.metadata.num_row_groups):
-            yield from self.pf.iter_batches(batch_size=size, row_groups=[g], columns=columns,
-                                            use_threads=False)
+            n = self.pf.metadata.row_group(g).num_rows
+            if row + n <= lo or row >= hi:
+                row += n
+                continue
+            for rb in self.pf.iter_batches(batch_size=size, row_groups=[g], columns=columns,
+                                           use_threads=False):
+                a, b = max(lo - row, 0), min(hi - row, rb.num_rows)
+                row += rb.num_rows
+                if b > a:
+                    yield rb if (a, b) == (0, rb.num_rows) else rb.slice(a, b - a)
 
     def close(self):
         if hasattr(self.handle, "close"):

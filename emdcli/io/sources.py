@@ -173,6 +173,14 @@ class NpySource:
     def has(self, role):
         return role in self.roles
 
+    def window(self, start, stop):
+        """Read only rows ``start`` to ``stop`` (a task's share of a large file)."""
+        if isinstance(self.array, NpyStream):
+            self.array.window(start, stop)
+        else:
+            self.array = self.array[start:stop]
+        self.n_rows = stop - start
+
     def batches(self, size, roles, reuse=False, exact=True):
         """Yield dicts role → array of ``size`` rows (the last may be shorter; ``exact``
         is for the Parquet sources' signature: these batches always are). With

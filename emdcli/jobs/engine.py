@@ -23,6 +23,21 @@ from .run import part_inputs, run
 
 SUMMARY_FILE = "_summary.json"
 CONNECT_TIMEOUT = 10  # seconds to reach a --scheduler before giving up
+TASK_BYTES = 256 << 20  # a file larger than this is split into tasks of about this size
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text):
+    """``256M``, ``1.5G``, ``4096`` → bytes (``--task-size``)."""
+    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    try:
+        value = float(t[:len(t) - len(unit)]) * _UNITS[unit]
+    except ValueError:
+        value = 0
+    if not value >= 1:
+        raise EMDInputError(f"--task-size {text!r} is not a size (e.g. 256M, 1G)")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,7 @@ class Engine:
     kind: str = "local"
     scheduler: str | None = None
     workers: int | None = None
+    task_bytes: int = TASK_BYTES
 
     def __post_init__(self):
         if self.kind not in ("local", "dask"):
@@ -44,6 +60,8 @@ class Engine:
             raise EMDInputError(f"--workers must be >= 1, got {self.workers}")
         if self.scheduler and self.workers:
             raise EMDInputError("--scheduler joins a cluster; --workers starts one: give one")
+        if self.task_bytes < 1:
+            raise EMDInputError(f"--task-size must be at least 1 byte, got {self.task_bytes}")
 
 
 @dataclass
@@ -65,20 +83,27 @@ def run_part(plan):
     return PartResult(files, summary.timing.rows, summary, summary.timing.wall, warnings)
 
 
-def part_plans(plan):
-    """[(output part path, the plan of that part)] of a folder-output plan, in file order."""
+def part_plans(plan, task_bytes=TASK_BYTES):
+    """[(output part path, the plan of that part)] of a folder-output plan, in file order:
+    one per input file, or per window of about ``task_bytes`` of a larger Parquet or NPY
+    file (``stem.00000.parquet``, …; rows keep their numbers within the file)."""
     outs = plan.outputs
     plans, seen = [], {}
     for part, inputs in part_inputs(plan.inputs):
         part = part or dataset.Part(inputs.pred, os.path.basename(inputs.pred))
-        out = dataset.output_part(outs.output, part)
-        if out in seen:
-            raise EMDInputError(f"and {seen[out]} would both write {out}", source=inputs.pred,
-                                hint="give the files of a dataset different names")
-        seen[out] = inputs.pred
-        grad = dataset.output_part(outs.gradient, part) if outs.gradient else None
-        part_out = Outputs(fmt="parquet", output=out, gradient=grad)
-        plans.append((out, replace(plan, inputs=inputs, outputs=part_out)))
+        spans = None
+        if inputs.pred != "-" and os.path.isfile(inputs.pred) and inputs.target != "-":
+            spans = dataset.windows(inputs.pred, task_bytes)
+        for k, rows in enumerate(spans or [None]):
+            piece = None if spans is None else k
+            out = dataset.output_part(outs.output, part, piece)
+            if out in seen:
+                raise EMDInputError(f"and {seen[out]} would both write {out}", source=inputs.pred,
+                                    hint="give the files of a dataset different names")
+            seen[out] = inputs.pred
+            grad = dataset.output_part(outs.gradient, part, piece) if outs.gradient else None
+            part_out = Outputs(fmt="parquet", output=out, gradient=grad)
+            plans.append((out, replace(plan, inputs=replace(inputs, rows=rows), outputs=part_out)))
     return plans
 
 
@@ -110,7 +135,7 @@ def run_dataset(plan, engine=Engine(), *, progress=None, warn=print):
     :class:`report.Summary`, or ``Grouped`` with ``--group-by``) after writing every part,
     ``_summary.json`` and (``plan.outputs.summary``) the summary file."""
     started = time.perf_counter()
-    plans = part_plans(plan)
+    plans = part_plans(plan, engine.task_bytes)
     made = _make_folders(plan.outputs, plans)
     summary = report.new_summary(plan.metric.column, plan.inputs.group_by)
     timing = report.Timing()

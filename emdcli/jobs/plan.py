@@ -23,7 +23,8 @@ class Inputs:
     """Where the rows come from: PRED [TARGET] (files or datasets) and their columns;
     ``batch_rows`` fixes the rows per batch (else batches are sized by bytes);
     ``group_by`` a column (or partition key) the summary is split by; ``partition`` the
-    ``((key, value), …)`` of one part of a dataset (its constant columns)."""
+    ``((key, value), …)`` of one part of a dataset (its constant columns); ``rows`` a
+    ``(start, stop)`` window of the file(s), one task's share of a large file."""
 
     pred: str
     target: str | None = None
@@ -33,6 +34,7 @@ class Inputs:
     batch_rows: int | None = None
     group_by: str | None = None
     partition: tuple = ()
+    rows: tuple | None = None
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,17 @@ def part_inputs(inputs):
 
 
 def open_sources(inputs):
-    """(prediction source, target source) — the same object when one file holds both.
-    Partition keys named by ``--id-column`` or ``--group-by`` are not read from the file."""
+    """(prediction source, target source) — the same object when one file holds both —
+    reading only ``inputs.rows`` when set. Partition keys named by ``--id-column`` or
+    ``--group-by`` are not read from the file."""
+    pred, target = _open_pair(inputs)
+    if inputs.rows:
+        for src in {id(pred): pred, id(target): target}.values():
+            src.window(*inputs.rows)
+    return pred, target
+
+
+def _open_pair(inputs):
     keys = dict(inputs.partition)
     pred = open_input(
         inputs.pred, "pred", column=inputs.pred_column,
@@ -319,6 +328,7 @@ def _run_part(job, inputs, sources, offset):
     pred, target = sources or open_sources(inputs)
     spec = job.plan.space
     names = {"pred": pred.name, "target": target.name, "positions": positions_name(spec.positions)}
+    base = offset + (inputs.rows[0] if inputs.rows else 0)  # a window's rows keep the file's numbers
     try:
         if job.first is None:
             job.first = (pred.name, pred.width)
@@ -338,15 +348,16 @@ def _run_part(job, inputs, sources, offset):
                              else Chain.from_positions(positions, width))
             try:
                 cols, grads = job.metric.run(p, q, job.space)
-            except EMDInputError as e:
-                raise (e.shifted(start) if e.row is not None else e) from None
+            except EMDInputError as e:  # the row within the file
+                first = start + (inputs.rows[0] if inputs.rows else 0)
+                raise (e.shifted(first) if e.row is not None else e) from None
             t_write = time.perf_counter()
             n = len(cols[job.metric.value])
             id_name = inputs.id_column or "row"
             if ids is None:
                 ids = _constant(inputs, id_name, n)
             if ids is None:
-                ids = np.arange(offset + start, offset + start + n)
+                ids = np.arange(base + start, base + start + n)
             if groups is None and inputs.group_by:
                 groups = _constant(inputs, inputs.group_by, n)
             job.sinks.write({id_name: ids, **cols, "gradient": grads}, _width(job))
