@@ -154,7 +154,7 @@ def load(inputs, space_spec, normalize="l1", *, rows=None, seed=0, only_row=None
         wanted = _sample(pred.n_rows, rows, seed, only_row)
         size = jobs.batch_rows(pred, target)
         ps, qs, idss, taken = [], [], [], []
-        for offset, p, q, ids in jobs.aligned_batches(pred, target, size):
+        for offset, p, q, ids, _groups in jobs.aligned_batches(pred, target, size):
             stop = offset + len(p)
             if wanted is None:
                 keep = np.arange(len(p))

@@ -28,6 +28,13 @@ def format_float(v):
     return repr(v) if math.isfinite(v) else _nonfinite(v)
 
 
+def format_short(v, digits=7):
+    """A float for a terminal: at most ``digits`` significant digits (files and pipes get
+    :func:`format_float`'s full precision)."""
+    v = float(v)
+    return f"{v:.{digits}g}" if math.isfinite(v) else _nonfinite(v)
+
+
 # numpy >= 2.3 spells a float32 of magnitude >= 1e6 in scientific notation (past 2^24 a
 # float32 no longer holds every integer); earlier numpys do so only from 1e16 on
 _FLOAT32_SCIENTIFIC_FROM_1E6 = str(np.float32(1e6)) == "1e+06"
@@ -222,9 +229,11 @@ class Summary:
             )
         return out
 
-    def line(self, label=None):
+    def line(self, label=None, short=False):
+        """One line; ``short``: numbers to 7 significant digits, for a terminal."""
         s = self.stats()
-        parts = [f"{k}={format_float(v) if isinstance(v, float) else v}" for k, v in s.items()
+        fmt = format_short if short else format_float
+        parts = [f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in s.items()
                  if not (k in ("nonfinite", "not_converged") and v == 0)]
         if self.sketch is not None:
             parts.append("(p50, p95 within 1e-4)")
@@ -276,9 +285,9 @@ class Grouped:
         """(group, stats) per group, then (None, stats of all rows)."""
         return [(k, s.stats()) for k, s in self.groups.items()] + [(None, self.all.stats())]
 
-    def line(self):
-        lines = [self.all.line()]
-        lines += [s.line(f"{self.name}[{self.by}={k}]") for k, s in self.groups.items()]
+    def line(self, short=False):
+        lines = [self.all.line(short=short)]
+        lines += [s.line(f"{self.name}[{self.by}={k}]", short=short) for k, s in self.groups.items()]
         return "\n".join(lines)
 
 

@@ -1,0 +1,5 @@
+"""``python -m emdcli.cli``: the ``emd`` command line."""
+
+from . import main
+
+main()

@@ -1,0 +1,263 @@
+"""What the ``emd`` commands share: choices, help rendering, errors, signals, stderr lines.
+
+Nothing here imports numpy, Numba or pyarrow (``emd --help`` stays fast).
+"""
+
+import sys
+from contextlib import contextmanager
+from enum import Enum
+
+import typer
+from typer.core import TyperCommand
+
+EXIT_BAD_INPUT = 2
+
+
+class Metric(str, Enum):
+    emd = "emd"
+    emd2 = "emd2"
+    emd_rho = "emd-rho"
+    sinkhorn = "sinkhorn"
+
+
+class Form(str, Enum):
+    plain = "plain"
+    log = "log"
+
+
+class GibbsKernel(str, Enum):
+    auto = "auto"
+    structured = "structured"
+    dense = "dense"
+
+
+class Normalize(str, Enum):
+    l1 = "l1"
+    softmax = "softmax"
+    none = "none"
+
+
+class DType(str, Enum):
+    float64 = "float64"
+    float32 = "float32"
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    tsv = "tsv"
+    jsonl = "jsonl"
+    arrow = "arrow"
+    parquet = "parquet"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
+class Engine(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
+class GradWrt(str, Enum):
+    distribution = "distribution"
+    input = "input"
+
+
+def choices(*values):
+    """A completion callback offering ``values`` (for comma-list options typed as text)."""
+    def complete(incomplete: str):
+        head, _, last = incomplete.rpartition(",")
+        prefix, given = (head + ",", head.split(",")) if head else ("", [])
+        return [prefix + v for v in values if v.startswith(last) and v not in given]
+    return complete
+
+
+# ----------------------------------------------------------------------------- help
+
+
+def _examples(epilog):
+    """``(command, comment)`` pairs from an epilog of ``command  # comment`` lines."""
+    out = []
+    for line in epilog.strip().splitlines():
+        line = line.strip()
+        if not line or line.rstrip(":") == "Examples":
+            continue
+        cmd, _, comment = line.partition("  # ")
+        out.append((cmd.strip(), comment.strip()))
+    return out
+
+
+def _units(cmd):
+    """The words of a shell command, an option kept with its value (``--tree FILE``)."""
+    words, out = cmd.split(" "), []
+    for w in words:
+        if out and out[-1].startswith("-") and " " not in out[-1] and not w.startswith("-") \
+                and w not in ("|", ">", "&&") and len(out[-1]) > 1:
+            out[-1] += " " + w
+        else:
+            out.append(w)
+    return out
+
+
+def wrap_command(cmd, width, indent=2, hang=6):
+    """A shell command as lines of at most ``width`` columns, broken between words with
+    `` \\`` continuations, continued lines indented by ``hang`` (copy-pastable)."""
+    lines, line = [], " " * indent
+    for word in _units(cmd):
+        fresh = line.strip() == ""
+        if not fresh and len(line) + 1 + len(word) + 2 > width:
+            lines.append(line + " \\")
+            line = " " * hang + word
+        else:
+            line += ("" if fresh else " ") + word
+    lines.append(line)
+    return lines
+
+
+def format_examples(epilog, width):
+    """The examples of a help page, each fitted to ``width`` columns: ``cmd  # comment``
+    on one line when it fits, else the comment above and the command wrapped."""
+    from rich.text import Text
+
+    out = Text("Examples:\n", style="bold")
+    for cmd, comment in _examples(epilog):
+        one = f"  {cmd}" + (f"  # {comment}" if comment else "")
+        if len(one) <= width:
+            out.append(f"  {cmd}")
+            if comment:
+                out.append(f"  # {comment}", style="dim")
+            out.append("\n")
+            continue
+        if comment:
+            out.append(f"  # {comment}\n", style="dim")
+        out.append("\n".join(wrap_command(cmd, width)) + "\n")
+    out.rstrip()
+    return out
+
+
+def _default_text(text):
+    return lambda *_, **__: text
+
+
+def _render_help(cmd, ctx, formatter, base):
+    """Typer's Rich help for ``cmd`` (nothing for a flag's type, a described default as
+    ``[default: text]``), then its examples, fitted to the console width, instead of the
+    re-flowed epilog."""
+    for p in cmd.get_params(ctx):
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+        if getattr(p, "param_type_name", "") == "argument":  # its metavar says it all
+            p.display_type_rich = _default_text(None)
+        if isinstance(getattr(p, "show_default", None), str):
+            p._get_default_string = _default_text(p.show_default)
+    epilog, cmd.epilog = cmd.epilog, None
+    try:
+        base.format_help(cmd, ctx, formatter)
+    finally:
+        cmd.epilog = epilog
+    if epilog:
+        from rich.padding import Padding
+        from typer import rich_utils
+
+        console = rich_utils._get_rich_console()
+        console.print(Padding(format_examples(epilog, console.width - 2), (1, 1, 1, 1)),
+                      soft_wrap=True)
+
+
+class Command(TyperCommand):
+    """An ``emd`` subcommand: help with metavars for flags and wrapped examples; the
+    usage line as ``PRED [TARGET]``."""
+
+    def format_help(self, ctx, formatter):
+        _render_help(self, ctx, formatter, TyperCommand)
+
+    def collect_usage_pieces(self, ctx):
+        return [p[1:-1] if p[:1] == "{" and p[-1:] == "}" else p
+                for p in super().collect_usage_pieces(ctx)]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@contextmanager
+def all_or_nothing():
+    """Around a command that writes files: SIGINT, SIGTERM and SIGHUP stop it once (later
+    ones are ignored while it cleans up) with one line and exit 128 + the signal; every
+    temporary file goes, however the command ends."""
+    from .. import interrupts
+    from ..io import atomic
+
+    with interrupts.handled():
+        try:
+            yield
+        except interrupts.Interrupted as e:
+            atomic.remove_all()
+            typer.echo(f"emd: interrupted by {e.name}; no output written", err=True)
+            raise typer.Exit(e.exit_code) from None
+        finally:
+            atomic.remove_all()
+
+
+def fail(message):
+    """One line on stderr, exit code 2, no traceback."""
+    typer.echo(f"emd: error: {message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def silence_stdout():
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (e.g. under a test runner)
+        pass
+
+
+def say_summary(text_full, text_short):
+    """A summary on stderr: on a terminal the short form, wrapped between ``key=value``
+    words (never inside a number); to a file or pipe the full-precision line."""
+    if not sys.stderr.isatty():
+        typer.echo(text_full, err=True)
+        return
+    from rich.console import Console
+
+    Console(stderr=True).print(text_short, markup=False, highlight=False)
+
+
+class Progress:
+    """A Rich progress bar on stderr, shown only for long jobs on a terminal."""
+
+    MIN_ROWS = 500_000
+
+    def __init__(self, console, unit="rows", min_total=MIN_ROWS):
+        self.console, self.bar, self.task = console, None, None
+        self.unit, self.min_total = unit, min_total
+
+    def start(self, total):
+        if total >= self.min_total and self.console.is_terminal:
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.unit, total=total)
+
+    def advance(self, n):
+        if self.bar:
+            self.bar.advance(self.task, n)
+
+    def note(self, line):
+        """A one-off message (e.g. that the kernels are compiling), above any bar."""
+        console = self.bar.console if self.bar else self.console
+        # on a terminal wrapped between words; to a file or pipe one line
+        console.print(f"emd: {line}", markup=False, highlight=False,
+                      soft_wrap=not console.is_terminal)
+
+    def stop(self):
+        if self.bar:
+            self.bar.stop()
