@@ -259,3 +259,22 @@ def test_the_terminal_summary_is_short_and_files_get_full_precision():
     assert "max=0.3333333" in short
     assert report.format_short(float("inf")) == "inf"
     assert report.format_short(123456789.0) == "1.234568e+08"
+
+
+def test_compute_table_footer_is_a_line_of_its_own():
+    """The 'first 20 of N rows' note is not the table's caption (which wrapped to the
+    table's width): one line under the table at 80 columns."""
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from emdcli.io.sinks import TableWriter
+
+    console = Console(file=io.StringIO(), width=80)
+    w = TableWriter(console, ["row", "emd"], "emd of p.npy")
+    w.write({"row": np.arange(1234), "emd": np.linspace(0, 1, 1234)})
+    w.close()
+    lines = console.file.getvalue().splitlines()
+    assert lines[-1] == "first 20 of 1,234 rows; use --format csv or --output for all"
+    assert lines[-2].startswith("└")

@@ -240,15 +240,15 @@ class TableWriter:
     def close(self):
         from rich.table import Table
 
-        caption = None
-        if self.count > len(self.rows):
-            caption = f"first {len(self.rows)} of {self.count} rows; use --format csv or --output for all"
-        table = Table(title=self.title, caption=caption)
+        table = Table(title=self.title)
         for c in self.columns:
             table.add_column(c, justify="left" if c == self.columns[0] else "right")
         for r in self.rows:
             table.add_row(*r)
         self.console.print(table)
+        if self.count > len(self.rows):  # a line of its own: wrapped to the terminal, not the table
+            self.console.print(f"first {len(self.rows)} of {self.count:,} rows; use --format csv "
+                               "or --output for all", style="dim", markup=False, highlight=False)
 
 
 class FileSink:
