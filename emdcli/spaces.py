@@ -54,6 +54,8 @@ class Chain:
                 f"and x[{i + 1}] = {float(x[i + 1])!r}",
                 source="positions",
             )
+        if isinstance(positions, np.ndarray) and np.shares_memory(x, positions):
+            x = x.copy()  # the caller's array stays theirs: writable, and not ours to follow
         x.setflags(write=False)
         return cls(x)
 
@@ -313,6 +315,8 @@ class Ground:
                 f"the ground matrix breaks the triangle inequality (by up to {worst!r}); "
                 "the EMD is then not a metric"
             )
+        if isinstance(matrix, np.ndarray) and np.shares_memory(d, matrix):
+            d = d.copy()  # the caller's array stays theirs: writable, and not ours to follow
         d.setflags(write=False)
         return cls(d, tuple(notes), source)
 

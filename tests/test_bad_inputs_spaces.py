@@ -402,3 +402,19 @@ def test_random_json_values_raise_only_input_errors(value):
         Tree.from_edges(nodes, parents, weights, source="t.json")
     except EMDInputError as e:
         assert "\n" not in str(e)
+
+
+def test_spaces_leave_the_callers_arrays_writable():
+    import numpy as np
+
+    from emdcli.spaces import Chain, Ground
+
+    x = np.array([0.0, 1.0, 3.0])
+    chain = Chain.from_positions(x)
+    d = np.array([[0.0, 1.0], [1.0, 0.0]])
+    ground = Ground.from_matrix(d)
+    assert x.flags.writeable and d.flags.writeable
+    assert not chain.positions.flags.writeable
+    x[0] = -5.0  # the caller may reuse its array; the space keeps what it validated
+    d[0, 1] = 7.0
+    assert chain.positions[0] == 0.0 and ground.matrix[0, 1] == 1.0

@@ -1,0 +1,130 @@
+"""The custom operators behind :func:`emdcli.torch.emd_loss`.
+
+``emdcli::emd_value_grad(input (B, N), target, space, kind, rho, normalize, smoothing)
+→ (values (B,), grad (B, N))``: EMD^rho of every row and its gradient with respect to
+the raw ``input`` (the chain rule through the normalisation), one kernel call for both.
+``emdcli::emd_scale_grad(grad_values (B,), grad (B, N)) → grad_values[:, None] · grad``
+is its backward; differentiating that raises (the loss is once differentiable).
+
+Both are ``torch.library.custom_op`` operators with fake implementations, so
+``torch.compile`` graphs keep them as single opaque nodes. The space travels as a
+``kind`` ("chain", "tree", "ground") and a list of CPU tensors (:func:`space_from`).
+CPU tensors are read by the Numba kernels through zero-copy numpy views, CUDA tensors
+go to the numba.cuda kernels (:mod:`emdcli.torch._device`).
+"""
+
+import numpy as np
+import torch
+
+from ..errors import EMDInputError
+from ..spaces import Chain, Ground, Tree
+
+KINDS = ("chain", "tree", "ground")
+SOURCES = {"pred": "input"}  # the API's names for the inputs, as torch users know them
+
+
+def space_from(kind, tensors):
+    """The :class:`Chain`, :class:`Tree` or :class:`Ground` carried by ``tensors``
+    (validated when they were made: :func:`emdcli.torch._loss.space_tensors`):
+    chain (positions,), tree (parent, weight, bin_node, count), ground (matrix,)."""
+    arrays = [t.detach().cpu().numpy() for t in tensors]
+    if kind == "chain":
+        return Chain(arrays[0])
+    if kind == "tree":
+        parent, weight, bin_node, count = arrays
+        return Tree((), parent, weight, bin_node, count, np.empty(0, dtype=np.int64))
+    if kind == "ground":
+        return Ground(arrays[0])
+    raise ValueError(f"space kind must be one of {', '.join(KINDS)}, got {kind!r}")
+
+
+def _renamed(error):
+    """The API's error with its ``source`` named as in the loss (``pred`` → ``input``)."""
+    return EMDInputError(error.message, source=SOURCES.get(error.source, error.source),
+                         row=error.row, column=error.column, hint=error.hint)
+
+
+def _smoothed_classes(c, n, smoothing, dtype):
+    """Rows ``(1 − ε)·onehot(c) + ε/N`` (B, N) for valid class indices c (B,)."""
+    q = np.full((c.shape[0], n), smoothing / n, dtype=dtype)
+    q[np.arange(c.shape[0]), c] += 1.0 - smoothing
+    return q
+
+
+def _cpu_value_grad(x, t, sp, rho, normalize, smoothing):
+    """:func:`emdcli.emd` on zero-copy views of CPU tensors; values and the input gradient
+    come back as new tensors of x's dtype. Validates (one pass): bad rows raise."""
+    from .. import api, rows
+
+    xa = x.detach().numpy()
+    ta = t.detach().numpy()
+    dtype = "float32" if xa.dtype == np.float32 else "float64"
+    try:
+        if ta.ndim == 1 and smoothing > 0.0:
+            c = rows.prepare_classes(ta, xa.shape[0], xa.shape[1], check=True)
+            ta = _smoothed_classes(c, xa.shape[1], smoothing, xa.dtype)
+        values, g = api.emd(xa, ta, space=sp, rho=rho, normalize=normalize, dtype=dtype,
+                            gradient=True, grad_wrt="input", check=True)
+    except EMDInputError as e:
+        raise _renamed(e) from None
+    return torch.from_numpy(values), torch.from_numpy(np.ascontiguousarray(g))
+
+
+@torch.library.custom_op("emdcli::emd_value_grad", mutates_args=())
+def emd_value_grad(input: torch.Tensor, target: torch.Tensor, space: list[torch.Tensor],
+                   kind: str, rho: float, normalize: str,
+                   smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values (B,), d values / d input (B, N)) of EMD^rho on the space; ``target`` (B,)
+    int64 class indices (smoothed into rows when ``smoothing`` > 0) or (B, N) rows of
+    input's dtype. input float32/float64, C-contiguous."""
+    sp = space_from(kind, space)
+    if input.device.type == "cpu":
+        return _cpu_value_grad(input, target, sp, rho, normalize, smoothing)
+    if input.device.type == "cuda":
+        from ._device import cuda_value_grad
+
+        return cuda_value_grad(input, target, sp, rho, normalize, smoothing)
+    raise ValueError(f"emd_loss runs on CPU and CUDA tensors, not on {input.device.type}")
+
+
+@emd_value_grad.register_fake
+def _(input, target, space, kind, rho, normalize, smoothing):
+    return input.new_empty(input.shape[0]), torch.empty_like(input)
+
+
+def _setup_value_grad(ctx, inputs, output):
+    # grad stays a differentiable output: under create_graph its product with grad_values
+    # is recorded, and differentiating that product raises (not a silent zero Hessian)
+    ctx.save_for_backward(output[1])
+    ctx.space_len = len(inputs[2])
+
+
+def _backward_value_grad(ctx, grad_values, grad_g):
+    (g,) = ctx.saved_tensors
+    return (emd_scale_grad(grad_values, g), None, [None] * ctx.space_len, None, None, None,
+            None)
+
+
+torch.library.register_autograd("emdcli::emd_value_grad", _backward_value_grad,
+                                setup_context=_setup_value_grad)
+
+
+@torch.library.custom_op("emdcli::emd_scale_grad", mutates_args=())
+def emd_scale_grad(grad_values: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``grad_values[:, None] · grad`` (B, N): the backward of ``emd_value_grad``."""
+    return grad * grad_values.unsqueeze(1)
+
+
+@emd_scale_grad.register_fake
+def _(grad_values, grad):
+    return torch.empty_like(grad)
+
+
+def _no_double_backward(ctx, grad):
+    raise RuntimeError(
+        "emd_loss is differentiable once: its backward saves the gradient, not the "
+        "Hessian, so double backward (create_graph=True through the loss) is not supported"
+    )
+
+
+torch.library.register_autograd("emdcli::emd_scale_grad", _no_double_backward)
