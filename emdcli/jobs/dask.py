@@ -9,6 +9,7 @@ stops the job: the tasks not yet run are cancelled, the running ones are waited 
 the error is raised here as it was raised there.
 """
 
+import logging
 import os
 import time
 import uuid
@@ -28,30 +29,47 @@ def _distributed():
     return distributed
 
 
-def warm_groups(plan):
-    """The :mod:`emdcli.warmup` groups of ``plan``'s kernels (none for a ground matrix)."""
+def warm_plan(plan):
+    """Load (or compile) the kernels ``plan`` runs, on tiny inputs past the small-batch
+    numpy path: float32 and float64 rows (a file's dtype is not known yet), class and
+    row targets, the plan's rho, dtype, normalisation and gradient. Sinkhorn: its
+    :mod:`emdcli.warmup` group. Nothing for a ground matrix or a GPU."""
     m, kind = plan.metric, plan.space.kind
-    if m.device != "cpu":
-        return []
+    if m.device != "cpu" or kind == "ground":
+        return
     if m.metric == "sinkhorn":
-        return [f"sinkhorn-{m.sinkhorn.get('form', 'plain')}-{m.dtype}"]
-    return [f"{kind}-{m.dtype}"] if kind in ("chain", "tree") else []
+        from ..warmup import warm
+
+        warm(groups=[f"sinkhorn-{m.sinkhorn.get('form', 'plain')}-{m.dtype}"])
+        return
+    import numpy as np
+
+    from ..api import emd
+    from ..rows import SMALL_ELEMENTS
+    from ..spaces import Chain, Tree
+
+    space = (Chain.uniform(4) if kind == "chain" else
+             Tree.from_edges(list("rabcd"), ["", "r", "r", "a", "a"]))
+    n = SMALL_ELEMENTS // space.n + 1
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float64"):
+        p = (rng.random((n, space.n)) + 0.1).astype(dtype)
+        for target in (rng.integers(0, space.n, n), p[::-1].copy()):
+            emd(p, target, space=space, rho=m.rho, normalize=m.normalize, dtype=m.dtype,
+                gradient=m.gradient, grad_wrt=m.grad_wrt)
 
 
 def _plugin_class(distributed):
     class WarmKernels(distributed.WorkerPlugin):
-        """Compile (or load from Numba's cache) a job's kernels once per worker."""
+        """Load (or compile) a job's kernels once per worker, before its first task."""
 
         name = "emdcli-warm-kernels"
 
-        def __init__(self, groups):
-            self.groups = list(groups)
+        def __init__(self, plan):
+            self.plan = plan
 
         def setup(self, worker):
-            if self.groups:
-                from ..warmup import warm
-
-                warm(groups=self.groups)
+            warm_plan(self.plan)
 
     return WarmKernels
 
@@ -68,9 +86,9 @@ def connect(engine):
                 f"cannot reach the Dask scheduler within {CONNECT_TIMEOUT} s ({type(e).__name__})",
                 source=engine.scheduler, hint="is `dask scheduler` running there?") from None
         return client, None
-    n = engine.workers or max(1, os.cpu_count() or 1)
+    n = engine.workers or max(1, os.cpu_count() or 1)  # its logs stay quiet: errors come back here
     cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=None, silence_logs=logging.CRITICAL)
     return distributed.Client(cluster), cluster
 
 
@@ -79,7 +97,7 @@ def map_parts(engine, plans, plan):
     distributed = _distributed()
     client, cluster = connect(engine)
     try:
-        client.register_plugin(_plugin_class(distributed)(warm_groups(plan)))
+        client.register_plugin(_plugin_class(distributed)(plan))
         token = uuid.uuid4().hex[:8]
         keys = [f"emd-part-{i}-{token}" for i in range(len(plans))]
         futures = client.map(run_part, plans, key=keys, pure=False)
