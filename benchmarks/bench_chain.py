@@ -2,8 +2,10 @@
 
 For each batch shape and dtype, measured in one run:
 
-  ours      emdcli.kernels.chain.chain_batch on prepared, normalised, C-contiguous
-            arrays with preallocated outputs (the batch driver alone)
+  ours      the kernel emdcli.emd dispatches to — kernels.chain_lanes.chain_lanes (LANES
+            rows side by side) where use_lanes says so, else kernels.chain.chain_batch —
+            on prepared, normalised, C-contiguous arrays with preallocated outputs (the
+            batch driver alone); "ours, row at a time" is chain_batch in every case
   emd2      the public emdcli.emd2(p, q, gradient=True): validation + l1 normalisation
             + allocation + the kernel (and emd2(..., check=False))
   (a) numpy the same value and projected gradient, vectorised numpy: cumsum, square,
@@ -80,6 +82,7 @@ def check_close(name, got, want, dtype):
 def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
     import emdcli
     from emdcli.kernels import chain as K
+    from emdcli.kernels import chain_lanes as CL
 
     dt = np.dtype(dtype).type
     case = f"{b}x{n}"
@@ -90,6 +93,10 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
     assert P.flags.c_contiguous and Q.flags.c_contiguous and d.flags.c_contiguous
     vals, G = np.empty(b, dt), np.empty((b, n), dt)
     scratch = np.empty((4 * numba.get_num_threads(), n))
+    lanes = CL.use_lanes(b, n, RHO, np.dtype(dt).itemsize)
+    kernel = CL.chain_lanes if lanes else K.chain_batch
+    k_scratch = np.empty((4 * numba.get_num_threads(), CL.lanes_width(n))) if lanes else scratch
+    G_rows = np.empty((b, n), dt)
     no_class = np.empty(0, np.int64)
     unit = np.empty(0)  # row scales 1: the rows are distributions
     size = np.dtype(dt).itemsize
@@ -98,14 +105,17 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
 
     for target in ("rows", "class"):
         if target == "rows":
-            ours = lambda: K.chain_batch(P, Q, no_class, unit, unit, d, RHO, vals, G, scratch)
+            ours = lambda: kernel(P, Q, no_class, unit, unit, d, RHO, vals, G, k_scratch)
+            by_row = lambda: K.chain_batch(P, Q, no_class, unit, unit, d, RHO, vals, G_rows,
+                                           scratch)
             ref = lambda: numpy_value_grad(P, Q, d_np)
             api = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname)
             api_nc = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname, check=False)
             floor = lambda: np.subtract(P, Q, out=G)
             moved = 3 * b * n * size + b * size
         else:
-            ours = lambda: K.chain_batch(P, P, c, unit, unit, d, RHO, vals, G, scratch)
+            ours = lambda: kernel(P, P, c, unit, unit, d, RHO, vals, G, k_scratch)
+            by_row = lambda: K.chain_batch(P, P, c, unit, unit, d, RHO, vals, G_rows, scratch)
             ref = lambda: numpy_value_grad_class(P, c, d_np)
             api = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname)
             api_nc = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname, check=False)
@@ -125,8 +135,11 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
             with one_thread():
                 ours()
 
+        by_row()  # the row-at-a-time kernel gives the same bits
+        np.testing.assert_array_equal(G_rows, G)
         methods = [
             ("ours (kernel)", ours, 1),
+            ("ours, row at a time", by_row, 1),
             ("ours, 1 thread", ours_1thread, 1),
             ("emd2 (public)", api, 1),
             ("emd2 check=False", api_nc, 1),
@@ -177,6 +190,8 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
                 "ours/(a) numpy": o / st["(a) numpy"],
                 "ours/(b) POT": o / pot_t if pot_t else None,
                 "ours/(c) copy": o / st["(c) copy floor"],
+                "lanes": "yes" if lanes else "no",
+                "row at a time/(c)": st["ours, row at a time"] / st["(c) copy floor"],
                 "ours 1thr/(c)": st["ours, 1 thread"] / st["(c) copy floor"],
                 "emd2/ours": st["emd2 (public)"] / o,
                 "emd2 nocheck/ours": st["emd2 check=False"] / o,

@@ -107,11 +107,14 @@ def emd(
     return values, g
 
 
-def _chunk_scratch(width):
-    """(chunks, width) float64 scratch: a few contiguous runs of rows per Numba thread."""
+def _chunk_scratch(width, runs=None):
+    """(chunks, width) float64 scratch: a few contiguous runs of rows per Numba thread
+    (at most ``runs``)."""
     import numba
 
-    return np.empty((4 * numba.get_num_threads(), width), dtype=np.float64)
+    chunks = 4 * numba.get_num_threads()
+    return np.empty((chunks if runs is None else max(1, min(chunks, runs)), width),
+                    dtype=np.float64)
 
 
 def _chain(batch, chain, rho, values, g):
@@ -130,12 +133,17 @@ def _chain(batch, chain, rho, values, g):
             if g is not None:
                 g[:] = grad
             return
-    from .kernels.chain import chain_batch
-
     classes = c if c is not None else np.empty(0, dtype=np.int64)
     grads = g if g is not None else np.empty((b, 0), dtype=x.dtype)
-    chain_batch(x, x if q is None else q, classes, sx, st, chain.gaps, rho, values, grads,
-                _chunk_scratch(n))
+    args = (x, x if q is None else q, classes, sx, st, chain.gaps, rho, values, grads)
+    from .kernels import chain_lanes as lanes
+
+    if lanes.use_lanes(b, n, rho, x.dtype.itemsize):  # LANES rows side by side (the same bits)
+        lanes.chain_lanes(*args, _chunk_scratch(lanes.lanes_width(n), -(-b // lanes.LANES)))
+        return
+    from .kernels.chain import chain_batch
+
+    chain_batch(*args, _chunk_scratch(n))
 
 
 def _tree(batch, tree, rho, values, g):
@@ -147,8 +155,15 @@ def _tree(batch, tree, rho, values, g):
         c, t = t, x  # t is not read for class targets
     else:
         c = np.full(x.shape[0], -1, dtype=np.int64)
-    scratch = _chunk_scratch(tree.n_nodes)
     args = (x, t, c, sx, st, tree.parent, tree.weight, tree.bin_node)
+    from .kernels import tree_lanes as lanes
+
+    if lanes.use_lanes(x.shape[0], rho):  # LANES rows side by side (the same bits)
+        grads = g if g is not None else np.empty((x.shape[0], 0), dtype=x.dtype)
+        lanes.tree_lanes(*args, tree.count, rho, values, grads, _chunk_scratch(
+            lanes.lanes_width(tree.n, tree.n_nodes), -(-x.shape[0] // lanes.LANES)))
+        return
+    scratch = _chunk_scratch(tree.n_nodes)
     if g is None:
         kernels.tree_value(*args, rho, values, scratch)
     else:

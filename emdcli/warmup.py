@@ -48,6 +48,11 @@ import time
 from . import numba_cache
 
 LANES = 32  # kernels.lanes.LANES (not imported: that would import Numba)
+# kernels.chain_lanes.MIN_LANE_BINS_FLOAT64, MAX_LANE_BINS, MIN_LANE_ROWS and
+# kernels.tree_lanes.MIN_LANE_ROWS (tests/test_lanes.py checks they agree)
+CHAIN_LANES_MIN_BINS_FLOAT64 = 256
+CHAIN_LANES_MAX_BINS = 4096
+LANES_MIN_ROWS = 2 * LANES
 SPACE_KINDS = ("chain", "tree", "ground")
 FORMS = ("plain", "log")
 DTYPES = ("float32", "float64")
@@ -62,6 +67,8 @@ ESTIMATE_S = {
     ("chain", "chain_batch", None): 3.0,
     ("tree", "tree_value", None): 3.5,
     ("tree", "tree_value_grad", None): 4.5,
+    ("chain_lanes", "_lanes_batch", None): 4.0,
+    ("tree_lanes", "_lanes_batch", None): 5.5,
     ("lanes", "_lanes_batch", "ChainGibbs"): 5.0,
     ("lanes", "_lanes_batch", "TreeGibbs"): 8.5,
     ("sinkhorn", "_plain_batch", "ChainGibbs"): 3.0,
@@ -102,10 +109,21 @@ def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=Fals
     if metric in EMD_METRICS:
         if rho is None:
             rho = {"emd": 1.0, "emd2": 2.0}.get(metric)
-        if space_kind == "chain" and not (small and rho in (1.0, 2.0)):
-            out.append(("chain", "chain_batch", None))
+        lanes = rho in (1.0, 2.0)  # LANES rows side by side (kernels.chain_lanes, tree_lanes)
+        if space_kind == "chain" and not (small and lanes):
+            narrow = dtype == "float64" and input_dtype != "float32" and (
+                bins is None or bins < CHAIN_LANES_MIN_BINS_FLOAT64)
+            wide = bins is not None and bins > CHAIN_LANES_MAX_BINS
+            few = rows is not None and rows < LANES_MIN_ROWS
+            if lanes and not narrow and not wide and not few:
+                out.append(("chain_lanes", "_lanes_batch", None))
+            else:
+                out.append(("chain", "chain_batch", None))
         elif space_kind == "tree":
-            out.append(("tree", "tree_value_grad" if gradient else "tree_value", None))
+            if lanes and (rows is None or rows >= LANES_MIN_ROWS):
+                out.append(("tree_lanes", "_lanes_batch", None))
+            else:
+                out.append(("tree", "tree_value_grad" if gradient else "tree_value", None))
         return out  # a ground matrix: numpy (class targets) or POT (soft targets)
     if metric != "sinkhorn":
         raise ValueError(f"metric must be emd (any rho) or sinkhorn, got {metric!r}")
@@ -148,7 +166,7 @@ def missing(space_kind, dtype, **job):
     out = f"array({dtype}, 1d, C)"
     return [p for p in points
             if not numba_cache.cached(folder, p[0], p[1], p[2], stored,
-                           out if p[0] in ("chain", "tree") else None)]
+                           out if p[0] in ("chain", "tree", "chain_lanes", "tree_lanes") else None)]
 
 
 def _seconds(points):

@@ -72,8 +72,14 @@ def test_notice_on_a_kernel_folder_without_a_cache(tmp_path, monkeypatch):
 def test_entry_points_follow_the_dispatch():
     ep = warmup.entry_points
     assert [f for _, f, _ in ep("chain", "float64")] == ["row_sums_min", "chain_batch"]
-    assert ep("tree", "float32", gradient=True)[-1][1] == "tree_value_grad"
-    assert ep("tree", "float32")[-1][1] == "tree_value"
+    lanes = ("chain_lanes", "_lanes_batch", None)  # LANES rows side by side: rho 1, 2
+    assert ep("chain", "float32")[-1] == lanes
+    assert ep("chain", "float64", rows=512, bins=1000)[-1] == lanes
+    assert ep("chain", "float64", metric="emd-rho", rho=1.5)[-1][1] == "chain_batch"
+    assert ep("tree", "float32", gradient=True)[-1] == ("tree_lanes", "_lanes_batch", None)
+    assert ep("tree", "float32", rows=3, gradient=True)[-1][1] == "tree_value_grad"
+    assert ep("tree", "float32", rows=3)[-1][1] == "tree_value"
+    assert ep("tree", "float32", metric="emd-rho", rho=1.5)[-1][1] == "tree_value"
     assert [f for _, f, _ in ep("ground", "float64")] == ["row_sums_min"]
     assert ep("chain", "float64", metric="sinkhorn")[-1] == ("lanes", "_lanes_batch", "ChainGibbs")
     assert ep("tree", "float64", metric="sinkhorn", rows=3)[-1] == (

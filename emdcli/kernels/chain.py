@@ -33,96 +33,16 @@ called, not inlined: LLVM unswitches the rho = 1, 2 branches of ``_power``/``_sl
 → ``chain_batch`` (prange over contiguous chunks of rows; a second prange only when some
 row was marked for the residual; ``nogil``, so a reader thread decodes the next batch
 meanwhile). Kernels never validate: ``emdcli.api`` does. Accumulation is in float64
-whatever the storage dtype. ``kernels.small`` is this kernel's numpy twin (same bits).
+whatever the storage dtype. ``kernels.small`` is this kernel's numpy twin (same bits);
+``kernels.chain_lanes`` runs LANES rows side by side, also with the same bits (rho 1, 2:
+``emdcli.api`` sends it the batches where that is faster). The scalar helpers live in
+``kernels.scalars`` (shared with the tree and the lanes).
 """
 
-import math
-
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
-from .accuracy import RESIDUAL_RTOL
-
-
-
-@njit(cache=True, inline="always")
-def _slope(phi, rho):
-    """``sgn(phi) |phi|^(rho−1)`` with ``sgn(0) = 0``; cheap paths for rho = 1, 2."""
-    if rho == 1.0:  # branch-free: the sign of a soft row's phi flips unpredictably
-        s = math.copysign(1.0, phi)
-        return s if phi != 0.0 else 0.0
-    if rho == 2.0:
-        return phi
-    a = abs(phi)
-    if a == 0.0:
-        return 0.0
-    s = a ** (rho - 1.0)
-    return s if phi > 0.0 else -s
-
-
-@njit(cache=True, inline="always")
-def _power(phi, rho):
-    """``|phi|^rho`` with cheap paths for rho = 1, 2."""
-    if rho == 1.0:
-        return abs(phi)
-    if rho == 2.0:
-        return phi * phi
-    return abs(phi) ** rho
-
-
-@njit(cache=True)
-def lane_sum(x):
-    """``Σ_i x_i`` over four interleaved partial sums (float64)."""
-    n = x.shape[0]
-    r0 = r1 = r2 = r3 = 0.0
-    m = n - n % 4
-    for i in range(0, m, 4):
-        r0 += x[i]
-        r1 += x[i + 1]
-        r2 += x[i + 2]
-        r3 += x[i + 3]
-    for i in range(m, n):
-        r0 += x[i]
-    return (r0 + r1) + (r2 + r3)
-
-
-@njit(cache=True, inline="always")
-def needs_residual_fix(r, value, length, rho):
-    """True when moving every phi by up to |r| could move ``value`` by more than
-    ``RESIDUAL_RTOL`` relative: ``rho |r| (length/value)^(1/rho) > RESIDUAL_RTOL`` with
-    ``length = Σ d_i`` (chain) or ``M = Σ_k p_k depth_k`` (tree)."""
-    e = rho * abs(r) / RESIDUAL_RTOL
-    if rho == 1.0:
-        bound = e
-    elif rho == 2.0:
-        bound = e * e
-    else:
-        bound = e ** rho
-    return value < bound * length
-
-
-@intrinsic
-def _fma(typingctx, a, b, c):
-    """``a·b + c`` rounded once (LLVM's fma: one instruction where the CPU has FMA)."""
-    sig = types.float64(types.float64, types.float64, types.float64)
-    return sig, lambda context, builder, signature, args: builder.fma(*args)
-
-
-@njit(cache=True, inline="always")
-def diff(pi, qi, sp, sq):
-    """``sp·pi − sq·qi`` with the products' rounding errors added back (exact by FMA):
-    rounded once, at the size of the difference, and 0 where the products are equal."""
-    w = sp * pi
-    v = sq * qi
-    return (w - v) + (_fma(sp, pi, -w) - _fma(sq, qi, -v))
-
-
-@njit(cache=True, inline="always")
-def unit_diff(sp, pi):
-    """``sp·pi − 1`` (a class bin) rounded once."""
-    w = sp * pi
-    return (w - 1.0) + _fma(sp, pi, -w)
+from .scalars import _power, _slope, diff, lane_sum, needs_residual_fix, unit_diff  # noqa: F401
 
 
 @njit(cache=True, inline="always")

@@ -23,13 +23,15 @@ relative, ``M = Σ_k p_k depth_k``; rows where that exceeds ``RESIDUAL_RTOL`` ar
 Layers: ``_row_*`` serial row passes on a scratch row → ``tree_*`` parallel drivers that
 split the batch into contiguous chunks, one caller-owned scratch row per chunk, and
 dispatch rho = 1 and 2 once so that the compiler folds them into the passes (1.1–2.3×);
-``_fix_rows`` (serial, any rho) for the rare marked rows.
+``_fix_rows`` (serial, any rho) for the rare marked rows. ``kernels.tree_lanes`` runs
+LANES rows side by side with the same bits (rho 1, 2; ``emdcli.api`` sends it batches of
+at least ``tree_lanes.MIN_LANE_ROWS`` rows).
 """
 
 import numpy as np
 from numba import njit, prange
 
-from .chain import _power, _slope, diff, needs_residual_fix, unit_diff
+from .scalars import _power, _slope, diff, needs_residual_fix, unit_diff
 
 
 @njit(cache=True, inline="always")

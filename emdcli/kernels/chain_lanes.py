@@ -1,0 +1,154 @@
+"""Chain-space EMD^rho, rho = 1 or 2, LANES rows side by side (CPU, Numba).
+
+``kernels.chain`` runs one row at a time: its scan (``phi += s_i``, then the running
+sums of the slope terms) is a chain of dependent additions, about four cycles a bin
+whatever the SIMD width. Here a block of ``LANES`` rows is transposed into a tile
+(``kernels.tiles``: row j of the block is column j of the tile), and the scan over the
+bins is the outer loop with the rows the inner, vectorised one, its running sums held in
+registers (:func:`.tiles.lane_scan`). Per row the operations are those of
+``kernels.chain`` in the same order, so the values and gradients are the same bits
+(``kernels.small``, the numpy twin, stays exact); so is the residual pass (accuracy note
+in ``kernels.chain``), done here on whole blocks: rows not marked are computed again
+with nothing taken back, which gives their first values again.
+
+``chain_lanes`` has ``chain_batch``'s arguments and results; scratch (chunks, width)
+with ``width ≥ lanes_width(N)``. The last ``B mod LANES`` rows go through a zero-padded
+block. Other rho go through ``chain_batch`` (bound by ``pow``, not by the scan).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .scalars import lane_sum, needs_residual_fix, unit_diff
+from .tiles import LANES, differences_to_lanes, gradient_from_lanes, lane_scan
+
+MAX_LANE_BINS = 4096  # wider rows go one at a time: the tiles would leave the L2 cache
+MIN_LANE_BINS_FLOAT64 = 256
+MIN_LANE_ROWS = 2 * LANES
+
+
+def lanes_width(n):
+    """The scratch row width :func:`chain_lanes` needs for rows of n bins."""
+    return (2 * n + 7) * LANES
+
+
+def use_lanes(b, n, rho, itemsize=4):
+    """Whether ``api`` sends b rows of n bins stored with ``itemsize`` bytes a value (a
+    batch past ``rows.SMALL_ELEMENTS``) here: where it is faster (``benchmarks/
+    bench_chain.py``; narrow float64 rows stream from memory near the copy floor one at a
+    time already, and a few blocks, one of them padded, keep a core idle)."""
+    return (b >= MIN_LANE_ROWS and 2 <= n <= MAX_LANE_BINS and rho in (1.0, 2.0)
+            and (itemsize == 4 or n >= MIN_LANE_BINS_FLOAT64))
+
+
+@njit(cache=True, inline="always")
+def _tiles(scratch, n):
+    """A scratch row as ``(X, T, state)``: tiles (N, LANES) and state (7, LANES) rows
+    phi, total, weighted, prefix, sp, sq, rsp."""
+    size = n * LANES
+    return (scratch[:size].reshape((n, LANES)), scratch[size:2 * size].reshape((n, LANES)),
+            scratch[2 * size:2 * size + 7 * LANES].reshape((7, LANES)))
+
+
+@njit(cache=True, inline="always")
+def _differences(P, Q, C, lo, X, scales):
+    """X ← the differences of rows lo … lo+LANES−1 (``kernels.chain._differences``)."""
+    use_c = C.shape[0] > 0
+    differences_to_lanes(P, Q, lo, X, scales, not use_c)
+    if use_c:  # each row's class bin
+        for j in range(LANES):
+            c = C[lo + j]
+            pc = np.float64(P[lo + j, c])
+            X[c, j] = unit_diff(scales[0, j], pc) - scales[2, j] * pc
+
+
+@njit(cache=True)
+def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, fixing):
+    """Rows ``lo … lo+LANES−1``: ``kernels.chain._rows`` for them, side by side.
+    First pass: rows whose residual matters get ``out = −1``; ``fixing``: those rows
+    again, the residual taken back. scratch: a row of ``lanes_width(N)``."""
+    X, T, state = _tiles(scratch, P.shape[1])
+    n = P.shape[1]
+    scales = state[4:7]
+    for j in range(LANES):
+        scales[0, j] = SP[lo + j] if SP.shape[0] > 0 else 1.0
+        scales[1, j] = SQ[lo + j] if SQ.shape[0] > 0 and C.shape[0] == 0 else 1.0
+        scales[2, j] = 0.0
+    want_grad = G.shape[1] > 0
+    passes = 2 if fixing else 1
+    for k in range(passes):  # (one call site each: the intrinsics are large)
+        _differences(P, Q, C, lo, X, scales)
+        lane_scan(X, T, d, rho, want_grad and k == passes - 1, state)
+        if k < passes - 1:  # rsp = r·sp with r = phi_{N−2} + s_{N−1} = Σ s_i in order
+            for j in range(LANES):  # (``kernels.chain._residual``), marked rows only
+                r = state[0, j] + X[n - 1, j]
+                scales[2, j] = r * scales[0, j] if out[lo + j] < 0.0 else 0.0
+    phi, total, weighted, prefix = state[0], state[1], state[2], state[3]
+    length = lane_sum(d)
+    for j in range(LANES):
+        value = total[j]
+        if SP.shape[0] > 0 and not fixing and needs_residual_fix(phi[j] + X[n - 1, j], value,
+                                                                length, rho):
+            value = -1.0
+        out[lo + j] = value
+    if want_grad:
+        for j in range(LANES):
+            weighted[j] /= n  # the mean: g = (A − S_k) − mean, g_{N−1} = −mean
+            prefix[j] -= weighted[j]
+        gradient_from_lanes(T, prefix, G, lo)
+        for j in range(LANES):
+            G[lo + j, n - 1] = -weighted[j]
+
+
+@njit(cache=True, inline="always")
+def _marked(out, lo, hi):
+    """Whether a row of lo … hi−1 was marked for the residual pass (``out < 0``)."""
+    for b in range(lo, hi):
+        if out[b] < 0.0:
+            return True
+    return False
+
+
+def chain_lanes(P, Q, C, SP, SQ, d, rho, out, G, scratch):
+    """``kernels.chain.chain_batch`` (same arguments, same bits) for rho 1 or 2, N ≥ 2,
+    LANES rows side by side: scratch (chunks, ≥ lanes_width(N)) float64, one row per
+    contiguous run of blocks. Q (B, N) also for class targets (pass P). The last
+    ``B mod LANES`` rows go through zero-padded copies."""
+    b = P.shape[0]
+    full = b - b % LANES
+    if full:
+        _lanes_batch(P[:full], Q[:full], C[:full], SP[:full], SQ[:full], d, rho, out[:full],
+                     G[:full], scratch)
+    if full == b:
+        return
+    m = b - full
+
+    def pad(a, fill):
+        if a.shape[0] == 0:
+            return a
+        padded = np.full((LANES, *a.shape[1:]), fill, dtype=a.dtype)
+        padded[:m] = a[full:]
+        return padded
+
+    g = np.empty((LANES, G.shape[1]), dtype=G.dtype)
+    v = np.empty(LANES, dtype=out.dtype)
+    _lanes_batch(pad(P, 0), pad(Q, 0) if Q.shape[0] == b else pad(P, 0), pad(C, 0),
+                 pad(SP, 1.0), pad(SQ, 1.0), d, rho, v, g, scratch[:1])
+    out[full:] = v[:m]
+    G[full:] = g[:m]
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _lanes_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
+    """:func:`chain_lanes` for B a multiple of LANES."""
+    n_rows = P.shape[0]
+    n_blocks = n_rows // LANES
+    n_chunks = min(scratch.shape[0], n_blocks)
+    for attempt in range(2):  # the second pass only for blocks holding a marked row
+        if attempt == 1 and not _marked(out, 0, n_rows):
+            break
+        for ch in prange(n_chunks):
+            for blk in range(ch * n_blocks // n_chunks, (ch + 1) * n_blocks // n_chunks):
+                lo = blk * LANES
+                if attempt == 0 or _marked(out, lo, lo + LANES):
+                    _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[ch], attempt == 1)

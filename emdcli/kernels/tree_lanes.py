@@ -1,0 +1,288 @@
+"""Tree-space HEMD^rho, LANES rows side by side (CPU, Numba).
+
+``kernels.tree`` runs one row at a time: its post-order pass (``acc[parent] += phi``) and
+pre-order pass (``acc[v] += acc[parent]``) are chains of dependent loads and stores. Here a
+block of ``LANES`` rows is transposed into tiles (``kernels.tiles``), the node accumulator
+is a tile ``A`` (nodes, LANES), and every step of both passes is one short vector
+operation over the block's rows. Per row the operations are those of ``kernels.tree`` in
+the same order: the same bits. Rows marked for the residual pass (``out = −1``) are done
+again by ``kernels.tree._fix_rows``, one at a time, as there.
+
+``tree_lanes(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch)``:
+``tree_value_grad``'s arguments (``G`` with no columns: values only) with scratch
+(chunks, ≥ lanes_width(N, nodes)); the last ``B mod LANES`` rows go through zero-padded
+copies. All rows against target rows (c = −1) or all against classes.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .scalars import needs_residual_fix, unit_diff
+from .tiles import (LANES, _row_pointer, _transpose, check_tiles, differences_to_lanes,
+                    row_pointers, sign_bits, splat, to_lanes)
+from .tree import _fix_rows, path_lengths
+
+_STATE = 6  # rows of the state tile: total, mean, m, sp, sq, rsp
+
+
+MIN_LANE_ROWS = 2 * LANES  # fewer rows: one at a time is faster (``kernels.tree``)
+
+
+def use_lanes(b, rho):
+    """Whether ``api`` sends a batch of b rows here (rho 1 and 2: other powers go through
+    ``kernels.tree``, bound by ``pow``)."""
+    return b >= MIN_LANE_ROWS and rho in (1.0, 2.0)
+
+
+def lanes_width(n, nodes):
+    """The scratch row width :func:`tree_lanes` needs (N bins, ``nodes`` nodes)."""
+    return (2 * n + nodes + _STATE) * LANES
+
+
+@njit(cache=True, inline="always")
+def _tiles(scratch, n, nodes):
+    """``(X, T, A, state)``: tiles (N, LANES), (N, LANES), (nodes, LANES), (6, LANES)."""
+    a, b, c = n * LANES, 2 * n * LANES, (2 * n + nodes) * LANES
+    return (scratch[:a].reshape((n, LANES)), scratch[a:b].reshape((n, LANES)),
+            scratch[b:c].reshape((nodes, LANES)),
+            scratch[c:c + _STATE * LANES].reshape((_STATE, LANES)))
+
+
+def _f64_tile(a):
+    return check_tiles(a) and a.dtype == types.float64
+
+
+@intrinsic
+def _add_row(typingctx, A, i, X, k, fresh):
+    """``A[i] += X[k]`` over the LANES lanes (tiles (·, LANES) float64); ``fresh``:
+    ``A[i] = 0.0 + X[k]`` (A[i] not read)."""
+    if not (_f64_tile(A) and _f64_tile(X)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(A)(context, builder, args[0])
+        x = context.make_array(X)(context, builder, args[2])
+        zero = ir.Constant(ir.VectorType(ir.DoubleType(), 8), None)
+        for pa, px in zip(row_pointers(context, builder, A, a, args[1]),
+                          row_pointers(context, builder, X, x, args[3])):
+            old = builder.select(args[4], zero, builder.load(pa, align=8))
+            builder.store(builder.fadd(old, builder.load(px, align=8)), pa, align=8)
+        return context.get_dummy_value()
+
+    return types.none(A, types.intp, X, types.intp, types.boolean), codegen
+
+
+@intrinsic
+def _gradient_block(typingctx, A, bin_node, k0, S, G, r0):
+    """``G[r0 + r, k0 + k] = A[bin_node[k0 + k], j] − S[1, j]`` with ``j = r0 % LANES + r``
+    (cast to G's dtype) for r, k < 8: the gradient, gathered and transposed at once."""
+    if not (_f64_tile(A) and _f64_tile(S) and check_tiles(G)):
+        return None
+    sig = types.none(A, bin_node, types.intp, S, G, types.intp)
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(A)(context, builder, args[0])
+        bn = context.make_array(bin_node)(context, builder, args[1])
+        m = context.make_array(S)(context, builder, args[3])
+        g = context.make_array(G)(context, builder, args[4])
+        k0, r0 = args[2], args[5]
+        lane = builder.srem(r0, r0.type(LANES))
+        mean = builder.load(_row_pointer(context, builder, S, m, lane.type(1), lane), align=8)
+        cols = []
+        for k in range(8):
+            node = builder.load(cgutils.get_item_pointer(context, builder, bin_node, bn,
+                                                         [builder.add(k0, k0.type(k))]))
+            node = context.cast(builder, node, bin_node.dtype, types.intp)
+            ptr = _row_pointer(context, builder, A, a, node, lane)
+            cols.append(builder.fsub(builder.load(ptr, align=8), mean))
+        f32 = ir.VectorType(ir.FloatType(), 8)
+        for r, row in enumerate(_transpose(builder, cols)):
+            if G.dtype == types.float32:
+                row = builder.fptrunc(row, f32)
+            ptr = _row_pointer(context, builder, G, g, builder.add(r0, r0.type(r)), k0)
+            builder.store(row, ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _up_loop(context, builder, arrays, rho, grad, acc):
+    """The loop of :func:`_up_pass` for rho 1.0 or 2.0 and ``grad`` fixed."""
+    (A, a), (par_t, par), (w_t, w), (cnt_t, cnt) = arrays
+    total, mean = acc
+    nodes = cgutils.unpack_tuple(builder, a.shape, 2)[0]
+    steps = builder.select(builder.icmp_signed(">", nodes, nodes.type(1)),
+                           builder.sub(nodes, nodes.type(1)), nodes.type(0))
+    zero = ir.Constant(ir.VectorType(ir.DoubleType(), 8), None)
+    with cgutils.for_range(builder, steps) as loop:
+        v = builder.sub(builder.sub(nodes, nodes.type(1)), loop.index)  # N−1 … 1
+        pv = builder.load(cgutils.get_item_pointer(context, builder, par_t, par, [v]))
+        pv = context.cast(builder, pv, par_t.dtype, types.intp)
+        wv = builder.load(cgutils.get_item_pointer(context, builder, w_t, w, [v]))
+        cv = builder.load(cgutils.get_item_pointer(context, builder, cnt_t, cnt, [v]))
+        cv = context.cast(builder, cv, cnt_t.dtype, types.float64)
+        rw = builder.fmul(ir.Constant(ir.DoubleType(), rho), wv)
+        wv, rw, cv = splat(builder, wv), splat(builder, rw), splat(builder, cv)
+        for q, (p_v, p_p) in enumerate(zip(row_pointers(context, builder, A, a, v),
+                                           row_pointers(context, builder, A, a, pv))):
+            phi = builder.load(p_v, align=8)
+            if rho == 2.0:
+                power, slope = builder.fmul(phi, phi), phi
+            else:
+                power = sign_bits(builder, phi, False, 0)  # |phi|
+                sign = sign_bits(builder, phi, True, 0x3FF0000000000000)  # copysign(1, phi)
+                slope = builder.select(builder.fcmp_unordered("!=", phi, zero), sign, zero)
+            builder.store(builder.fadd(builder.load(total[q]), builder.fmul(wv, power)),
+                          total[q])
+            builder.store(builder.fadd(builder.load(p_p, align=8), phi), p_p, align=8)
+            if grad:
+                da = builder.fmul(rw, slope)
+                builder.store(builder.fadd(builder.load(mean[q]), builder.fmul(da, cv)),
+                              mean[q])
+                builder.store(da, p_v, align=8)
+
+
+@intrinsic
+def _up_pass(typingctx, A, parent, weight, count, rho, grad, state):
+    """The post-order pass over the node tile A (nodes, LANES), rho 1 or 2, running sums in
+    registers (``kernels.tree._row_value`` / ``_row_value_grad``'s first loop, per lane,
+    same order and roundings): for v = nodes−1 … 1, total += w_v |phi_v|^rho,
+    phi_parent += phi_v; with ``grad`` also a_v = (rho w_v) sgn(phi_v)|phi_v|^(rho−1)
+    replaces phi_v and mean += a_v count_v. state rows 0, 1 ← total, mean."""
+    if not (_f64_tile(A) and _f64_tile(state)):
+        return None
+    sig = types.none(A, parent, weight, count, types.float64, types.boolean, state)
+
+    def codegen(context, builder, signature, args):
+        arrays = [(ty, context.make_array(ty)(context, builder, v))
+                  for ty, v in zip((A, parent, weight, count), args[:4])]
+        rho, grad = args[4], args[5]
+        vec = ir.VectorType(ir.DoubleType(), 8)
+        acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None))
+                for _ in range(LANES // 8)] for _ in range(2)]
+        two = builder.fcmp_ordered("==", rho, ir.Constant(ir.DoubleType(), 2.0))
+        with builder.if_else(two) as (then, otherwise):
+            for r, block in ((2.0, then), (1.0, otherwise)):
+                with block:
+                    with builder.if_else(grad) as (g_on, g_off):
+                        with g_on:
+                            _up_loop(context, builder, arrays, r, True, acc)
+                        with g_off:
+                            _up_loop(context, builder, arrays, r, False, acc)
+        st = context.make_array(state)(context, builder, args[6])
+        zero = ir.Constant(ir.IntType(64), 0)
+        for k in range(2):
+            for q, ptr in enumerate(row_pointers(context, builder, state, st, zero.type(k))):
+                builder.store(builder.load(acc[k][q]), ptr, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def _block(P, Q, c, SP, SQ, tree, rho, out, G, lo, scratch):
+    """Rows ``lo … lo+LANES−1`` of ``kernels.tree.tree_value(_grad)``'s first pass, rho
+    1 or 2; tree: (parent, weight, bin_node, count, depth, first: a node's first bin (N,),
+    has_bin (nodes,))."""
+    parent, weight, bin_node, count, depth, first, has_bin = tree
+    n = P.shape[1]
+    X, T, A, state = _tiles(scratch, n, parent.shape[0])
+    total, mean, m, scales = state[0], state[1], state[2], state[3:6]
+    classes = c[lo] >= 0
+    for j in range(LANES):
+        scales[0, j] = SP[lo + j] if SP.shape[0] > 0 else 1.0
+        scales[1, j] = SQ[lo + j] if SQ.shape[0] > 0 else 1.0
+        scales[2, j] = 0.0
+        total[j] = mean[j] = m[j] = 0.0
+    differences_to_lanes(P, Q, lo, X, scales, not classes)
+    for v in range(A.shape[0]):  # ``_scatter``, bins in order, into acc = 0: the nodes
+        if not has_bin[v]:  # without bins
+            for j in range(LANES):
+                A[v, j] = 0.0
+    for k in range(n):  # and 0.0 + s for a node's first bin (the same bits, −0 included)
+        _add_row(A, bin_node[k], X, k, first[k])
+    if classes:
+        for j in range(LANES):
+            cj = c[lo + j]
+            pc = np.float64(P[lo + j, cj])
+            sp = scales[0, j]
+            A[bin_node[cj], j] += (unit_diff(sp, pc) - 0.0 * pc) - (sp * pc - 0.0 * pc)
+    scaled = SP.shape[0] > 0
+    if scaled:  # M = sp Σ_k p_k depth_k: the residual's bound
+        to_lanes(P, lo, T)
+        for k in range(n):
+            dk, t = depth[bin_node[k]], T[k]
+            for j in range(LANES):
+                m[j] += t[j] * dk
+    grad = G.shape[1] > 0
+    _up_pass(A, parent, weight, count, rho, grad, state)
+    for j in range(LANES):
+        value = total[j]
+        if scaled and needs_residual_fix(A[0, j], value, scales[0, j] * m[j], rho):
+            value = -1.0
+        out[lo + j] = value
+    if grad:
+        for j in range(LANES):
+            mean[j] /= n
+            A[0, j] = 0.0
+        for v in range(1, parent.shape[0]):  # r at node v: the path sum to the root
+            _add_row(A, v, A, parent[v], False)
+        full = n - n % 8
+        for r in range(0, LANES, 8):
+            for k0 in range(0, full, 8):
+                _gradient_block(A, bin_node, k0, state, G, lo + r)
+        for k in range(full, n):
+            for j in range(LANES):
+                G[lo + j, k] = A[bin_node[k], j] - mean[j]
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _lanes_batch(P, Q, c, SP, SQ, tree, rho, out, G, scratch):
+    """:func:`tree_lanes` for B a multiple of LANES, first pass only."""
+    parent, weight, bin_node, count, depth = tree
+    has_bin = np.zeros(parent.shape[0], dtype=np.bool_)
+    first = np.empty(bin_node.shape[0], dtype=np.bool_)  # a node's first bin
+    for k in range(bin_node.shape[0]):
+        first[k] = not has_bin[bin_node[k]]
+        has_bin[bin_node[k]] = True
+    flat = (parent, weight, bin_node, count, depth, first, has_bin)
+    n_blocks = P.shape[0] // LANES
+    n_chunks = min(scratch.shape[0], n_blocks)
+    for ch in prange(n_chunks):
+        for blk in range(ch * n_blocks // n_chunks, (ch + 1) * n_blocks // n_chunks):
+            _block(P, Q, c, SP, SQ, flat, rho, out, G, blk * LANES, scratch[ch])
+
+
+def tree_lanes(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch):
+    """HEMD^rho values into out (B,), projected gradients into G (B, N) unless G has no
+    columns, LANES rows side by side (see the module's docstring; the same bits as
+    ``kernels.tree.tree_value_grad`` / ``tree_value``)."""
+    b = P.shape[0]
+    depth = path_lengths(parent, weight)
+    tree = (parent, weight, bin_node, count, depth)
+    full = b - b % LANES
+    if full:
+        _lanes_batch(P[:full], Q[:full], c[:full], SP[:full], SQ[:full], tree, rho,
+                     out[:full], G[:full], scratch)
+    if full < b:
+        m = b - full
+
+        def pad(a, fill):
+            if a.shape[0] == 0:
+                return a
+            padded = np.full((LANES, *a.shape[1:]), fill, dtype=a.dtype)
+            padded[:m] = a[full:]
+            return padded
+
+        g = np.empty((LANES, G.shape[1]), dtype=G.dtype)
+        v = np.empty(LANES, dtype=out.dtype)
+        _lanes_batch(pad(P, 0), pad(Q, 0), pad(c, c[full]), pad(SP, 1.0), pad(SQ, 1.0),
+                     tree, rho, v, g, scratch[:1])
+        out[full:] = v[:m]
+        G[full:] = g[:m]
+    if b and (out < 0.0).any():
+        _fix_rows(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G,
+                  scratch[0, :parent.shape[0]], depth)

@@ -1,0 +1,186 @@
+"""The chain kernel's lanes (LANES rows side by side, ``kernels.tiles``) give the bits of
+the one-row-at-a-time path: values and gradients, float32 and float64 storage, target
+rows and class indices, with and without row scales, rho 1, 2 and a general rho, rows
+whose residual takes the second pass, and batch/width remainders (B mod LANES, N mod 8).
+"""
+
+import numpy as np
+import pytest
+from numba import njit
+
+import emdcli
+from emdcli.kernels.chain import chain_batch
+from emdcli.kernels.chain_lanes import LANES, chain_lanes, lanes_width, use_lanes
+from emdcli.kernels.tiles import from_lanes, to_lanes
+
+
+def run(x, t, c, sp, sq, d, rho, want_grad, lanes):
+    b, n = x.shape
+    out = np.full(b, np.nan)
+    G = np.full((b, n if want_grad else 0), np.nan, dtype=x.dtype)
+    C = np.empty(0, dtype=np.int64) if c is None else c
+    kernel = chain_lanes if lanes else chain_batch
+    kernel(x, x if t is None else t, C, sp, sq, d, rho, out, G,
+           np.empty((3, lanes_width(n) if lanes else n)))
+    return out, G
+
+
+def case(seed, b, n, dtype, near):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((b, n)) ** 3 + 1e-3).astype(dtype)
+    t = (rng.random((b, n)) + 1e-3).astype(dtype)
+    if near:  # every other row nearly cancels its target: the residual pass
+        t[::2] = (x[::2].astype(np.float64) * (1 + 1e-9 * rng.standard_normal((b, n))[::2])
+                  ).astype(dtype) * 3.0
+    c = rng.integers(0, n, b)
+    sp = 1.0 / x.sum(axis=1, dtype=np.float64)
+    sq = 1.0 / t.sum(axis=1, dtype=np.float64)
+    d = np.diff(np.cumsum(rng.random(n) + 0.1))
+    return x, t, c, sp, sq, d
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rho", [1.0, 2.0])
+@pytest.mark.parametrize("classes", [False, True])
+@pytest.mark.parametrize("b,n", [(32, 2), (70, 13), (64, 40), (97, 8), (33, 101), (5, 9)])
+def test_lanes_give_the_row_kernels_bits(dtype, rho, classes, b, n):
+    x, t, c, sp, sq, d = case(b * 1000 + n, b, n, dtype, near=True)
+    empty = np.empty(0)
+    for scaled in (True, False):
+        for grad in (True, False):
+            args = (x, None if classes else t, c if classes else None,
+                    sp if scaled else empty, sq if scaled else empty, d, rho, grad)
+            v1, g1 = run(*args, lanes=False)
+            v2, g2 = run(*args, lanes=True)
+            np.testing.assert_array_equal(v1, v2)
+            np.testing.assert_array_equal(g1, g2)
+
+
+def test_the_residual_pass_is_exercised_in_lanes():
+    x, t, _, sp, sq, d = case(5, 64, 37, np.float64, near=True)
+    from emdcli.kernels.chain_lanes import _block
+
+    out = np.zeros(64)
+    scratch = np.empty(lanes_width(37))
+    _block(x, t, np.empty(0, np.int64), sp, sq, d, 2.0, out, np.empty((64, 0)), 0,
+           scratch, False)
+    assert (out[:LANES] < 0).any() and (out[:LANES] > 0).any()
+
+
+def test_public_emd_uses_lanes_and_matches_the_numpy_twin():
+    """emd() on a batch large enough for Numba (and for lanes) against the twin."""
+    from emdcli.kernels.small import chain_small
+
+    from emdcli.rows import row_sums_min
+
+    x, t, c, _, _, d = case(11, 300, 300, np.float64, near=False)
+    sp, sq = 1.0 / row_sums_min(x)[0], 1.0 / row_sums_min(t)[0]  # as emd() takes them
+    assert use_lanes(300, 300, 2.0, 8)
+    chain = emdcli.Chain.from_positions(np.concatenate([[0.0], np.cumsum(d)]))
+    for target, (tt, cc, s2) in ((t, (t, None, sq)), (c, (None, c, np.empty(0)))):
+        v, g = emdcli.emd2(x, target, space=chain, gradient=True)
+        v2, g2 = chain_small(x, tt, cc, sp, s2, chain.gaps, 2.0, True)
+        np.testing.assert_array_equal(v, v2)
+        np.testing.assert_array_equal(g, g2)
+
+
+@njit
+def _roundtrip(A, lo, X, B):
+    to_lanes(A, lo, X)
+    from_lanes(X, B, lo)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 8, 13, 40])
+def test_tiles_transpose_exactly(dtype, n):
+    A = np.random.default_rng(n).random((LANES + 9, n)).astype(dtype)
+    X = np.empty((n, LANES))
+    B = np.zeros_like(A)
+    _roundtrip(A, 5, X, B)
+    np.testing.assert_array_equal(X, A[5:5 + LANES].T.astype(np.float64))
+    np.testing.assert_array_equal(B[5:5 + LANES], A[5:5 + LANES])
+    assert not B[:5].any() and not B[5 + LANES:].any()
+
+
+# ---------------------------------------------------------------------------- trees
+
+
+def random_tree(seed, n_nodes):
+    """Parents before children not required (Tree sorts); bins on all nodes in a shuffled
+    order: internal nodes carry bins too."""
+    from emdcli.spaces import Tree
+
+    rng = np.random.default_rng(seed)
+    names = [f"n{i}" for i in range(n_nodes)]
+    parents = [""] + [names[int(rng.integers(0, i))] for i in range(1, n_nodes)]
+    weights = [0.0] + [float(rng.uniform(0.05, 3.0)) for _ in range(1, n_nodes)]
+    bins = [names[i] for i in rng.permutation(n_nodes)]
+    return Tree.from_edges(names, parents, weights, bins=bins)
+
+
+def tree_run(tree, x, t, c, sp, sq, rho, want_grad, lanes):
+    from emdcli.kernels import tree as K
+    from emdcli.kernels.tree_lanes import lanes_width as width
+    from emdcli.kernels.tree_lanes import tree_lanes
+
+    b, n = x.shape
+    out = np.full(b, np.nan)
+    G = np.full((b, n if want_grad else 0), np.nan, dtype=x.dtype)
+    cc = c if c is not None else np.full(b, -1, dtype=np.int64)
+    tt = x if t is None else t
+    if lanes:
+        tree_lanes(x, tt, cc, sp, sq, tree.parent, tree.weight, tree.bin_node, tree.count, rho,
+                   out, G, np.empty((3, width(n, tree.n_nodes))))
+    elif want_grad:
+        K.tree_value_grad(x, tt, cc, sp, sq, tree.parent, tree.weight, tree.bin_node,
+                          tree.count, rho, out, G, np.empty((3, tree.n_nodes)))
+    else:
+        K.tree_value(x, tt, cc, sp, sq, tree.parent, tree.weight, tree.bin_node, rho, out,
+                     np.empty((3, tree.n_nodes)))
+    return out, G
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rho", [1.0, 2.0])
+@pytest.mark.parametrize("classes", [False, True])
+@pytest.mark.parametrize("b,nodes", [(32, 2), (70, 13), (64, 40), (5, 9)])
+def test_tree_lanes_give_the_row_kernels_bits(dtype, rho, classes, b, nodes):
+    tree = random_tree(b * 100 + nodes, nodes)
+    x, t, c, sp, sq, _ = case(b * 1000 + nodes, b, tree.n, dtype, near=True)
+    empty = np.empty(0)
+    for scaled in (True, False):
+        for grad in (True, False):
+            args = (tree, x, None if classes else t, c if classes else None,
+                    sp if scaled else empty, sq if scaled else empty, rho, grad)
+            v1, g1 = tree_run(*args, lanes=False)
+            v2, g2 = tree_run(*args, lanes=True)
+            np.testing.assert_array_equal(v1, v2)
+            np.testing.assert_array_equal(g1, g2)
+
+
+def test_public_emd_on_wordnet_uses_tree_lanes():
+    import os
+
+    from emdcli.treefiles import load_tree, read_bins
+
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sample_data")
+    tree = load_tree(os.path.join(here, "imagenet_wordnet_tree.csv"),
+                     bins=read_bins(os.path.join(here, "imagenet_bins.txt")))
+    x, t, c, _, _, _ = case(3, 70, tree.n, np.float64, near=False)
+    from emdcli.rows import row_sums_min
+
+    sp, sq = 1.0 / row_sums_min(x)[0], 1.0 / row_sums_min(t)[0]
+    for target, tt, cc, s2 in ((t, t, None, sq), (c, None, c, np.empty(0))):
+        v, g = emdcli.emd(x, target, space=tree, rho=2.0, gradient=True)
+        v2, g2 = tree_run(tree, x, tt, cc, sp, s2, 2.0, True, lanes=False)
+        np.testing.assert_array_equal(v, v2)
+        np.testing.assert_array_equal(g, g2)
+
+
+def test_warmup_knows_the_lane_dispatch():
+    from emdcli import warmup
+    from emdcli.kernels import chain_lanes, tree_lanes
+
+    assert warmup.LANES_MIN_ROWS == chain_lanes.MIN_LANE_ROWS == tree_lanes.MIN_LANE_ROWS
+    assert warmup.CHAIN_LANES_MIN_BINS_FLOAT64 == chain_lanes.MIN_LANE_BINS_FLOAT64
+    assert warmup.CHAIN_LANES_MAX_BINS == chain_lanes.MAX_LANE_BINS
