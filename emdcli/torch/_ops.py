@@ -59,6 +59,8 @@ def _cpu_value_grad(x, t, sp, rho, normalize, smoothing):
     xa = x.detach().numpy()
     ta = t.detach().numpy()
     dtype = "float32" if xa.dtype == np.float32 else "float64"
+    if normalize == "softmax" and ta.ndim == 1 and smoothing == 0.0:
+        return _softmax_classes(x, ta, sp, rho, dtype)
     try:
         if ta.ndim == 1 and smoothing > 0.0:
             c = rows.prepare_classes(ta, xa.shape[0], xa.shape[1], check=True)
@@ -68,6 +70,37 @@ def _cpu_value_grad(x, t, sp, rho, normalize, smoothing):
     except EMDInputError as e:
         raise _renamed(e) from None
     return torch.from_numpy(values), torch.from_numpy(np.ascontiguousarray(g))
+
+
+def _softmax_classes(x, c, sp, rho, dtype):
+    """The common training case, logits against class indices, with the softmax and its
+    chain rule ``p ⊙ (g − ⟨g, p⟩)`` in torch (vectorised, in place) around one kernel call
+    on the distributions p. Validates the classes, and the logits through the values: a
+    NaN or +inf logit makes its row's value NaN (−inf is a masked logit, as in torch)."""
+    from .. import api, rows
+
+    try:
+        c = rows.prepare_classes(c, x.shape[0], x.shape[1], check=True)
+    except EMDInputError as e:
+        raise _renamed(e) from None
+    p = torch.softmax(x.detach(), dim=1)
+    values, g = api.emd(p.numpy(), c, space=sp, rho=rho, normalize="none", dtype=dtype,
+                        gradient=True, check=False)
+    values = torch.from_numpy(values)
+    if not bool(torch.isfinite(values).all()):
+        _raise_bad_logits(x)
+    g = torch.from_numpy(g)
+    dots = (g * p).sum(dim=1, keepdim=True)
+    return values, g.sub_(dots).mul_(p)
+
+
+def _raise_bad_logits(x):
+    """The error for the first logit that is NaN or +inf (or a row of only −inf)."""
+    bad = torch.isnan(x) | (x == float("inf"))
+    bad |= (x == float("-inf")).all(dim=1, keepdim=True)
+    r, col = (int(i) for i in bad.nonzero()[0])
+    raise EMDInputError(f"value is {float(x[r, col])}", source="input", row=r, column=col,
+                        hint="logits must be finite (−inf masks a class, but not all of a row)")
 
 
 @torch.library.custom_op("emdcli::emd_value_grad", mutates_args=())
