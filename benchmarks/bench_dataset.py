@@ -32,15 +32,14 @@ from pathlib import Path
 import numpy as np
 
 FLOOR = """
-import os, sys, pyarrow.parquet as pq, pyarrow as pa, pyarrow.compute as pc
+import os, sys, numpy as np, pyarrow.parquet as pq, pyarrow as pa, pyarrow.compute as pc
 src, out = sys.argv[1], sys.argv[2]
 for name in sorted(f for f in os.listdir(src) if f.endswith(".parquet")):
     t = pq.read_table(os.path.join(src, name))
     flat = t.column("pred").combine_chunks().values
     s = pc.sum(flat)  # every byte touched once
     n = t.num_rows
-    pq.write_table(pa.table({"row": pa.array(range(n)), "emd2": pa.array([0.0] * n)}),
-                   os.path.join(out, name))
+    pq.write_table(pa.table({"row": np.arange(n), "emd2": np.zeros(n)}), os.path.join(out, name))
 """
 
 
