@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .scalars import lane_sum, needs_residual_fix, unit_diff
-from .tiles import LANES, differences_to_lanes, gradient_from_lanes, lane_scan
+from .tiles import LANES, differences_to_lanes, gradient_from_lanes, lane_scan, tail_block
 
 MAX_LANE_BINS = 4096  # wider rows go one at a time: the tiles would leave the L2 cache
 MIN_LANE_BINS_FLOAT64 = 256
@@ -124,11 +124,7 @@ def chain_lanes(P, Q, C, SP, SQ, d, rho, out, G, scratch):
     m = b - full
 
     def pad(a, fill):
-        if a.shape[0] == 0:
-            return a
-        padded = np.full((LANES, *a.shape[1:]), fill, dtype=a.dtype)
-        padded[:m] = a[full:]
-        return padded
+        return tail_block(a, full, fill)
 
     g = np.empty((LANES, G.shape[1]), dtype=G.dtype)
     v = np.empty(LANES, dtype=out.dtype)

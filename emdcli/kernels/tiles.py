@@ -25,6 +25,16 @@ from numba.extending import intrinsic
 from .scalars import diff
 
 LANES = 32  # rows per block (a multiple of 8)
+
+
+def tail_block(a, start, fill):
+    """Rows ``start…`` of ``a`` (fewer than :data:`LANES`) as one block of LANES rows,
+    padded with ``fill`` (a zero-row array, a placeholder, stays as it is)."""
+    if a.shape[0] == 0:
+        return a
+    block = np.full((LANES, *a.shape[1:]), fill, dtype=a.dtype)
+    block[:a.shape[0] - start] = a[start:]
+    return block
 _W = 8  # the transposed sub-block's side
 
 

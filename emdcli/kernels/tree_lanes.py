@@ -22,7 +22,7 @@ from numba.extending import intrinsic
 
 from .scalars import needs_residual_fix, unit_diff
 from .tiles import (LANES, _row_pointer, _transpose, check_tiles, differences_to_lanes,
-                    row_pointers, sign_bits, splat, to_lanes)
+                    row_pointers, sign_bits, splat, tail_block, to_lanes)
 from .tree import _fix_rows, path_lengths
 
 _STATE = 6  # rows of the state tile: total, mean, m, sp, sq, rsp
@@ -271,11 +271,7 @@ def tree_lanes(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, sc
         m = b - full
 
         def pad(a, fill):
-            if a.shape[0] == 0:
-                return a
-            padded = np.full((LANES, *a.shape[1:]), fill, dtype=a.dtype)
-            padded[:m] = a[full:]
-            return padded
+            return tail_block(a, full, fill)
 
         g = np.empty((LANES, G.shape[1]), dtype=G.dtype)
         v = np.empty(LANES, dtype=out.dtype)
