@@ -147,7 +147,7 @@ def test_gradient_folder_beside_the_output_folder(ds, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["empty_dir", "no_match", "widths", "keys", "count", "rows",
-                                  "file_and_dataset"])
+                                  "file_and_dataset", "columns"])
 def test_bad_datasets_name_the_files(ds, tmp_path, case):
     rng = np.random.default_rng(1)
     a, b = tmp_path / "a", tmp_path / "b"
@@ -177,6 +177,11 @@ def test_bad_datasets_name_the_files(ds, tmp_path, case):
         np.save(a / "x0.npy", rng.random((3, N)))
         np.save(b / "x0.npy", np.zeros(4, int))
         args, needles = [a, b], ["x0.npy: has 4 rows but", "x0.npy has 3"]
+    elif case == "columns":
+        pq.write_table(_table(rng.random((2, N)), np.zeros(2, int)), a / "x0.parquet")
+        pq.write_table(_table(rng.random((2, N)), np.zeros(2, int)).drop_columns(["target"]),
+                       a / "x1.parquet")
+        args, needles = [a], ["x1.parquet: no targets", "unlike", "x0.parquet"]
     else:
         np.save(a / "x0.npy", rng.random((3, N)))
         args, needles = [a, ds / "npy" / "target" / "p0.npy"], ["is one file but PRED is a dataset"]

@@ -21,6 +21,7 @@ Examples:
   emd compute big.npy labels.npy -o out.parquet --device auto --verbose  # rows/s, where the time went
   emd compute sample_data/imagenet_pred.parquet --tree sample_data/imagenet_wordnet_tree.csv --bins sample_data/imagenet_bins.txt --target-column label -m emd2
   emd compute 'runs/*.parquet' -o out/ --group-by split --summary summary.csv  # a dataset, one part per file
+  emd compute runs/ -o out/ --engine dask --workers 8  # the same, one Dask task per file (emdcli[dask])
 """
 
 

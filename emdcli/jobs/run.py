@@ -316,16 +316,30 @@ def _count_rows(work, first):
     """Rows in all parts of a dataset (each file's header or footer read)."""
     total = first[0].n_rows
     for _, inputs in work[1:]:
-        pred, target = open_sources(inputs)
+        pred, target = _open_later(inputs, first[0].name)
         total += pred.n_rows
         _close(pred, target)
     return total
 
 
+_COLUMN_ERRORS = ("no targets", "no column", "several list columns", "no numeric")
+
+
+def _open_later(inputs, first):
+    """:func:`open_sources` of a dataset's later file; an error about its columns says
+    that ``first``, the dataset's first file, had them."""
+    try:
+        return open_sources(inputs)
+    except EMDInputError as e:
+        if first is not None and e.message.startswith(_COLUMN_ERRORS):
+            e.hint = f"unlike {first}: every file of a dataset needs the same columns"
+        raise
+
+
 def _run_part(job, inputs, sources, offset):
     """Every batch of one file (or file pair) through the metric into the sinks; rows are
     numbered from ``offset``. Errors name this part's file and its row."""
-    pred, target = sources or open_sources(inputs)
+    pred, target = sources or _open_later(inputs, job.first[0] if job.first else None)
     spec = job.plan.space
     names = {"pred": pred.name, "target": target.name, "positions": positions_name(spec.positions)}
     base = offset + (inputs.rows[0] if inputs.rows else 0)  # a window's rows keep the file's numbers
