@@ -16,6 +16,7 @@ _EXPORTS = {
     "EMDInputError": "errors",
     "Chain": "spaces",
     "compute_dataset": "jobs.engine",
+    "wasserstein": "wasserstein",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -125,8 +125,10 @@ def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=Fals
             else:
                 out.append(("tree", "tree_value_grad" if gradient else "tree_value", None))
         return out  # a ground matrix: numpy (class targets) or POT (soft targets)
+    if metric == "wasserstein":
+        return out + [("quantile", "wasserstein_rows", None)]
     if metric != "sinkhorn":
-        raise ValueError(f"metric must be emd (any rho) or sinkhorn, got {metric!r}")
+        raise ValueError(f"metric must be emd (any rho), wasserstein or sinkhorn, got {metric!r}")
     dense = space_kind == "ground" or kernel == "dense"
     kind = "dense" if dense else space_kind
     if form == "log":

@@ -188,7 +188,7 @@ def _bash_complete(words):
 
 def test_completion_offers_commands_choices_and_leaves_paths_to_the_shell():
     assert _bash_complete("emd com") == ["compute", "compare"]
-    assert _bash_complete("emd compute --metric ") == ["emd", "emd2", "emd-rho", "sinkhorn"]
+    assert _bash_complete("emd compute --metric ") == ["emd", "emd2", "emd-rho", "sinkhorn", "wasserstein"]
     assert "parquet" in _bash_complete("emd compute --format ")
     assert _bash_complete("emd compare p.npy --dtype float32,") == ["float32,float64"]
     # no candidates for a path: bash's "-o default" (zsh: _files) completes file names

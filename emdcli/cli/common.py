@@ -18,6 +18,7 @@ class Metric(str, Enum):
     emd2 = "emd2"
     emd_rho = "emd-rho"
     sinkhorn = "sinkhorn"
+    wasserstein = "wasserstein"
 
 
 class Form(str, Enum):

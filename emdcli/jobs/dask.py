@@ -44,6 +44,13 @@ def warm_plan(plan):
         return
     import numpy as np
 
+    if m.metric == "wasserstein":
+        from ..wasserstein import wasserstein
+
+        p = np.random.default_rng(0).random((2, 4)) + 0.1
+        wasserstein(p, p[::-1].copy(), p=m.power, gradient=m.gradient)
+        return
+
     from ..api import emd
     from ..rows import SMALL_ELEMENTS
     from ..spaces import Chain, Tree

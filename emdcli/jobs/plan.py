@@ -12,7 +12,7 @@ from ..errors import EMDInputError
 
 METRICS = {  # --metric → (value column, fixed rho or None)
     "emd": ("emd", 1.0), "emd2": ("emd2", 2.0), "emd-rho": ("emd_rho", None),
-    "sinkhorn": ("sinkhorn", None),
+    "sinkhorn": ("sinkhorn", None), "wasserstein": ("wasserstein_p", None),
 }
 GRADIENT_FORMATS = (".npy", ".parquet")
 SINKHORN_FLAGS = ("--lam", "--iters", "--tol", "--sinkhorn-form", "--sinkhorn-kernel")
@@ -65,6 +65,7 @@ class MetricSpec:
     grad_wrt: str = "distribution"
     device: str = "cpu"
     sinkhorn: dict = field(default_factory=dict)  # lam, iters, tol, form, kernel
+    power: float | None = None  # --metric wasserstein: W_p^p's p
 
     @property
     def column(self):
@@ -101,14 +102,26 @@ def _flagged(error, flags):
 
 
 def metric_spec(metric="emd", rho=None, *, normalize="l1", dtype="float64", gradient=False,
-                grad_wrt="distribution", device="cpu", sinkhorn=None):
+                grad_wrt="distribution", device="cpu", sinkhorn=None, power=None):
     """A validated :class:`MetricSpec`; ``sinkhorn`` maps the Sinkhorn options (None =
-    not given) by their flag names without dashes: lam, iters, tol, form, kernel."""
+    not given) by their flag names without dashes: lam, iters, tol, form, kernel;
+    ``power`` is ``--p`` (``--metric wasserstein`` only)."""
     given = {k: v for k, v in (sinkhorn or {}).items() if v is not None}
     if metric not in METRICS:
         raise EMDInputError(f"--metric {metric!r} is unknown; choose one of {', '.join(METRICS)}")
     fixed = METRICS[metric][1]
-    if metric == "sinkhorn":
+    if (power is not None) != (metric == "wasserstein"):
+        raise EMDInputError("--metric wasserstein needs --p P (P >= 1)" if power is None
+                            else "--p applies only to --metric wasserstein (use --rho for EMD^rho)")
+    if metric == "wasserstein":
+        if rho is not None:
+            raise EMDInputError("--rho does not apply to --metric wasserstein; its power is --p")
+        if not (float(power) >= 1.0 and float(power) < float("inf")):
+            raise EMDInputError(f"--p must be a finite number >= 1, got {power!r}")
+        if device != "cpu":
+            raise EMDInputError("--metric wasserstein runs on the CPU", source="--device")
+        rho = 1.0
+    elif metric == "sinkhorn":
         if rho is not None:
             raise EMDInputError("--rho does not apply to --metric sinkhorn")
         rho = 1.0
@@ -132,7 +145,7 @@ def metric_spec(metric="emd", rho=None, *, normalize="l1", dtype="float64", grad
         params = _sinkhorn_params(given, dtype)
     return MetricSpec(metric=metric, rho=float(rho), normalize=normalize, dtype=dtype,
                       gradient=bool(gradient), grad_wrt=grad_wrt, device=device,
-                      sinkhorn=params)
+                      sinkhorn=params, power=None if power is None else float(power))
 
 
 def _sinkhorn_params(given, dtype):
@@ -220,6 +233,9 @@ def _folder_outputs(output, gradient, summary):
 def make_plan(inputs, space, metric, outs, *, device_check=True):
     """A :class:`ComputePlan` whose parts are already validated; checks what spans them
     (structured Sinkhorn needs a chain or tree, the device is usable)."""
+    if metric.metric == "wasserstein" and space.kind != "chain":
+        raise EMDInputError(f"--metric wasserstein is defined on the line: --{space.kind} "
+                            "does not apply", hint="give --positions (or none: 0, 1, …)")
     if metric.sinkhorn.get("kernel") == "structured" and space.ground:
         raise EMDInputError("--sinkhorn-kernel structured needs a chain or a tree",
                             hint="use --sinkhorn-kernel dense (or auto) with --ground")

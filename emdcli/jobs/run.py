@@ -53,6 +53,17 @@ def make_metric(spec):
         return MetricRun({"sinkhorn": dtype, "sinkhorn_iterations": np.dtype(np.int64),
                           "sinkhorn_converged": np.dtype(bool)}, run)
 
+    if spec.metric == "wasserstein":
+        from ..wasserstein import wasserstein
+
+        def run(p, q, space):
+            out = wasserstein(p, q, space=space, p=spec.power, normalize=spec.normalize,
+                              dtype=dtype, gradient=spec.gradient, grad_wrt=spec.grad_wrt)
+            values, grads = out if spec.gradient else (out, None)
+            return {"wasserstein_p": values}, grads
+
+        return MetricRun({"wasserstein_p": dtype}, run)
+
     from ..api import emd
 
     def run(p, q, space):
