@@ -94,7 +94,11 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
     vals, G = np.empty(b, dt), np.empty((b, n), dt)
     scratch = np.empty((4 * numba.get_num_threads(), n))
     lanes = CL.use_lanes(b, n, RHO, np.dtype(dt).itemsize)
-    kernel = CL.chain_lanes if lanes else K.chain_batch
+    if lanes:
+        def kernel(P, Q, C, SP, SQ, d, rho, out, G, scratch):  # chain_batch's arguments
+            CL.chain_lanes(CL.LaneRows(P, Q, C, SP, SQ), d, rho, out, G, scratch)
+    else:
+        kernel = K.chain_batch
     k_scratch = np.empty((4 * numba.get_num_threads(), CL.lanes_width(n))) if lanes else scratch
     G_rows = np.empty((b, n), dt)
     no_class = np.empty(0, np.int64)

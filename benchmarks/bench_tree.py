@@ -91,9 +91,9 @@ def main(argv=None):
     rows = []
     for target_name, T, c in (("labels", onehot, labels), ("soft", Q, no_class)):
         def ours():
-            tree_lanes.tree_lanes(P, P if c is labels else T, c, unit, unit, tree.parent,
-                                  tree.weight, tree.bin_node, tree.count, 2.0, out, G,
-                                  lane_scratch)
+            tree_lanes.tree_lanes(tree_lanes.LaneRows(P, P if c is labels else T, c, unit, unit),
+                                  (tree.parent, tree.weight, tree.bin_node, tree.count), 2.0,
+                                  out, G, lane_scratch)
 
         def by_row():
             kernels.tree_value_grad(P, P if c is labels else T, c, unit, unit, tree.parent, tree.weight,

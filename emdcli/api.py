@@ -139,7 +139,8 @@ def _chain(batch, chain, rho, values, g):
     from .kernels import chain_lanes as lanes
 
     if lanes.use_lanes(b, n, rho, x.dtype.itemsize):  # LANES rows side by side (the same bits)
-        lanes.chain_lanes(*args, _chunk_scratch(lanes.lanes_width(n), -(-b // lanes.LANES)))
+        lanes.chain_lanes(lanes.LaneRows(*args[:5]), chain.gaps, rho, values, grads,
+                          _chunk_scratch(lanes.lanes_width(n), -(-b // lanes.LANES)))
         return
     from .kernels.chain import chain_batch
 
@@ -160,8 +161,9 @@ def _tree(batch, tree, rho, values, g):
 
     if lanes.use_lanes(x.shape[0], rho):  # LANES rows side by side (the same bits)
         grads = g if g is not None else np.empty((x.shape[0], 0), dtype=x.dtype)
-        lanes.tree_lanes(*args, tree.count, rho, values, grads, _chunk_scratch(
-            lanes.lanes_width(tree.n, tree.n_nodes), -(-x.shape[0] // lanes.LANES)))
+        lanes.tree_lanes(lanes.LaneRows(*args[:5]), (*args[5:], tree.count), rho, values, grads,
+                         _chunk_scratch(lanes.lanes_width(tree.n, tree.n_nodes),
+                                        -(-x.shape[0] // lanes.LANES)))
         return
     scratch = _chunk_scratch(tree.n_nodes)
     if g is None:

@@ -10,7 +10,7 @@ from numba import njit
 
 import emdcli
 from emdcli.kernels.chain import chain_batch
-from emdcli.kernels.chain_lanes import LANES, chain_lanes, lanes_width, use_lanes
+from emdcli.kernels.chain_lanes import LANES, LaneRows, chain_lanes, lanes_width, use_lanes
 from emdcli.kernels.tiles import from_lanes, to_lanes
 
 
@@ -19,9 +19,11 @@ def run(x, t, c, sp, sq, d, rho, want_grad, lanes):
     out = np.full(b, np.nan)
     G = np.full((b, n if want_grad else 0), np.nan, dtype=x.dtype)
     C = np.empty(0, dtype=np.int64) if c is None else c
-    kernel = chain_lanes if lanes else chain_batch
-    kernel(x, x if t is None else t, C, sp, sq, d, rho, out, G,
-           np.empty((3, lanes_width(n) if lanes else n)))
+    first = (x, x if t is None else t, C, sp, sq)
+    if lanes:
+        chain_lanes(LaneRows(*first), d, rho, out, G, np.empty((3, lanes_width(n))))
+    else:
+        chain_batch(*first, d, rho, out, G, np.empty((3, n)))
     return out, G
 
 
@@ -129,8 +131,8 @@ def tree_run(tree, x, t, c, sp, sq, rho, want_grad, lanes):
     cc = c if c is not None else np.full(b, -1, dtype=np.int64)
     tt = x if t is None else t
     if lanes:
-        tree_lanes(x, tt, cc, sp, sq, tree.parent, tree.weight, tree.bin_node, tree.count, rho,
-                   out, G, np.empty((3, width(n, tree.n_nodes))))
+        tree_lanes(LaneRows(x, tt, cc, sp, sq), (tree.parent, tree.weight, tree.bin_node, tree.count),
+                   rho, out, G, np.empty((3, width(n, tree.n_nodes))))
     elif want_grad:
         K.tree_value_grad(x, tt, cc, sp, sq, tree.parent, tree.weight, tree.bin_node,
                           tree.count, rho, out, G, np.empty((3, tree.n_nodes)))

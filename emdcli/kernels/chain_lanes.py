@@ -20,7 +20,8 @@ import numpy as np
 from numba import njit, prange
 
 from .scalars import lane_sum, needs_residual_fix, unit_diff
-from .tiles import LANES, differences_to_lanes, gradient_from_lanes, lane_scan, tail_block
+from .tiles import (LANES, LaneRows, differences_to_lanes, gradient_from_lanes,  # noqa: F401
+                    lane_scan, tail_block)
 
 MAX_LANE_BINS = 4096  # wider rows go one at a time: the tiles would leave the L2 cache
 MIN_LANE_BINS_FLOAT64 = 256
@@ -109,11 +110,12 @@ def _marked(out, lo, hi):
     return False
 
 
-def chain_lanes(P, Q, C, SP, SQ, d, rho, out, G, scratch):
-    """``kernels.chain.chain_batch`` (same arguments, same bits) for rho 1 or 2, N ≥ 2,
-    LANES rows side by side: scratch (chunks, ≥ lanes_width(N)) float64, one row per
-    contiguous run of blocks. Q (B, N) also for class targets (pass P). The last
-    ``B mod LANES`` rows go through zero-padded copies."""
+def chain_lanes(rows, d, rho, out, G, scratch):
+    """``kernels.chain.chain_batch`` (the same bits) for rho 1 or 2, N ≥ 2, LANES rows side
+    by side: rows a :class:`~.tiles.LaneRows` (chain_batch's first five arguments), d the
+    gaps; scratch (chunks, ≥ lanes_width(N)) float64, one row per contiguous run of blocks.
+    The last ``B mod LANES`` rows go through zero-padded copies."""
+    P, Q, C, SP, SQ = rows
     b = P.shape[0]
     full = b - b % LANES
     if full:

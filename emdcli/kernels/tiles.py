@@ -16,6 +16,8 @@ running sums in memory, so the pieces that decide the speed are written as LLVM 
 Every per-lane operation is the scalar kernel's, in its order (no FMA contraction, no
 reassociation): the same bits. A, X C-contiguous.
 """
+from typing import NamedTuple
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -25,6 +27,17 @@ from numba.extending import intrinsic
 from .scalars import diff
 
 LANES = 32  # rows per block (a multiple of 8)
+
+
+class LaneRows(NamedTuple):
+    """What the lanes drivers read per row: P (B, N), Q (B, N; P again for class
+    targets), C (B,) class indices (or none / −1), SP, SQ (B,) row scales (or empty: 1)."""
+
+    P: np.ndarray
+    Q: np.ndarray
+    C: np.ndarray
+    SP: np.ndarray
+    SQ: np.ndarray
 
 
 def tail_block(a, start, fill):

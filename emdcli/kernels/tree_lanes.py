@@ -8,8 +8,9 @@ operation over the block's rows. Per row the operations are those of ``kernels.t
 the same order: the same bits. Rows marked for the residual pass (``out = −1``) are done
 again by ``kernels.tree._fix_rows``, one at a time, as there.
 
-``tree_lanes(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch)``:
-``tree_value_grad``'s arguments (``G`` with no columns: values only) with scratch
+``tree_lanes(LaneRows(P, Q, c, SP, SQ), (parent, weight, bin_node, count), rho, out, G,
+scratch)``:
+``tree_value_grad``'s arguments, grouped (``G`` with no columns: values only), with scratch
 (chunks, ≥ lanes_width(N, nodes)); the last ``B mod LANES`` rows go through zero-padded
 copies. All rows against target rows (c = −1) or all against classes.
 """
@@ -21,7 +22,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .scalars import needs_residual_fix, unit_diff
-from .tiles import (LANES, _row_pointer, _transpose, check_tiles, differences_to_lanes,
+from .tiles import (LANES, LaneRows, _row_pointer, _transpose, check_tiles, differences_to_lanes,  # noqa: F401
                     row_pointers, sign_bits, splat, tail_block, to_lanes)
 from .tree import _fix_rows, path_lengths
 
@@ -256,10 +257,13 @@ def _lanes_batch(P, Q, c, SP, SQ, tree, rho, out, G, scratch):
             _block(P, Q, c, SP, SQ, flat, rho, out, G, blk * LANES, scratch[ch])
 
 
-def tree_lanes(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch):
+def tree_lanes(rows, arrays, rho, out, G, scratch):
     """HEMD^rho values into out (B,), projected gradients into G (B, N) unless G has no
     columns, LANES rows side by side (see the module's docstring; the same bits as
-    ``kernels.tree.tree_value_grad`` / ``tree_value``)."""
+    ``kernels.tree.tree_value_grad`` / ``tree_value``). rows a :class:`~.tiles.LaneRows`
+    (c −1 for row targets), arrays the tree's (parent, weight, bin_node, count)."""
+    P, Q, c, SP, SQ = rows
+    parent, weight, bin_node, count = arrays
     b = P.shape[0]
     depth = path_lengths(parent, weight)
     tree = (parent, weight, bin_node, count, depth)
