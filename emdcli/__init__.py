@@ -17,6 +17,10 @@ _EXPORTS = {
     "Chain": "spaces",
     "compute_dataset": "jobs.engine",
     "wasserstein": "wasserstein",
+    "flows": "transport",
+    "plan": "transport",
+    "learn_ground": "learn",
+    "build_tree": "treebuild",
 }
 __all__ = sorted(_EXPORTS)
 

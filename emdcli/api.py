@@ -75,13 +75,9 @@ def emd(
     rows.check_grad_wrt(grad_wrt)
     dt = rows.resolve_dtype(dtype)
     as_stored = where == "cpu" and not isinstance(space, Ground)  # CPU kernels read float32
-    x, sx = rows.pred_rows(pred, normalize, dt, check, as_stored)  # p = sx · x, no copy for l1
+    batch = prepare(pred, target, normalize, dt, check, as_stored)
+    x, sx, kind, t, st = batch
     b, n = x.shape
-    kind, t, st = rows.target_rows(target, b, n, normalize, dt, check, as_stored)
-    if kind == "rows" and t.dtype != x.dtype:  # one float32, one float64: both as float64
-        x, t = x.astype(np.float64), t.astype(np.float64)
-    if check and normalize == "none":
-        rows.check_equal_mass(x, kind, t)
     sp = space_for(space, positions, n)
     values = np.empty(b, dtype=dt)
     g = np.empty((b, n), dtype=dt) if gradient else None
@@ -97,14 +93,27 @@ def emd(
 
             (chain_cuda if isinstance(sp, Chain) else tree_cuda)(p, kind, q, sp, rho, values, g)
     elif isinstance(sp, Chain):
-        _chain(rows.Batch(x, sx, kind, t, st), sp, rho, values, g)
+        _chain(batch, sp, rho, values, g)
     else:
-        _tree(rows.Batch(x, sx, kind, t, st), sp, rho, values, g)
+        _tree(batch, sp, rho, values, g)
     if not gradient:
         return values
     if grad_wrt == "input":
         g = rows.input_gradient(g, x, sx, normalize)
     return values, g
+
+
+def prepare(pred, target, normalize, dt, check, as_stored=True):
+    """Validated rows as a :class:`rows.Batch` ``(x, sx, kind, t, st)``: ``p = sx·x``
+    (no copy for l1), targets as rows ``q = st·t`` or class indices (``kind``)."""
+    x, sx = rows.pred_rows(pred, normalize, dt, check, as_stored)
+    b, n = x.shape
+    kind, t, st = rows.target_rows(target, b, n, normalize, dt, check, as_stored)
+    if kind == "rows" and t.dtype != x.dtype:  # one float32, one float64: both as float64
+        x, t = x.astype(np.float64), t.astype(np.float64)
+    if check and normalize == "none":
+        rows.check_equal_mass(x, kind, t)
+    return rows.Batch(x, sx, kind, t, st)
 
 
 def _chunk_scratch(width, runs=None):

@@ -63,12 +63,12 @@ EMD_METRICS = ("emd", "emd2", "emd-rho", "emd_rho")
 # (shared, under load) with an empty NUMBA_CACHE_DIR; they add up to the estimate
 # :func:`notice` prints.
 ESTIMATE_S = {
-    ("rowstats", "row_sums_min", None): 0.8,
-    ("chain", "chain_batch", None): 3.0,
-    ("tree", "tree_value", None): 3.5,
-    ("tree", "tree_value_grad", None): 4.5,
-    ("chain_lanes", "_lanes_batch", None): 4.0,
-    ("tree_lanes", "_lanes_batch", None): 5.5,
+    ("rowstats", "_sums_mins", None): 0.4,
+    ("chain", "_runs", None): 2.0,
+    ("tree", "_value_runs", None): 2.0,
+    ("tree", "_grad_runs", None): 2.5,
+    ("chain_lanes", "_lanes_runs", None): 2.6,
+    ("tree_lanes", "_lanes_runs", None): 3.5,
     ("lanes", "_lanes_batch", "ChainGibbs"): 5.0,
     ("lanes", "_lanes_batch", "TreeGibbs"): 8.5,
     ("sinkhorn", "_plain_batch", "ChainGibbs"): 3.0,
@@ -76,6 +76,8 @@ ESTIMATE_S = {
     ("sinkhorn", "_log_batch", "ChainGibbs"): 3.5,
     ("sinkhorn", "_log_batch", "TreeGibbs"): 5.5,
     ("sinkhorn", "_log_batch", "DenseGibbs"): 3.5,
+    ("flows", "chain_flows", None): 3.5,
+    ("flows", "tree_flows", None): 6.5,
 }
 GIBBS_CLASS = {"chain": "ChainGibbs", "tree": "TreeGibbs", "dense": "DenseGibbs"}
 
@@ -92,7 +94,7 @@ def _small_elements():
 
 
 def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=False,
-                 kernel="auto", rows=None, input_dtype=None, bins=None, rho=None):
+                 kernel="auto", rows=None, input_dtype=None, bins=None, rho=None, extras=()):
     """The compiled functions a job calls: a list of (module, function, gibbs class or
     None) under ``emdcli/kernels``. See :func:`notice` for the arguments."""
     if space_kind not in SPACE_KINDS:
@@ -105,7 +107,12 @@ def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=Fals
         raise ValueError(f"kernel must be auto, structured or dense, got {kernel!r}")
     small = rows is not None and bins is not None and rows * bins <= _small_elements()
     # the checks and the l1 row sums (numpy for small batches)
-    out = [] if small else [("rowstats", "row_sums_min", None)]
+    out = [] if small else [("rowstats", "_sums_mins", None)]
+    if metric in EMD_METRICS and extras and space_kind != "ground":  # --flows, --plan
+        kind = "chain" if space_kind == "chain" else "tree"
+        # (the plans' kernels run for row targets only, which the notice cannot know:
+        # they are not counted; ``emd warmup --all`` compiles them)
+        return [("rowstats", "_sums_mins", None), ("flows", f"{kind}_flows", None)]
     if metric in EMD_METRICS:
         if rho is None:
             rho = {"emd": 1.0, "emd2": 2.0}.get(metric)
@@ -116,17 +123,17 @@ def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=Fals
             wide = bins is not None and bins > CHAIN_LANES_MAX_BINS
             few = rows is not None and rows < LANES_MIN_ROWS
             if lanes and not narrow and not wide and not few:
-                out.append(("chain_lanes", "_lanes_batch", None))
+                out.append(("chain_lanes", "_lanes_runs", None))
             else:
-                out.append(("chain", "chain_batch", None))
+                out.append(("chain", "_runs", None))
         elif space_kind == "tree":
             if lanes and (rows is None or rows >= LANES_MIN_ROWS):
-                out.append(("tree_lanes", "_lanes_batch", None))
+                out.append(("tree_lanes", "_lanes_runs", None))
             else:
-                out.append(("tree", "tree_value_grad" if gradient else "tree_value", None))
+                out.append(("tree", "_grad_runs" if gradient else "_value_runs", None))
         return out  # a ground matrix: numpy (class targets) or POT (soft targets)
     if metric == "wasserstein":
-        return out + [("quantile", "wasserstein_rows", None)]
+        return out + [("quantile", "_runs", None)]
     if metric != "sinkhorn":
         raise ValueError(f"metric must be emd (any rho), wasserstein or sinkhorn, got {metric!r}")
     dense = space_kind == "ground" or kernel == "dense"
@@ -148,7 +155,8 @@ def describe(space_kind, dtype, *, metric="emd", form="plain", gradient=False, *
     if metric == "sinkhorn":
         return f"{dtype} Sinkhorn ({form} form) on {spaces}"
     grad = " with gradients" if gradient and space_kind == "tree" else ""
-    return f"{dtype} {spaces}{grad}"
+    extras = " and ".join({"flows": "flows", "plan": "plans"}[e] for e in _.get("extras", ()))
+    return f"{dtype} {spaces}{grad}{f' with {extras}' if extras else ''}"
 
 
 def missing(space_kind, dtype, **job):
@@ -168,7 +176,8 @@ def missing(space_kind, dtype, **job):
     out = f"array({dtype}, 1d, C)"
     return [p for p in points
             if not numba_cache.cached(folder, p[0], p[1], p[2], stored,
-                           out if p[0] in ("chain", "tree", "chain_lanes", "tree_lanes") else None)]
+                           out if p[0] in ("chain", "tree", "chain_lanes", "tree_lanes", "flows")
+                           else None)]
 
 
 def _seconds(points):
@@ -201,7 +210,7 @@ def notice_jobs(jobs):
 
 
 def notice(space_kind, dtype, *, metric="emd", form="plain", gradient=False, kernel="auto",
-           rows=None, input_dtype=None, bins=None, rho=None):
+           rows=None, input_dtype=None, bins=None, rho=None, extras=()):
     """None when Numba's cache holds the compiled kernels this kind of job calls, else
     the line to print before the job starts, e.g. ``compiling kernels for float64 chains
     (once per install, ~3 s)``.
@@ -217,12 +226,13 @@ def notice(space_kind, dtype, *, metric="emd", form="plain", gradient=False, ker
     float32 rows as they are under a float64 dtype, a specialisation of its own. bins
     (with rows): a batch of at most ``emdcli.rows.SMALL_ELEMENTS`` elements is checked,
     and on a chain its EMD (rho 1 or 2: ``rho``, default 1 for ``"emd"``, 2 for
-    ``"emd2"``) computed, in numpy, without Numba. Reads files only (see the module's
+    ``"emd2"``) computed, in numpy, without Numba. extras: ``"flows"`` and/or ``"plan"``
+    (``--flows``, ``--plan``: the flows kernels replace the EMD's). Reads files only (see the module's
     docstring for how, and what it approximates; ``bins`` imports numpy); never compiles.
     """
     return notice_jobs([dict(space_kind=space_kind, dtype=dtype, metric=metric, form=form,
                              gradient=gradient, kernel=kernel, rows=rows,
-                             input_dtype=input_dtype, bins=bins, rho=rho)])
+                             input_dtype=input_dtype, bins=bins, rho=rho, extras=tuple(extras))])
 
 
 # ------------------------------------------------------------------------------ warm-up
@@ -292,6 +302,18 @@ def _warm_sinkhorn(form, dtype):
     sinkhorn(p, q, lam=2.0, iters=3, form=form, space=ground, dtype=dtype, gradient=True)
 
 
+def _warm_transport(kind, dtype):
+    from .transport import flows, plan
+
+    space = _space(kind)
+    for dtype_in in DTYPES:
+        p, q, c = _tiny(_big_rows(), dtype_in)
+        for target in (c, q):
+            for gradient in (False, True):
+                flows(p, target, space=space, dtype=dtype, gradient=gradient)
+        plan(p, q, space=space, dtype=dtype)
+
+
 def _groups():
     """name → (what it compiles (notice jobs), the function compiling it), in order."""
     groups = {}
@@ -308,6 +330,11 @@ def _groups():
                 jobs.append(dict(space_kind="ground", dtype=dtype, metric="sinkhorn", form=form))
             groups[f"sinkhorn-{form}-{dtype}"] = (
                 jobs, lambda f=form, d=dtype: _warm_sinkhorn(f, d))
+    for dtype in ("float64", "float32"):
+        jobs = [dict(space_kind=k, dtype=dtype, input_dtype=i, extras=("flows", "plan"))
+                for k in ("chain", "tree") for i in DTYPES]
+        groups[f"transport-{dtype}"] = (jobs, lambda d=dtype: [_warm_transport(k, d)
+                                                               for k in ("chain", "tree")])
     return groups
 
 
@@ -327,6 +354,7 @@ def warm(all=False, progress=None, groups=None):  # noqa: A002 - the CLI's --all
     Default: chains and trees, float32 and float64 (inputs and dtype), class and row
     targets, value and value + gradient, rho 1, 2 and a general rho (1.5). all: also
     Sinkhorn, plain and log forms, structured and dense kernels (and a ground matrix),
+    and the flows and plans kernels (``--flows``, ``--plan``),
     both dtypes. groups: run only these (names from :data:`ALL_GROUPS`, e.g.
     ``"chain-float64"``). ``progress(name, seconds, compiled)`` is called after each group
     (compiled: whether its kernels were missing from the cache before). Returns a list of

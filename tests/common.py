@@ -33,3 +33,31 @@ def cli_runner():
         return CliRunner(mix_stderr=False)
     except TypeError:
         return CliRunner()
+
+
+def run_cli(*args):
+    """``emd ARGS…`` in-process (CliRunner), arguments as strings."""
+    from emdcli.cli import app
+
+    return cli_runner().invoke(app, [str(a) for a in args])
+
+
+def cli_ok(*args):
+    """:func:`run_cli` that must succeed without a traceback."""
+    r = run_cli(*args)
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    assert "Traceback" not in r.stderr
+    return r
+
+
+def cli_bad(folder, *args, needles=()):
+    """:func:`run_cli` that must fail as bad input: exit 2, one ``emd: error:`` line holding
+    every needle, and nothing new left in ``folder``. Returns the line."""
+    before = sorted(os.listdir(folder))
+    r = run_cli(*args)
+    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr, r.exception)
+    assert r.stderr.startswith("emd: error: ") and r.stderr.count("\n") == 1, r.stderr
+    for needle in needles:
+        assert needle in r.stderr, r.stderr
+    assert sorted(os.listdir(folder)) == before  # no output, no temporary file
+    return r.stderr

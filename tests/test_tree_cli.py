@@ -18,13 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from emdcli import emd
-from emdcli.cli import app
 from emdcli.treefiles import load_tree, read_bins
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import naive  # noqa: E402
-from common import cli_runner  # noqa: E402
+from common import cli_ok, run_cli  # noqa: E402
 from test_treefiles import MALFORMED  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, os.pardir))
@@ -38,15 +37,7 @@ def rng_for(*key):
     return np.random.default_rng(zlib.crc32(repr(("tree-cli",) + key).encode()))
 
 
-def run(*args):
-    return cli_runner().invoke(app, [str(a) for a in args])
-
-
-def ok(*args):
-    r = run(*args)
-    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
-    assert "Traceback" not in r.stderr
-    return r
+run, ok = run_cli, cli_ok
 
 
 def bad(*args, needles=()):

@@ -71,23 +71,23 @@ def test_notice_on_a_kernel_folder_without_a_cache(tmp_path, monkeypatch):
 
 def test_entry_points_follow_the_dispatch():
     ep = warmup.entry_points
-    assert [f for _, f, _ in ep("chain", "float64")] == ["row_sums_min", "chain_batch"]
-    lanes = ("chain_lanes", "_lanes_batch", None)  # LANES rows side by side: rho 1, 2
+    assert [f for _, f, _ in ep("chain", "float64")] == ["_sums_mins", "_runs"]
+    lanes = ("chain_lanes", "_lanes_runs", None)  # LANES rows side by side: rho 1, 2
     assert ep("chain", "float32")[-1] == lanes
     assert ep("chain", "float64", rows=512, bins=1000)[-1] == lanes
-    assert ep("chain", "float64", metric="emd-rho", rho=1.5)[-1][1] == "chain_batch"
-    assert ep("tree", "float32", gradient=True)[-1] == ("tree_lanes", "_lanes_batch", None)
-    assert ep("tree", "float32", rows=3, gradient=True)[-1][1] == "tree_value_grad"
-    assert ep("tree", "float32", rows=3)[-1][1] == "tree_value"
-    assert ep("tree", "float32", metric="emd-rho", rho=1.5)[-1][1] == "tree_value"
-    assert [f for _, f, _ in ep("ground", "float64")] == ["row_sums_min"]
+    assert ep("chain", "float64", metric="emd-rho", rho=1.5)[-1] == ("chain", "_runs", None)
+    assert ep("tree", "float32", gradient=True)[-1] == ("tree_lanes", "_lanes_runs", None)
+    assert ep("tree", "float32", rows=3, gradient=True)[-1][1] == "_grad_runs"
+    assert ep("tree", "float32", rows=3)[-1][1] == "_value_runs"
+    assert ep("tree", "float32", metric="emd-rho", rho=1.5)[-1][1] == "_value_runs"
+    assert [f for _, f, _ in ep("ground", "float64")] == ["_sums_mins"]
     assert ep("chain", "float64", metric="sinkhorn")[-1] == ("lanes", "_lanes_batch", "ChainGibbs")
     assert ep("tree", "float64", metric="sinkhorn", rows=3)[-1] == (
         "sinkhorn", "_plain_batch", "TreeGibbs")
     assert ep("chain", "float64", metric="sinkhorn", form="log", kernel="dense")[-1] == (
         "sinkhorn", "_log_batch", "DenseGibbs")
     assert [f for _, f, _ in ep("tree", "float64", metric="sinkhorn", kernel="dense")] == [
-        "row_sums_min"]  # the dense plain form: BLAS
+        "_sums_mins"]  # the dense plain form: BLAS
     for bad in (dict(space_kind="ring", dtype="float64"), dict(space_kind="chain", dtype="int8"),
                 dict(space_kind="chain", dtype="float64", metric="mse"),
                 dict(space_kind="chain", dtype="float64", form="exp")):

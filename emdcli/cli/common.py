@@ -68,6 +68,54 @@ class GradWrt(str, Enum):
     input = "input"
 
 
+# Options the commands that read predictions share (``compute``, ``report``): one
+# declaration each, called once per command (Typer reads a fresh OptionInfo per use).
+
+
+def pred_argument():
+    return typer.Argument(..., metavar="PRED", help="Predictions: .npy (rows × bins), .parquet, .csv, .arrow, a directory or glob of them; - for stdin.")  # noqa: E501
+
+
+def target_argument():
+    return typer.Argument(
+        None, metavar="TARGET",
+        help="Targets: .npy rows or 1-D integer class indices, or .parquet. "
+        "Omit when the prediction Parquet file has a target column.",
+    )
+
+
+def positions_option():
+    return typer.Option(None, "--positions", metavar="FILE|LIST", show_default="0,1,…", help="Chain: bin positions, a .npy 1-D array, a text file (one per line) or x1,x2,….")  # noqa: E501
+
+
+def tree_option():
+    return typer.Option(None, "--tree", "-t", metavar="FILE", help="Tree space: an edge-list CSV node,parent\\[,weight], Newick, or JSON file.")  # noqa: E501
+
+
+def bins_option():
+    return typer.Option(None, "--bins", metavar="FILE", show_default="the leaves in file order", help="With --tree: a file naming the bin nodes, one per line, in column order.")  # noqa: E501
+
+
+def tree_weights_option():
+    return typer.Option(None, "--tree-weights", metavar="COLUMN", show_default="weight, else 1", help="With a CSV --tree: the column holding edge weights.")  # noqa: E501
+
+
+def normalize_option():
+    return typer.Option(Normalize.l1, "--normalize", metavar="HOW", help="How predictions become distributions: l1 (divide by the sum), softmax (logits), or none (already equal mass).")  # noqa: E501
+
+
+def pred_column_option():
+    return typer.Option(None, "--pred-column", metavar="COLUMN(S)", help="Parquet: the list column of predictions, or a comma list of bin columns.")  # noqa: E501
+
+
+def target_column_option():
+    return typer.Option(None, "--target-column", metavar="COLUMN", show_default="target, if present", help="Parquet: the target column (list of masses or integer class).")  # noqa: E501
+
+
+def batch_size_option():
+    return typer.Option(None, "--batch-size", min=1, metavar="N", show_default="about 16 MiB per array", help="Rows per batch (down to one row, whatever the width).")  # noqa: E501
+
+
 def choices(*values):
     """A completion callback offering ``values`` (for comma-list options typed as text)."""
     def complete(incomplete: str):

@@ -6,8 +6,12 @@ from typing import Optional
 import typer
 
 from .common import (Command, Device, DType, Engine, Form, Format, GibbsKernel, GradWrt, Metric,
-                     Normalize, Progress, all_or_nothing, fail, say_summary, silence_stdout)
+                     Normalize, Progress, all_or_nothing, batch_size_option, bins_option, fail,
+                     normalize_option, positions_option, pred_argument, pred_column_option,
+                     say_summary, silence_stdout, target_argument, target_column_option,
+                     tree_option, tree_weights_option)
 from .root import app
+from .spaces import TreeCommand
 
 COMPUTE_EPILOG = """
 Examples:
@@ -22,17 +26,14 @@ Examples:
   emd compute sample_data/imagenet_pred.parquet --tree sample_data/imagenet_wordnet_tree.csv --bins sample_data/imagenet_bins.txt --target-column label -m emd2
   emd compute 'runs/*.parquet' -o out/ --group-by split --summary summary.csv  # a dataset, one part per file
   emd compute runs/ -o out/ --engine dask --workers 8  # the same, one Dask task per file (emdcli[dask])
+  emd compute sample_data/imagenet_pred.parquet --tree sample_data/imagenet_wordnet_tree.csv --bins sample_data/imagenet_bins.txt --target-column label --flows flows.parquet --plan plan.parquet -o emd.csv
 """
 
 
 @app.command(cls=Command, epilog=COMPUTE_EPILOG)
 def compute(
-    pred: str = typer.Argument(..., metavar="PRED", help="Predictions: .npy (rows × bins), .parquet, .csv, .arrow, a directory or glob of them; - for stdin."),
-    target: Optional[str] = typer.Argument(
-        None, metavar="TARGET",
-        help="Targets: .npy rows or 1-D integer class indices, or .parquet. "
-        "Omit when the prediction Parquet file has a target column.",
-    ),
+    pred: str = pred_argument(),
+    target: Optional[str] = target_argument(),
     metric: Metric = typer.Option(Metric.emd, "--metric", "-m", metavar="METRIC", help="emd (exact, rho = 1), emd2 (rho = 2), emd-rho (--rho), sinkhorn (the entropic approximation), or wasserstein (W_p^p on the line, --p)."),
     rho: Optional[float] = typer.Option(None, "--rho", metavar="ρ", help="The exponent ρ ≥ 1 for --metric emd-rho."),
     power: Optional[float] = typer.Option(None, "--p", metavar="P", help="The power P ≥ 1 for --metric wasserstein: W_P^P on the line, by the quantile form (as POT's wasserstein_1d; P = 1 is the EMD)."),
@@ -41,35 +42,27 @@ def compute(
     tol: Optional[float] = typer.Option(None, "--tol", metavar="TOL", show_default="1e-9; float32: 1e-5", help="Sinkhorn: stop a row when its marginal error ‖T·1 − p‖₁ < TOL; 0 = always run --iters (then converged means < 1e-6).", rich_help_panel="Sinkhorn"),
     sinkhorn_form: Optional[Form] = typer.Option(None, "--sinkhorn-form", metavar="FORM", show_default="plain", help="Sinkhorn: plain (the paper's Algorithm 1, instabilities included) or log (log-domain, stable).", rich_help_panel="Sinkhorn"),
     sinkhorn_kernel: Optional[GibbsKernel] = typer.Option(None, "--sinkhorn-kernel", metavar="KERNEL", show_default="auto", help="Sinkhorn: structured (O(N) chain or tree passes), dense (the N × N matrix), or auto (structured unless --ground).", rich_help_panel="Sinkhorn"),
-    positions: Optional[str] = typer.Option(
-        None, "--positions", metavar="FILE|LIST", show_default="0,1,…", help="Chain: bin positions, a .npy 1-D array, a text file (one per line) or x1,x2,…."
-    ),
-    tree: Optional[str] = typer.Option(
-        None, "--tree", "-t", metavar="FILE", help="Tree space: an edge-list CSV node,parent\\[,weight], Newick, or JSON file."
-    ),
-    bins: Optional[str] = typer.Option(
-        None, "--bins", metavar="FILE", show_default="the leaves in file order", help="With --tree: a file naming the bin nodes, one per line, in column order."
-    ),
-    tree_weights: Optional[str] = typer.Option(
-        None, "--tree-weights", metavar="COLUMN", show_default="weight, else 1", help="With a CSV --tree: the column holding edge weights."
-    ),
+    positions: Optional[str] = positions_option(),
+    tree: Optional[str] = tree_option(),
+    bins: Optional[str] = bins_option(),
+    tree_weights: Optional[str] = tree_weights_option(),
     ground: Optional[str] = typer.Option(
         None, "--ground", metavar="FILE", help="Ground-distance matrix N × N (.npy or .csv); exact EMD only (class targets, or soft targets with POT)."
     ),
-    normalize: Normalize = typer.Option(
-        Normalize.l1, "--normalize", metavar="HOW", help="How predictions become distributions: l1 (divide by the sum), softmax (logits), or none (already equal mass)."
-    ),
+    normalize: Normalize = normalize_option(),
     dtype: DType = typer.Option(DType.float64, "--dtype", metavar="DTYPE", help="Precision of the computation and results: float64 or float32."),
-    pred_column: Optional[str] = typer.Option(None, "--pred-column", metavar="COLUMN(S)", help="Parquet: the list column of predictions, or a comma list of bin columns."),
-    target_column: Optional[str] = typer.Option(None, "--target-column", metavar="COLUMN", show_default="target, if present", help="Parquet: the target column (list of masses or integer class)."),
+    pred_column: Optional[str] = pred_column_option(),
+    target_column: Optional[str] = target_column_option(),
     id_column: Optional[str] = typer.Option(None, "--id-column", metavar="COLUMN", help="Parquet: a column carried into the report instead of 'row'."),
     gradient: Optional[str] = typer.Option(None, "--gradient", "-g", metavar="FILE", help="Write per-row gradients (rows × bins) to this .npy or .parquet file."),
     grad_wrt: GradWrt = typer.Option(
         GradWrt.distribution, "--grad-wrt", metavar="WRT", help="The gradient with respect to the normalised distribution (projected, sums to 0), or the raw input (chain rule through --normalize)."
     ),
+    flows: Optional[str] = typer.Option(None, "--flows", metavar="FILE", help="Also write each row's flows to this .npy or .parquet file: the signed mass crossing each gap of a chain (rows × (N−1); > 0: rightwards) or each edge of a tree (rows × edges, columns named by the child node; > 0: out of its subtree). EMD = Σ w·|flow|."),
+    transport: Optional[str] = typer.Option(None, "--plan", metavar="FILE", help="Also write an optimal transport plan per row to this .parquet file: one line per entry (row, source, target, mass), bins by name on a tree; at most 2N entries a row."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE|DIR/", help="Write rows to .csv, .tsv, .jsonl, .parquet, .arrow or .npy instead of stdout; DIR/: one Parquet part per input file."),
     fmt: Optional[Format] = typer.Option(None, "--format", "-f", metavar="FORMAT", show_default="table on a terminal, else csv", help="Stdout format: table, csv, tsv, jsonl, arrow (an Arrow IPC stream, for DuckDB, Polars or another emd) or parquet."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, metavar="N", show_default="about 16 MiB per array", help="Rows per batch (down to one row, whatever the width)."),
+    batch_size: Optional[int] = batch_size_option(),
     device: Device = typer.Option(Device.cpu, "--device", metavar="DEVICE", help="cpu, cuda (an NVIDIA GPU through numba.cuda), or auto (cuda when a GPU is usable)."),
     group_by: Optional[str] = typer.Option(None, "--group-by", metavar="COLUMN", help="A column (Parquet) or partition key: one summary line per group."),
     summary_file: Optional[str] = typer.Option(None, "--summary", metavar="FILE", help="Also write the summary (per group with --group-by) to this .csv or .json file."),
@@ -117,7 +110,7 @@ def compute(
                     power=power),
                 plans.outputs(output, fmt.value if fmt else None, gradient,
                               stdout_is_tty=stdout is not None and stdout.isatty(),
-                              summary=summary_file),
+                              summary=summary_file, flows=flows, transport=transport),
             )
             how = engines.Engine(engine.value, scheduler, workers, engines.parse_size(task_size))
             warn = lambda m: typer.echo(f"emd: warning: {m}", err=True)  # noqa: E731
@@ -156,10 +149,11 @@ Examples:
   emd tree sample_data/imagenet_wordnet_tree.csv  # nodes, leaves, depth, bin order
   emd tree sample_data/imagenet_wordnet_tree.csv --bins sample_data/imagenet_bins.txt --ground-out D.npy
   emd tree tree.nwk --list-bins > bins.txt
+  emd tree build --ground D.npy -o tree.csv  # build one from a ground matrix (emd tree build --help)
 """
 
 
-@app.command("tree", cls=Command, epilog=TREE_EPILOG)
+@app.command("tree", cls=TreeCommand, epilog=TREE_EPILOG)
 def tree_command(
     tree: str = typer.Argument(..., metavar="TREE", help="Tree file: an edge-list CSV node,parent\\[,weight], Newick, or JSON."),
     bins: Optional[str] = typer.Option(None, "--bins", metavar="FILE", show_default="the leaves in file order", help="A file naming the bin nodes, one per line."),
@@ -167,7 +161,10 @@ def tree_command(
     ground_out: Optional[str] = typer.Option(None, "--ground-out", metavar="FILE", help="Write the bins' N × N path-length matrix to this .npy file."),
     list_bins: bool = typer.Option(False, "--list-bins", help="Print the bin order, one node per line, instead of the statistics."),
 ):
-    """Check a tree file and describe it: nodes, leaves, depth, the largest bin-to-bin distance and the bin order."""
+    """Check a tree file and describe it: nodes, leaves, depth, the largest bin-to-bin distance and the bin order.
+
+    emd tree build makes a tree from a ground matrix or from features (emd tree build --help).
+    """
     from .. import report, treefiles
     from ..errors import EMDInputError
     from ..io import atomic

@@ -54,6 +54,8 @@ class ParquetWriter:
     are held until a group is full), floats without dictionary encoding. ``dtypes``
     (column → numpy dtype, ``width`` for list columns) type the columns of an empty file."""
 
+    group_rows = PARQUET_ROW_GROUP  # rows a row group holds (wide tables: fewer)
+
     def __init__(self, path, columns, dtypes=None, width=None):
         self.path, self.columns, self.writer = path, columns, None
         self.dtypes, self.width = dtypes or {}, width
@@ -64,7 +66,7 @@ class ParquetWriter:
         if n:
             self.pending.append({c: np.asarray(batch[c]) for c in self.columns})
             self.rows += n
-        if self.rows >= PARQUET_ROW_GROUP:
+        if self.rows >= self.group_rows:
             self._flush()
 
     def _flush(self):

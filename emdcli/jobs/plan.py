@@ -6,7 +6,7 @@ the command line's options into one, with every option error naming the option a
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import EMDInputError
 
@@ -15,6 +15,7 @@ METRICS = {  # --metric → (value column, fixed rho or None)
     "sinkhorn": ("sinkhorn", None), "wasserstein": ("wasserstein_p", None),
 }
 GRADIENT_FORMATS = (".npy", ".parquet")
+FLOW_METRICS = ("emd", "emd2", "emd-rho")  # --flows and --plan: the chain and tree EMD^rho
 SINKHORN_FLAGS = ("--lam", "--iters", "--tol", "--sinkhorn-form", "--sinkhorn-kernel")
 
 
@@ -66,6 +67,8 @@ class MetricSpec:
     device: str = "cpu"
     sinkhorn: dict = field(default_factory=dict)  # lam, iters, tol, form, kernel
     power: float | None = None  # --metric wasserstein: W_p^p's p
+    flows: bool = False  # also each row's flows (--flows)
+    transport: bool = False  # also each row's optimal transport plan (--plan)
 
     @property
     def column(self):
@@ -76,13 +79,17 @@ class MetricSpec:
 class Outputs:
     """Rows to ``output`` (a file, or with ``folder`` a dataset folder: one Parquet part
     per input file) or standard output in ``fmt``; gradients to ``gradient`` (a file, or
-    a folder beside a folder output); the summary's statistics to ``summary`` (.csv/.json)."""
+    a folder beside a folder output); the summary's statistics to ``summary`` (.csv/.json);
+    the flows (B, gaps or edges) to ``flows`` (.npy/.parquet), the transport plans to
+    ``transport`` (.parquet)."""
 
     fmt: str = "csv"
     output: str | None = None
     gradient: str | None = None
     folder: bool = False
     summary: str | None = None
+    flows: str | None = None
+    transport: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +186,8 @@ def space_spec(positions=None, tree=None, bins=None, tree_weights=None, ground=N
     return SpaceSpec(positions, tree, bins, tree_weights, ground)
 
 
-def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False, summary=None):
+def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False, summary=None,
+            flows=None, transport=None):
     """Validated :class:`Outputs`: the format from ``--output``'s extension, else
     ``--format``, else a table on a terminal and CSV when piped; ``-o DIR/`` (a trailing
     slash or an existing directory) a Parquet dataset; every file checked writable (not a
@@ -192,7 +200,11 @@ def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False, summar
         if os.path.splitext(summary)[1].lower() not in (".csv", ".json"):
             raise EMDInputError("the summary is written to a .csv or .json file", source="--summary")
         check_writable(summary, "--summary")
+    extra = [(f, v) for f, v in (("--flows", flows), ("--plan", transport)) if v]
     if is_folder_output(output) or is_folder_output(gradient):
+        if extra:
+            raise EMDInputError(f"{extra[0][0]} writes one file, not beside a dataset output "
+                                "(-o DIR/)", source=extra[0][0], hint="run it per file")
         return _folder_outputs(output, gradient, summary)
     fmt = output_format(output, fmt, stdout_is_tty)
     if fmt in ("arrow", "parquet") and (not output or output == "-") and stdout_is_tty:
@@ -204,11 +216,27 @@ def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False, summar
                                 source="--gradient")
         if output and os.path.abspath(output) == os.path.abspath(gradient):
             raise EMDInputError("--output and --gradient name the same file", source="--gradient")
-    for flag, path in (("--output", output), ("--gradient", gradient)):
+    _check_extra(extra, output, gradient)
+    for flag, path in (("--output", output), ("--gradient", gradient), *extra):
         if path and path != "-":
             check_writable(path, flag)
     return Outputs(fmt=fmt, output=None if output == "-" else output, gradient=gradient,
-                   summary=summary)
+                   summary=summary, flows=flows, transport=transport)
+
+
+def _check_extra(extra, output, gradient):
+    """``--flows`` (.npy/.parquet) and ``--plan`` (.parquet) files: their formats, and
+    no file named twice."""
+    seen = {os.path.abspath(p): f for f, p in (("--output", output), ("--gradient", gradient))
+            if p and p != "-"}
+    for flag, path in extra:
+        allowed = GRADIENT_FORMATS if flag == "--flows" else (".parquet",)
+        if path == "-" or os.path.splitext(path)[1].lower() not in allowed:
+            raise EMDInputError(f"{flag} is written to {' or '.join(allowed)} files", source=flag)
+        if os.path.abspath(path) in seen:
+            raise EMDInputError(f"{seen[os.path.abspath(path)]} and {flag} name the same file",
+                                source=flag)
+        seen[os.path.abspath(path)] = flag
 
 
 def _folder_outputs(output, gradient, summary):
@@ -241,6 +269,14 @@ def make_plan(inputs, space, metric, outs, *, device_check=True):
                             hint="use --sinkhorn-kernel dense (or auto) with --ground")
     if inputs.target == "-" and inputs.pred == "-":
         raise EMDInputError("only one input can come from standard input", source="-")
+    wants = [f for f, v in (("--flows", outs.flows), ("--plan", outs.transport)) if v]
+    if wants:
+        if metric.metric not in FLOW_METRICS or space.ground or metric.device != "cpu":
+            raise EMDInputError(
+                f"{wants[0]} needs the exact EMD on a chain or a tree, on the CPU",
+                source=wants[0], hint=f"use --metric {'|'.join(FLOW_METRICS)} without --ground "
+                "and --device cuda")
+        metric = replace(metric, flows=bool(outs.flows), transport=bool(outs.transport))
     if device_check and metric.device == "cuda":
         from ..gpu import require_cuda
 

@@ -64,12 +64,41 @@ def make_metric(spec):
 
         return MetricRun({"wasserstein_p": dtype}, run)
 
+    if spec.flows or spec.transport:
+        return _transport_metric(spec, dtype)
+
     from ..api import emd
 
     def run(p, q, space):
         out = emd(p, q, space=space, rho=spec.rho, **common)
         values, grads = out if spec.gradient else (out, None)
         return {spec.column: values}, grads
+
+    return MetricRun({spec.column: dtype}, run)
+
+
+def _transport_metric(spec, dtype):
+    """EMD^rho with each row's flows (``"flows"``) and/or optimal plan (``"transport"``,
+    a ``transport.Plan``, rows numbered within the batch): one validation, one pass. The
+    flows array is reused from batch to batch (the sinks have written it by then)."""
+    from ..api import prepare
+    from ..rows import input_gradient
+    from ..transport import batch_plan, value_flows
+
+    held = [None]
+
+    def run(p, q, space):
+        batch = prepare(p, q, spec.normalize, dtype.type, True)
+        values, f, g = value_flows(batch, space, spec.rho, dtype.type, spec.gradient, held[0])
+        held[0] = f
+        cols = {spec.column: values}
+        if spec.flows:
+            cols["flows"] = f
+        if spec.transport:
+            cols["transport"] = batch_plan(batch, space, dtype.type)
+        if g is not None and spec.grad_wrt == "input":
+            g = input_gradient(g, batch.x, batch.sx, spec.normalize)
+        return cols, g
 
     return MetricRun({spec.column: dtype}, run)
 
@@ -204,7 +233,7 @@ def aligned_batches(pred, target, size, reuse=False):
         offset += len(chunk["pred"])
 
 
-def _constant(inputs, column, n):
+def partition_column(inputs, column, n):
     """The partition value of ``column`` for ``n`` rows, or None if it is no partition key."""
     keys = dict(inputs.partition)
     return np.full(n, keys[column], dtype=object) if column in keys else None
@@ -217,8 +246,9 @@ def positions_name(spec):
     return f"--positions {spec}"
 
 
-def open_sinks(plan, metric, n_rows, stdout, console):
-    """The :class:`~emdcli.io.sinks.Sinks` of the plan's outputs (files created now)."""
+def open_sinks(plan, metric, n_rows, stdout, console, space=None):
+    """The :class:`~emdcli.io.sinks.Sinks` of the plan's outputs (files created now);
+    ``space()`` gives the job's space once it is known (flows and plans name by it)."""
     out, id_name = plan.outputs, plan.inputs.id_column or "row"
     dtypes = {**metric.columns, "gradient": np.dtype(plan.metric.dtype)}
     columns = [id_name, *metric.columns]
@@ -232,6 +262,17 @@ def open_sinks(plan, metric, n_rows, stdout, console):
         if out.gradient:
             gfmt = os.path.splitext(out.gradient)[1].lower()[1:]
             made.append(sinks.FileSink(out.gradient, gfmt, [id_name, "gradient"], dtypes, n_rows))
+        if out.flows or out.transport:
+            from ..io.transport_sinks import FlowsSink, PlanSink
+            from ..transport import flow_names
+
+            dtype = dtypes["gradient"]
+            if out.flows:
+                made.append(FlowsSink(out.flows, id_name, dtype, n_rows,
+                                      lambda: flow_names(space())))
+            if out.transport:
+                made.append(PlanSink(out.transport, id_name, dtype,
+                                     lambda: getattr(space(), "bin_names", None)))
     except BaseException:
         sinks.Sinks(made).abort()
         raise
@@ -271,14 +312,14 @@ def run(plan, *, stdout=None, console=None, progress=None, warn=print, clock_gpu
     try:
         try:
             job.space = build_space(plan.space, *sources, warn)
-            n_rows = sources[0].n_rows if len(work) == 1 else _count_rows(work, sources)
-            job.sinks = open_sinks(plan, metric, n_rows, stdout, console)
+            n_rows = sources[0].n_rows if len(work) == 1 else count_rows(work, sources)
+            job.sinks = open_sinks(plan, metric, n_rows, stdout, console, lambda: job.space)
             size = batch_rows(*sources, plan.inputs.batch_rows)
             width = sources[0].width or (job.space.n if job.space is not None else 0)
             line = (compile_notice(plan, sources[0], min(size, n_rows), width)
                     if progress else None)
         except BaseException:
-            _close(*sources)
+            close_pair(*sources)
             raise
         if line:
             progress.note(line)
@@ -317,26 +358,26 @@ def _width(job):
     return (job.first[1] or 0) if job.first else 0
 
 
-def _close(pred, target):
+def close_pair(pred, target):
     pred.close()
     if target is not pred:
         target.close()
 
 
-def _count_rows(work, first):
+def count_rows(work, first):
     """Rows in all parts of a dataset (each file's header or footer read)."""
     total = first[0].n_rows
     for _, inputs in work[1:]:
-        pred, target = _open_later(inputs, first[0].name)
+        pred, target = open_later(inputs, first[0].name)
         total += pred.n_rows
-        _close(pred, target)
+        close_pair(pred, target)
     return total
 
 
 _COLUMN_ERRORS = ("no targets", "no column", "several list columns", "no numeric")
 
 
-def _open_later(inputs, first):
+def open_later(inputs, first):
     """:func:`open_sources` of a dataset's later file; an error about its columns says
     that ``first``, the dataset's first file, had them."""
     try:
@@ -350,7 +391,7 @@ def _open_later(inputs, first):
 def _run_part(job, inputs, sources, offset):
     """Every batch of one file (or file pair) through the metric into the sinks; rows are
     numbered from ``offset``. Errors name this part's file and its row."""
-    pred, target = sources or _open_later(inputs, job.first[0] if job.first else None)
+    pred, target = sources or open_later(inputs, job.first[0] if job.first else None)
     spec = job.plan.space
     names = {"pred": pred.name, "target": target.name, "positions": positions_name(spec.positions)}
     base = offset + (inputs.rows[0] if inputs.rows else 0)  # a window's rows keep the file's numbers
@@ -361,7 +402,7 @@ def _run_part(job, inputs, sources, offset):
             raise EMDInputError(f"has {pred.width} bins but {job.first[0]} has {job.first[1]}",
                                 source=pred.name, hint="every file of a dataset needs the same bins")
         elif job.space is not None and not isinstance(job.space, (Chain, Ground)):
-            _align_bins(job.space, pred, target)
+            align_bins(job.space, pred, target)
         positions = read_positions(spec.positions) if spec.positions else None
         size = batch_rows(pred, target, inputs.batch_rows)
         t_read = time.perf_counter()
@@ -380,11 +421,11 @@ def _run_part(job, inputs, sources, offset):
             n = len(cols[job.metric.value])
             id_name = inputs.id_column or "row"
             if ids is None:
-                ids = _constant(inputs, id_name, n)
+                ids = partition_column(inputs, id_name, n)
             if ids is None:
                 ids = np.arange(base + start, base + start + n)
             if groups is None and inputs.group_by:
-                groups = _constant(inputs, inputs.group_by, n)
+                groups = partition_column(inputs, inputs.group_by, n)
             job.sinks.write({id_name: ids, **cols, "gradient": grads}, _width(job))
             job.summary.add(cols[job.metric.value], cols.get("sinkhorn_converged"),
                             *([groups] if inputs.group_by else []))
@@ -401,10 +442,10 @@ def _run_part(job, inputs, sources, offset):
         e.source = names.get(e.source, e.source)
         raise
     finally:
-        _close(pred, target)
+        close_pair(pred, target)
 
 
-def _align_bins(tree, pred, target):
+def align_bins(tree, pred, target):
     """A later part's bin columns read in the tree's bin order (as the first part's)."""
     for src, role in ((pred, "pred"), (target, "target")):
         layout = src.roles.get(role, (None,))[0]
@@ -423,7 +464,8 @@ def compile_notice(plan, pred, rows, width):
     s = m.sinkhorn
     return notice(plan.space.kind, m.dtype, metric=m.metric, form=s.get("form", "plain"),
                   gradient=m.gradient, kernel=s.get("kernel", "auto"), rows=rows,
-                  input_dtype=getattr(pred, "dtype", None), bins=width or None, rho=m.rho)
+                  input_dtype=getattr(pred, "dtype", None), bins=width or None, rho=m.rho,
+                  extras=[e for e, on in (("flows", m.flows), ("plan", m.transport)) if on])
 
 
 def _gpu_clock(device, clock_gpu):

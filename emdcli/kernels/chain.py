@@ -30,9 +30,9 @@ phi where p and q nearly cancel (1e-6 relative error and worse at 10^6 bins). He
 Layers: ``_rows`` (serial, a run of rows with one scratch row: per row a vectorisable
 difference pass, the scan, a vectorisable gradient pass; compiled once for any rho and
 called, not inlined: LLVM unswitches the rho = 1, 2 branches of ``_power``/``_slope``)
-→ ``chain_batch`` (prange over contiguous chunks of rows; a second prange only when some
-row was marked for the residual; ``nogil``, so a reader thread decodes the next batch
-meanwhile). Kernels never validate: ``emdcli.api`` does. Accumulation is in float64
+→ ``chain_batch`` (contiguous runs of rows on threads, ``kernels.threads``; a second
+round only when some row was marked for the residual; ``nogil``, so a reader thread
+decodes the next batch meanwhile). Kernels never validate: ``emdcli.api`` does. Accumulation is in float64
 whatever the storage dtype. ``kernels.small`` is this kernel's numpy twin (same bits);
 ``kernels.chain_lanes`` runs LANES rows side by side, also with the same bits (rho 1, 2:
 ``emdcli.api`` sends it the batches where that is faster). The scalar helpers live in
@@ -40,8 +40,9 @@ whatever the storage dtype. ``kernels.small`` is this kernel's numpy twin (same 
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from . import threads
 from .scalars import _power, _slope, diff, lane_sum, needs_residual_fix, unit_diff  # noqa: F401
 
 
@@ -145,7 +146,6 @@ def _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, s, fixing):
         out[b] = total
 
 
-@njit(cache=True, parallel=True, nogil=True)
 def chain_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
     """EMD^rho of every row into ``out`` (B,), gradients into ``G`` (B, N) unless G has
     no columns. P (B, N); Q (B, N) target rows, or C (B,) int64 class indices (then Q is
@@ -154,10 +154,15 @@ def chain_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
     d (N−1,) float64; scratch (chunks, N) float64: the rows are split into ``chunks``
     contiguous runs, one scratch row each."""
     n_rows = P.shape[0]
-    n_chunks = min(scratch.shape[0], n_rows)
-    for attempt in range(2):  # the second pass only for rows whose residual mattered
-        if attempt == 1 and not (out[:n_rows] < 0.0).any():
+    args = (P, Q, C, SP, SQ, d, rho, out, G, scratch)
+    each = max(1, 32768 // max(1, P.shape[1]))
+    for fixing in (False, True):  # the second round only for rows whose residual mattered
+        if fixing and not (out[:n_rows] < 0.0).any():
             break
-        for ch in prange(n_chunks):
-            lo, hi = ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks
-            _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, scratch[ch], attempt == 1)
+        threads.run(_runs, n_rows, (*args, fixing), slots=scratch.shape[0], min_items=each)
+
+
+@njit(cache=True, nogil=True)
+def _runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, lo, hi, slot):
+    """:func:`chain_batch` for rows lo … hi−1 (scratch row ``slot``)."""
+    _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, scratch[slot], fixing)

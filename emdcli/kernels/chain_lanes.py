@@ -17,8 +17,9 @@ block. Other rho go through ``chain_batch`` (bound by ``pow``, not by the scan).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from . import threads
 from .scalars import lane_sum, needs_residual_fix, unit_diff
 from .tiles import (LANES, LaneRows, differences_to_lanes, gradient_from_lanes,  # noqa: F401
                     lane_scan, tail_block)
@@ -136,17 +137,23 @@ def chain_lanes(rows, d, rho, out, G, scratch):
     G[full:] = g[:m]
 
 
-@njit(cache=True, parallel=True, nogil=True)
 def _lanes_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
-    """:func:`chain_lanes` for B a multiple of LANES."""
-    n_rows = P.shape[0]
-    n_blocks = n_rows // LANES
-    n_chunks = min(scratch.shape[0], n_blocks)
-    for attempt in range(2):  # the second pass only for blocks holding a marked row
-        if attempt == 1 and not _marked(out, 0, n_rows):
+    """:func:`chain_lanes` for B a multiple of LANES: runs of blocks on threads
+    (``kernels.threads``), one scratch row each."""
+    n_blocks = P.shape[0] // LANES
+    args = (P, Q, C, SP, SQ, d, rho, out, G, scratch)
+    each = max(1, 65536 // (LANES * max(1, P.shape[1])))
+    for fixing in (False, True):  # the second round only for blocks holding a marked row
+        if fixing and not (out[:P.shape[0]] < 0.0).any():
             break
-        for ch in prange(n_chunks):
-            for blk in range(ch * n_blocks // n_chunks, (ch + 1) * n_blocks // n_chunks):
-                lo = blk * LANES
-                if attempt == 0 or _marked(out, lo, lo + LANES):
-                    _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[ch], attempt == 1)
+        threads.run(_lanes_runs, n_blocks, (*args, fixing), slots=scratch.shape[0],
+                    min_items=each)
+
+
+@njit(cache=True, nogil=True)
+def _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, first, last, slot):
+    """Blocks ``first … last−1`` of :func:`_lanes_batch` (scratch row ``slot``)."""
+    for blk in range(first, last):
+        lo = blk * LANES
+        if not fixing or _marked(out, lo, lo + LANES):
+            _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], fixing)

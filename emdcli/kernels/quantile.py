@@ -11,7 +11,9 @@ the plan: φ_i + ψ_j = |x_i − x_j|^p on each pair it uses; ∂W_p^p/∂a = φ
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from . import threads
 
 
 @njit(cache=True, inline="always")
@@ -24,15 +26,22 @@ def _cost(d, power):
     return d ** power
 
 
-@njit(cache=True, parallel=True, nogil=True)
 def wasserstein_rows(A, SA, Bq, SB, x, power, out, G):
     """out[r] = W_p^p(a, b) on positions x for a = SA[r]·A[r], b = SB[r]·Bq[r] (an empty
     scale is 1); G (B, N) the projected potentials of a when G has N columns (else no
     gradient). A, Bq float32 or float64; float64 sums. Each potential needs only the other
-    side's current one: no scratch per row."""
-    rows, n = A.shape
+    side's current one: no scratch per row. Runs of rows on threads (``kernels.threads``)."""
+    threads.run(_runs, A.shape[0], ((A, SA, Bq, SB), x, power, out, G),
+                min_items=max(1, 16384 // max(1, A.shape[1])))
+
+
+@njit(cache=True, nogil=True)
+def _runs(sides, x, power, out, G, lo, hi, slot):
+    """Rows lo … hi−1 of :func:`wasserstein_rows`."""
+    A, SA, Bq, SB = sides
+    n = A.shape[1]
     grad = G.shape[1] == n
-    for r in prange(rows):
+    for r in range(lo, hi):
         sa = np.float64(SA[r]) if SA.shape[0] else 1.0
         sb = np.float64(SB[r]) if SB.shape[0] else 1.0
         i = 0

@@ -1,21 +1,29 @@
 """Row statistics for the public functions' checks and normalisation (CPU, Numba).
 
 ``row_sums_min(x, sums, mins)``: ``sums[b] = Σ_i x[b, i]`` and ``mins[b] = min_i x[b, i]``,
-in float64 whatever the storage dtype, in one parallel pass over the rows. A row holding
+in float64 whatever the storage dtype, in one pass over the rows (runs of rows on threads,
+``kernels.threads``). A row holding
 a NaN or an infinity gets a non-finite sum, which is how the caller finds it (and then
 locates the element with numpy). The l1-normalised distribution is then
 ``p = x / sums`` without a copy: the EMD kernels take ``1 / sums`` as a row scale.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from . import threads
 
 
-@njit(cache=True, parallel=True, nogil=True)
 def row_sums_min(x, sums, mins):
     """Fill ``sums`` (B,) and ``mins`` (B,) float64 from x (B, N), N ≥ 1."""
+    threads.run(_sums_mins, x.shape[0], (x, sums, mins), min_items=max(1, 65536 // x.shape[1]))
+
+
+@njit(cache=True, nogil=True)
+def _sums_mins(x, sums, mins, lo, hi, slot):
+    """:func:`row_sums_min` for rows lo … hi−1."""
     n = x.shape[1]
-    for b in prange(x.shape[0]):
+    for b in range(lo, hi):
         row = x[b]
         s = 0.0
         m = np.float64(row[0])

@@ -20,17 +20,19 @@ at most ``|r|·(p's mass under v)`` moves the value by at most ``rho |r| (M/V)^(
 relative, ``M = Σ_k p_k depth_k``; rows where that exceeds ``RESIDUAL_RTOL`` are marked
 (``out = −1``) and done again by ``_fix_rows`` with ``s_k ← s_k − r·sp·p_k``.
 
-Layers: ``_row_*`` serial row passes on a scratch row → ``tree_*`` parallel drivers that
-split the batch into contiguous chunks, one caller-owned scratch row per chunk, and
-dispatch rho = 1 and 2 once so that the compiler folds them into the passes (1.1–2.3×);
-``_fix_rows`` (serial, any rho) for the rare marked rows. ``kernels.tree_lanes`` runs
-LANES rows side by side with the same bits (rho 1, 2; ``emdcli.api`` sends it batches of
+Layers: ``_row_*`` serial row passes on a scratch row → ``_value_runs``/``_grad_runs`` (a
+run of rows, ``nogil``; rho = 1 and 2 dispatched once, so that the compiler folds them
+into the passes, 1.1–2.3×) → ``tree_*`` drivers that split the batch into contiguous runs
+on threads (``kernels.threads``), one caller-owned scratch row per run; ``_fix_rows``
+(serial, any rho) for the rare marked rows. ``kernels.tree_lanes`` runs LANES rows side by
+side with the same bits (rho 1, 2; ``emdcli.api`` sends it batches of
 at least ``tree_lanes.MIN_LANE_ROWS`` rows).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from . import threads
 from .scalars import _power, _slope, diff, needs_residual_fix, unit_diff
 
 
@@ -146,7 +148,6 @@ def _mark(total, r, m, rho, scaled):
     return -1.0 if scaled and needs_residual_fix(r, total, m, rho) else total
 
 
-@njit(cache=True, parallel=True, nogil=True)
 def tree_value(P, Q, c, SP, SQ, parent, weight, bin_node, rho, out, scratch):
     """``out[b] = HEMD^rho(SP[b]·P[b], SQ[b]·Q[b])`` (``c[b] ≥ 0``: against class ``c[b]``;
     Q unused).
@@ -154,48 +155,64 @@ def tree_value(P, Q, c, SP, SQ, parent, weight, bin_node, rho, out, scratch):
     P (B, N); Q (B, N), or any (B, ·) array when classes are given; c (B,) int64, −1 for
     row targets; SP, SQ (B,) float64 row scales, or empty for 1 (the l1 normalisation,
     no copy); parent, weight (nodes,); bin_node (N,); out (B,); scratch (chunks, nodes)
-    float64: the rows are split into ``chunks`` contiguous runs, one scratch row each.
+    float64: the rows are split into at most ``chunks`` contiguous runs on threads
+    (``kernels.threads``), one scratch row each.
     """
-    n_rows = P.shape[0]
-    n_chunks = min(scratch.shape[0], n_rows)
-    depth = path_lengths(parent, weight)
-    for ch in prange(n_chunks):
-        acc = scratch[ch]
-        for b in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
-            sp, sq = _scales(SP, SQ, b)
-            p, q = P[b], Q[b]
-            m = _scatter(p, q, c[b], sp, sq, 0.0, bin_node, depth, acc)
-            if rho == 2.0:  # rho = 1 and 2 fold into the loops (as in ``chain_batch``)
-                total, r = _row_value(parent, weight, 2.0, acc)
-            elif rho == 1.0:
-                total, r = _row_value(parent, weight, 1.0, acc)
-            else:
-                total, r = _row_value(parent, weight, rho, acc)
-            out[b] = _mark(total, r, m, rho, SP.shape[0] > 0)
-    if n_rows > 0 and (out[:n_rows] < 0.0).any():
-        _fix_rows(P, Q, c, SP, SQ, parent, weight, bin_node, bin_node, rho, out,
-                  np.empty((1, 0), dtype=out.dtype), scratch[0], depth)
+    tree_value_grad(P, Q, c, SP, SQ, parent, weight, bin_node, bin_node, rho, out,
+                    np.empty((P.shape[0], 0), dtype=out.dtype), scratch)
 
 
-@njit(cache=True, parallel=True, nogil=True)
 def tree_value_grad(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch):
-    """Values into ``out`` (B,), projected gradients into ``G`` (B, N); see tree_value."""
+    """Values into ``out`` (B,), projected gradients into ``G`` (B, N) unless G has no
+    columns; see tree_value."""
     n_rows = P.shape[0]
-    n_chunks = min(scratch.shape[0], n_rows)
     depth = path_lengths(parent, weight)
-    for ch in prange(n_chunks):
-        acc = scratch[ch]
-        for b in range(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks):
-            sp, sq = _scales(SP, SQ, b)
-            p, q, g = P[b], Q[b], G[b]
-            m = _scatter(p, q, c[b], sp, sq, 0.0, bin_node, depth, acc)
-            if rho == 2.0:
-                total, r = _row_value_grad(parent, weight, bin_node, count, 2.0, acc, g)
-            elif rho == 1.0:
-                total, r = _row_value_grad(parent, weight, bin_node, count, 1.0, acc, g)
-            else:
-                total, r = _row_value_grad(parent, weight, bin_node, count, rho, acc, g)
-            out[b] = _mark(total, r, m, rho, SP.shape[0] > 0)
+    args = (P, Q, c, SP, SQ, (parent, weight, bin_node, count, depth), rho, out, G, scratch)
+    threads.run(_grad_runs if G.shape[1] > 0 else _value_runs, n_rows, args,
+                slots=scratch.shape[0], min_items=max(1, 32768 // max(1, parent.shape[0])))
     if n_rows > 0 and (out[:n_rows] < 0.0).any():
         _fix_rows(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch[0],
                   depth)
+
+
+@njit(cache=True, nogil=True)
+def _value_runs(P, Q, c, SP, SQ, tree, rho, out, G, scratch, lo, hi, slot):
+    """Rows lo … hi−1 of :func:`tree_value`'s first pass (scratch row ``slot``); tree:
+    (parent, weight, bin_node, count, depth); G unused."""
+    if rho == 2.0:  # rho = 1 and 2 fold into the loops (as in ``chain_batch``)
+        _value_rows(P, Q, c, SP, SQ, tree, 2.0, out, scratch[slot], lo, hi)
+    elif rho == 1.0:
+        _value_rows(P, Q, c, SP, SQ, tree, 1.0, out, scratch[slot], lo, hi)
+    else:
+        _value_rows(P, Q, c, SP, SQ, tree, rho, out, scratch[slot], lo, hi)
+
+
+@njit(cache=True, nogil=True)
+def _grad_runs(P, Q, c, SP, SQ, tree, rho, out, G, scratch, lo, hi, slot):
+    """:func:`_value_runs` with the gradients into G."""
+    if rho == 2.0:
+        _grad_rows(P, Q, c, SP, SQ, tree, 2.0, out, G, scratch[slot], lo, hi)
+    elif rho == 1.0:
+        _grad_rows(P, Q, c, SP, SQ, tree, 1.0, out, G, scratch[slot], lo, hi)
+    else:
+        _grad_rows(P, Q, c, SP, SQ, tree, rho, out, G, scratch[slot], lo, hi)
+
+
+@njit(cache=True, inline="always")
+def _value_rows(P, Q, c, SP, SQ, tree, rho, out, acc, lo, hi):
+    parent, weight, bin_node, _, depth = tree
+    for b in range(lo, hi):
+        sp, sq = _scales(SP, SQ, b)
+        m = _scatter(P[b], Q[b], c[b], sp, sq, 0.0, bin_node, depth, acc)
+        total, r = _row_value(parent, weight, rho, acc)
+        out[b] = _mark(total, r, m, rho, SP.shape[0] > 0)
+
+
+@njit(cache=True, inline="always")
+def _grad_rows(P, Q, c, SP, SQ, tree, rho, out, G, acc, lo, hi):
+    parent, weight, bin_node, count, depth = tree
+    for b in range(lo, hi):
+        sp, sq = _scales(SP, SQ, b)
+        m = _scatter(P[b], Q[b], c[b], sp, sq, 0.0, bin_node, depth, acc)
+        total, r = _row_value_grad(parent, weight, bin_node, count, rho, acc, G[b])
+        out[b] = _mark(total, r, m, rho, SP.shape[0] > 0)

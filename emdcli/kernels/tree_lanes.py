@@ -17,10 +17,11 @@ copies. All rows against target rows (c = −1) or all against classes.
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import threads
 from .scalars import needs_residual_fix, unit_diff
 from .tiles import (LANES, LaneRows, _row_pointer, _transpose, check_tiles, differences_to_lanes,  # noqa: F401
                     row_pointers, sign_bits, splat, tail_block, to_lanes)
@@ -240,21 +241,25 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, lo, scratch):
                 G[lo + j, k] = A[bin_node[k], j] - mean[j]
 
 
-@njit(cache=True, parallel=True, nogil=True)
 def _lanes_batch(P, Q, c, SP, SQ, tree, rho, out, G, scratch):
-    """:func:`tree_lanes` for B a multiple of LANES, first pass only."""
+    """:func:`tree_lanes` for B a multiple of LANES, first pass only: runs of blocks on
+    threads (``kernels.threads``), one scratch row each."""
     parent, weight, bin_node, count, depth = tree
     has_bin = np.zeros(parent.shape[0], dtype=np.bool_)
-    first = np.empty(bin_node.shape[0], dtype=np.bool_)  # a node's first bin
-    for k in range(bin_node.shape[0]):
-        first[k] = not has_bin[bin_node[k]]
-        has_bin[bin_node[k]] = True
+    has_bin[bin_node] = True
+    first = np.zeros(bin_node.shape[0], dtype=np.bool_)  # a node's first bin
+    first[np.unique(bin_node, return_index=True)[1]] = True
     flat = (parent, weight, bin_node, count, depth, first, has_bin)
-    n_blocks = P.shape[0] // LANES
-    n_chunks = min(scratch.shape[0], n_blocks)
-    for ch in prange(n_chunks):
-        for blk in range(ch * n_blocks // n_chunks, (ch + 1) * n_blocks // n_chunks):
-            _block(P, Q, c, SP, SQ, flat, rho, out, G, blk * LANES, scratch[ch])
+    each = max(1, 65536 // (LANES * max(1, parent.shape[0])))
+    threads.run(_lanes_runs, P.shape[0] // LANES, (P, Q, c, SP, SQ, flat, rho, out, G, scratch),
+                slots=scratch.shape[0], min_items=each)
+
+
+@njit(cache=True, nogil=True)
+def _lanes_runs(P, Q, c, SP, SQ, tree, rho, out, G, scratch, first, last, slot):
+    """Blocks ``first … last−1`` of :func:`_lanes_batch` (scratch row ``slot``)."""
+    for blk in range(first, last):
+        _block(P, Q, c, SP, SQ, tree, rho, out, G, blk * LANES, scratch[slot])
 
 
 def tree_lanes(rows, arrays, rho, out, G, scratch):
