@@ -78,8 +78,15 @@ def value_flows(batch, space, rho, dt, gradient=False, f=None):
         c, q = (t, x) if kind == "classes" else (np.full(b, -1, dtype=np.int64), t)
         f = _flows_array(f, (b, space.n_nodes - 1), dt)
         arrays = (space.parent, space.weight, space.bin_node, space.count)
-        kernels.tree_flows(LaneRows(x, q, c, sx, st), arrays, rho, values, g, f,
-                           _chunk_scratch(2 * space.n_nodes, b))
+        rows_ = LaneRows(x, q, c, sx, st)
+        from .kernels import tree_lanes as lanes
+
+        if not gradient and lanes.use_lanes(b, rho):  # LANES rows side by side, same bits
+            width = lanes.lanes_width(space.n, space.n_nodes)
+            lanes.tree_lanes(rows_, arrays, rho, values, g, _chunk_scratch(width, -(-b // 32)), f)
+        else:
+            kernels.tree_flows(rows_, arrays, rho, values, g, f,
+                               _chunk_scratch(2 * space.n_nodes, b))
     return values, f, (g if gradient else None)
 
 

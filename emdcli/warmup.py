@@ -76,8 +76,8 @@ ESTIMATE_S = {
     ("sinkhorn", "_log_batch", "ChainGibbs"): 3.5,
     ("sinkhorn", "_log_batch", "TreeGibbs"): 5.5,
     ("sinkhorn", "_log_batch", "DenseGibbs"): 3.5,
-    ("flows", "chain_flows", None): 3.5,
-    ("flows", "tree_flows", None): 6.5,
+    ("flows", "_chain_runs", None): 2.5,
+    ("flows", "_tree_runs", None): 3.5,
 }
 GIBBS_CLASS = {"chain": "ChainGibbs", "tree": "TreeGibbs", "dense": "DenseGibbs"}
 
@@ -108,15 +108,17 @@ def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=Fals
     small = rows is not None and bins is not None and rows * bins <= _small_elements()
     # the checks and the l1 row sums (numpy for small batches)
     out = [] if small else [("rowstats", "_sums_mins", None)]
-    if metric in EMD_METRICS and extras and space_kind != "ground":  # --flows, --plan
-        kind = "chain" if space_kind == "chain" else "tree"
-        # (the plans' kernels run for row targets only, which the notice cannot know:
-        # they are not counted; ``emd warmup --all`` compiles them)
-        return [("rowstats", "_sums_mins", None), ("flows", f"{kind}_flows", None)]
     if metric in EMD_METRICS:
         if rho is None:
             rho = {"emd": 1.0, "emd2": 2.0}.get(metric)
         lanes = rho in (1.0, 2.0)  # LANES rows side by side (kernels.chain_lanes, tree_lanes)
+        if extras and space_kind != "ground":  # --flows, --plan: kernels.flows (and plans,
+            # which run for row targets only, which the notice cannot know: not counted;
+            # ``emd warmup --all`` compiles them); a tree's values-only batches: its lanes
+            many = rows is None or rows >= LANES_MIN_ROWS
+            if space_kind == "tree" and lanes and many and not gradient:
+                return [("rowstats", "_sums_mins", None), ("tree_lanes", "_lanes_runs", None)]
+            return [("rowstats", "_sums_mins", None), ("flows", f"_{space_kind}_runs", None)]
         if space_kind == "chain" and not (small and lanes):
             narrow = dtype == "float64" and input_dtype != "float32" and (
                 bins is None or bins < CHAIN_LANES_MIN_BINS_FLOAT64)
@@ -303,6 +305,9 @@ def _warm_sinkhorn(form, dtype):
 
 
 def _warm_transport(kind, dtype):
+    import numpy as np
+
+    from .kernels import ranks
     from .transport import flows, plan
 
     space = _space(kind)
@@ -310,8 +315,12 @@ def _warm_transport(kind, dtype):
         p, q, c = _tiny(_big_rows(), dtype_in)
         for target in (c, q):
             for gradient in (False, True):
-                flows(p, target, space=space, dtype=dtype, gradient=gradient)
+                _, f, *_ = flows(p, target, space=space, dtype=dtype, gradient=gradient)
         plan(p, q, space=space, dtype=dtype)
+        ranks.class_ranks(p, c, np.empty(len(c), np.int64), np.empty(len(c)))  # emd report
+        acc = np.zeros((1, 1, f.shape[1]))
+        ranks.flow_columns(f, np.ones(f.shape[1]), np.zeros(len(c), np.int64),
+                           np.empty(len(c)), acc, acc.copy())
 
 
 def _groups():
@@ -354,7 +363,7 @@ def warm(all=False, progress=None, groups=None):  # noqa: A002 - the CLI's --all
     Default: chains and trees, float32 and float64 (inputs and dtype), class and row
     targets, value and value + gradient, rho 1, 2 and a general rho (1.5). all: also
     Sinkhorn, plain and log forms, structured and dense kernels (and a ground matrix),
-    and the flows and plans kernels (``--flows``, ``--plan``),
+    and the flows, plans and report kernels (``--flows``, ``--plan``, ``emd report``),
     both dtypes. groups: run only these (names from :data:`ALL_GROUPS`, e.g.
     ``"chain-float64"``). ``progress(name, seconds, compiled)`` is called after each group
     (compiled: whether its kernels were missing from the cache before). Returns a list of

@@ -277,11 +277,43 @@ def test_cli_flows_bad_row_leaves_nothing(tmp_path):
 def test_compile_notice_names_the_flows_kernels():
     from emdcli import warmup
 
-    points = warmup.entry_points("tree", "float32", extras=("flows", "plan"))
-    assert ("flows", "tree_flows", None) in points
-    assert not any(p[0] in ("tree", "tree_lanes") for p in points)
+    points = warmup.entry_points("tree", "float32", extras=("flows", "plan"), gradient=True)
+    assert points[-1] == ("flows", "_tree_runs", None)
+    assert warmup.entry_points("tree", "float32", extras=("flows",))[-1] == (
+        "tree_lanes", "_lanes_runs", None)  # values only: the lanes kernel gives the flows
     assert warmup.entry_points("chain", "float64", extras=("flows",))[-1] == (
-        "flows", "chain_flows", None)
+        "flows", "_chain_runs", None)
     assert warmup.describe("tree", "float64", extras=("flows", "plan")) == \
         "float64 trees with flows and plans"
     assert "transport-float64" in warmup.ALL_GROUPS
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rho", [1.0, 2.0])
+def test_tree_lanes_flows_equal_the_row_kernel(dtype, rho):
+    """Values only, ≥ 64 rows: the flows come out of the lanes kernel's node tile (with a
+    partial last block, and rows the residual pass redoes)."""
+    from emdcli.api import _chunk_scratch, prepare
+    from emdcli.kernels.flows import tree_flows
+    from emdcli.kernels.tiles import LaneRows
+    from emdcli.transport import value_flows
+
+    tree = load_tree(WORDNET, bins=read_bins(IMAGENET_BINS))
+    rng = rng_for("lanes-flows", dtype, rho)
+    p = rng.uniform(0, 1, (100, tree.n))
+    near = p.copy()  # every 7th row nearly p itself: the residual pass redoes those rows
+    near[::7] *= 1 + 1e-12 * rng.standard_normal((15, tree.n))
+    near[1::7] = rng.uniform(0, 1, (15, tree.n))
+    for q in (near, rng.uniform(0, 1, (100, tree.n)).astype(np.float32),
+              rng.integers(0, tree.n, 100)):
+        dt = np.dtype(dtype).type
+        batch = prepare(p, q, "l1", dt, True)
+        values, f, _ = value_flows(batch, tree, rho, dt)
+        x, sx, kind, t, st = batch
+        c, t = (t, x) if kind == "classes" else (np.full(100, -1), t)
+        v0, f0 = np.empty(100, dtype=dt), np.empty((100, tree.n_nodes - 1), dtype=dt)
+        tree_flows(LaneRows(x, t, c, sx, st), (tree.parent, tree.weight, tree.bin_node, tree.count),
+                   rho, v0, np.empty((100, 0), dtype=dt), f0, _chunk_scratch(2 * tree.n_nodes, 100))
+        np.testing.assert_array_equal(values, v0)
+        np.testing.assert_array_equal(f, f0)
+        np.testing.assert_array_equal(values, emd(p, q, space=tree, rho=rho, dtype=dtype))

@@ -152,12 +152,12 @@ Examples:
 
 @app.command("warmup", cls=Command, epilog=WARMUP_EPILOG)
 def warmup_command(
-    all_groups: bool = typer.Option(False, "--all", help="Also compile Sinkhorn: plain and log forms, structured and dense kernels, float32 and float64."),
+    all_groups: bool = typer.Option(False, "--all", help="Also compile Sinkhorn (plain and log forms, structured and dense kernels) and the --flows, --plan and emd report kernels, float32 and float64."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr."),
 ):
     """Compile the kernels now, into Numba's cache, so that the first `emd compute` does not pay for it.
 
-    Numba compiles each kernel on its first use and caches it on disk (in the package's __pycache__, or under NUMBA_CACHE_DIR): the first run after an install or an upgrade takes seconds to tens of seconds longer. This runs the common cases once on tiny inputs — chains and trees, float32 and float64, class and row targets, value and gradient, rho 1, 2 and any other; with --all also Sinkhorn — and prints one line per group with its time. Run it where the cache will be used: the cache is specific to the CPU and the Python, Numba and emdcli versions.
+    Numba compiles each kernel on its first use and caches it on disk (in the package's __pycache__, or under NUMBA_CACHE_DIR): the first run after an install or an upgrade takes seconds to tens of seconds longer. This runs the common cases once on tiny inputs — chains and trees, float32 and float64, class and row targets, value and gradient, rho 1, 2 and any other; with --all also Sinkhorn, flows, plans and the report — and prints one line per group with its time. Run it where the cache will be used: the cache is specific to the CPU and the Python, Numba and emdcli versions.
     """
     import time
 

@@ -78,6 +78,9 @@ def run(spec, progress=None, warn=print):
         jobs.close_pair(*sources)
         raise
     if progress:
+        line = _compile_notice(spec, result.space, sources[0], n_rows)
+        if line:
+            progress.note(line)
         progress.start(n_rows)
     offset = 0
     for k, (_, inputs) in enumerate(work):
@@ -88,6 +91,18 @@ def run(spec, progress=None, warn=print):
         result.all = new_tally(result.space, spec.top_k, spec.worst)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _compile_notice(spec, space, pred, n_rows):
+    """The line saying that the report's kernels are about to compile, or None."""
+    from ..jobs.run import batch_rows
+    from ..warmup import notice
+
+    if not n_rows:
+        return None
+    kind = "tree" if isinstance(space, Tree) else "chain"
+    return notice(kind, spec.dtype, rows=min(n_rows, batch_rows(pred, pred)), extras=("flows",),
+                  input_dtype=getattr(pred, "dtype", None))
 
 
 def _part(result, inputs, sources, offset, progress):

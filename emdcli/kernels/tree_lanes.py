@@ -24,7 +24,7 @@ from numba.extending import intrinsic
 from . import threads
 from .scalars import needs_residual_fix, unit_diff
 from .tiles import (LANES, LaneRows, _row_pointer, _transpose, check_tiles, differences_to_lanes,  # noqa: F401
-                    row_pointers, sign_bits, splat, tail_block, to_lanes)
+                    from_lanes, row_pointers, sign_bits, splat, tail_block, to_lanes)
 from .tree import _fix_rows, path_lengths
 
 _STATE = 6  # rows of the state tile: total, mean, m, sp, sq, rsp
@@ -185,13 +185,15 @@ def _up_pass(typingctx, A, parent, weight, count, rho, grad, state):
 
 
 @njit(cache=True)
-def _block(P, Q, c, SP, SQ, tree, rho, out, G, lo, scratch):
+def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch):
     """Rows ``lo … lo+LANES−1`` of ``kernels.tree.tree_value(_grad)``'s first pass, rho
     1 or 2; tree: (parent, weight, bin_node, count, depth, first: a node's first bin (N,),
-    has_bin (nodes,))."""
+    has_bin (nodes,)). F (B, nodes−1) with columns (and G without): the flows ``phi_v``,
+    which the post-order pass leaves in the node tile, transposed out."""
     parent, weight, bin_node, count, depth, first, has_bin = tree
     n = P.shape[1]
-    X, T, A, state = _tiles(scratch, n, parent.shape[0])
+    nodes = parent.shape[0]
+    X, T, A, state = _tiles(scratch, n, nodes)
     total, mean, m, scales = state[0], state[1], state[2], state[3:6]
     classes = c[lo] >= 0
     for j in range(LANES):
@@ -221,6 +223,9 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, lo, scratch):
                 m[j] += t[j] * dk
     grad = G.shape[1] > 0
     _up_pass(A, parent, weight, count, rho, grad, state)
+    if F.shape[1] > 0 and nodes > 1:  # rows 1 … nodes−1 of A: phi of the edges, as a tile
+        at = (2 * n + 1) * LANES
+        from_lanes(scratch[at:at + (nodes - 1) * LANES].reshape((nodes - 1, LANES)), F, lo)
     for j in range(LANES):
         value = total[j]
         if scaled and needs_residual_fix(A[0, j], value, scales[0, j] * m[j], rho):
@@ -241,7 +246,7 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, lo, scratch):
                 G[lo + j, k] = A[bin_node[k], j] - mean[j]
 
 
-def _lanes_batch(P, Q, c, SP, SQ, tree, rho, out, G, scratch):
+def _lanes_batch(P, Q, c, SP, SQ, tree, rho, out, G, scratch, F):
     """:func:`tree_lanes` for B a multiple of LANES, first pass only: runs of blocks on
     threads (``kernels.threads``), one scratch row each."""
     parent, weight, bin_node, count, depth = tree
@@ -251,31 +256,35 @@ def _lanes_batch(P, Q, c, SP, SQ, tree, rho, out, G, scratch):
     first[np.unique(bin_node, return_index=True)[1]] = True
     flat = (parent, weight, bin_node, count, depth, first, has_bin)
     each = max(1, 65536 // (LANES * max(1, parent.shape[0])))
-    threads.run(_lanes_runs, P.shape[0] // LANES, (P, Q, c, SP, SQ, flat, rho, out, G, scratch),
-                slots=scratch.shape[0], min_items=each)
+    threads.run(_lanes_runs, P.shape[0] // LANES,
+                (P, Q, c, SP, SQ, flat, rho, out, G, F, scratch), slots=scratch.shape[0],
+                min_items=each)
 
 
 @njit(cache=True, nogil=True)
-def _lanes_runs(P, Q, c, SP, SQ, tree, rho, out, G, scratch, first, last, slot):
+def _lanes_runs(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, first, last, slot):
     """Blocks ``first … last−1`` of :func:`_lanes_batch` (scratch row ``slot``)."""
     for blk in range(first, last):
-        _block(P, Q, c, SP, SQ, tree, rho, out, G, blk * LANES, scratch[slot])
+        _block(P, Q, c, SP, SQ, tree, rho, out, G, F, blk * LANES, scratch[slot])
 
 
-def tree_lanes(rows, arrays, rho, out, G, scratch):
+def tree_lanes(rows, arrays, rho, out, G, scratch, F=None):
     """HEMD^rho values into out (B,), projected gradients into G (B, N) unless G has no
     columns, LANES rows side by side (see the module's docstring; the same bits as
     ``kernels.tree.tree_value_grad`` / ``tree_value``). rows a :class:`~.tiles.LaneRows`
-    (c −1 for row targets), arrays the tree's (parent, weight, bin_node, count)."""
+    (c −1 for row targets), arrays the tree's (parent, weight, bin_node, count). F
+    (B, nodes−1), values only (G without columns): also the flows, as
+    ``kernels.flows.tree_flows`` gives them."""
     P, Q, c, SP, SQ = rows
     parent, weight, bin_node, count = arrays
     b = P.shape[0]
+    F = np.empty((b, 0), dtype=out.dtype) if F is None else F
     depth = path_lengths(parent, weight)
     tree = (parent, weight, bin_node, count, depth)
     full = b - b % LANES
     if full:
         _lanes_batch(P[:full], Q[:full], c[:full], SP[:full], SQ[:full], tree, rho,
-                     out[:full], G[:full], scratch)
+                     out[:full], G[:full], scratch, F[:full])
     if full < b:
         m = b - full
 
@@ -283,11 +292,21 @@ def tree_lanes(rows, arrays, rho, out, G, scratch):
             return tail_block(a, full, fill)
 
         g = np.empty((LANES, G.shape[1]), dtype=G.dtype)
+        f = np.empty((LANES, F.shape[1]), dtype=F.dtype)
         v = np.empty(LANES, dtype=out.dtype)
         _lanes_batch(pad(P, 0), pad(Q, 0), pad(c, c[full]), pad(SP, 1.0), pad(SQ, 1.0),
-                     tree, rho, v, g, scratch[:1])
+                     tree, rho, v, g, scratch[:1], f)
         out[full:] = v[:m]
         G[full:] = g[:m]
-    if b and (out < 0.0).any():
+        F[full:] = f[:m]
+    if b and F.shape[1] and (out < 0.0).any():  # the marked rows with their flows, again
+        from .flows import tree_flows
+
+        sel = np.flatnonzero(out < 0.0)
+        v, f = np.empty(len(sel), dtype=out.dtype), np.empty((len(sel), F.shape[1]), F.dtype)
+        part = LaneRows(*(a[sel] if a.shape[0] else a for a in rows))
+        tree_flows(part, arrays, rho, v, G[:0], f, np.empty((1, 2 * parent.shape[0])))
+        out[sel], F[sel] = v, f
+    elif b and (out < 0.0).any():
         _fix_rows(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G,
                   scratch[0, :parent.shape[0]], depth)
