@@ -69,6 +69,13 @@ ESTIMATE_S = {
     ("tree", "_grad_runs", None): 2.5,
     ("chain_lanes", "_lanes_runs", None): 2.6,
     ("tree_lanes", "_lanes_runs", None): 3.5,
+    ("rowstats", "_sums_mins_parallel", None): 0.6,
+    ("chain", "_runs_parallel", None): 1.5,
+    ("chain_lanes", "_lanes_parallel", None): 2.2,
+    ("tree", "_value_parallel", None): 1.5,
+    ("tree", "_grad_parallel", None): 2.0,
+    ("tree_lanes", "_lanes_parallel", None): 2.5,
+    ("quantile", "_runs_parallel", None): 1.0,
     ("lanes", "_lanes_batch", "ChainGibbs"): 5.0,
     ("lanes", "_lanes_batch", "TreeGibbs"): 8.5,
     ("sinkhorn", "_plain_batch", "ChainGibbs"): 3.0,
@@ -93,10 +100,40 @@ def _small_elements():
     return getattr(rowlib, "SMALL_ELEMENTS", 0)
 
 
+# serial kernels (module, function) → their prange twin, which a batch of several runs
+# calls when Numba has more than one thread (``kernels.threads``)
+TWINS = {("rowstats", "_sums_mins"): "_sums_mins_parallel", ("chain", "_runs"): "_runs_parallel",
+         ("chain_lanes", "_lanes_runs"): "_lanes_parallel",
+         ("tree", "_value_runs"): "_value_parallel", ("tree", "_grad_runs"): "_grad_parallel",
+         ("tree_lanes", "_lanes_runs"): "_lanes_parallel", ("quantile", "_runs"): "_runs_parallel"}
+TWIN_MIN_VALUES = 2 * 4096  # the least values a batch splits into two runs
+
+
+def _threads():
+    """Numba's thread count as it will start (``NUMBA_NUM_THREADS``, else the cores)."""
+    try:
+        return int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
+    except ValueError:
+        return 1
+
+
 def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=False,
                  kernel="auto", rows=None, input_dtype=None, bins=None, rho=None, extras=()):
     """The compiled functions a job calls: a list of (module, function, gibbs class or
-    None) under ``emdcli/kernels``. See :func:`notice` for the arguments."""
+    None) under ``emdcli/kernels``. See :func:`notice` for the arguments. With more than
+    one Numba thread, batches of several runs also call the serial kernels' prange twins
+    (:data:`TWINS`)."""
+    points = _serial_points(space_kind, dtype, metric=metric, form=form, gradient=gradient,
+                            kernel=kernel, rows=rows, input_dtype=input_dtype, bins=bins,
+                            rho=rho, extras=extras)
+    several = rows is None or bins is None or rows * bins >= TWIN_MIN_VALUES
+    if _threads() > 1 and several:
+        points += [(m, TWINS[(m, f)], g) for m, f, g in points if (m, f) in TWINS]
+    return points
+
+
+def _serial_points(space_kind, dtype, *, metric, form, gradient, kernel, rows, input_dtype,
+                   bins, rho, extras):
     if space_kind not in SPACE_KINDS:
         raise ValueError(f"space_kind must be one of {', '.join(SPACE_KINDS)}, got {space_kind!r}")
     if dtype not in DTYPES:

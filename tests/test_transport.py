@@ -274,8 +274,10 @@ def test_cli_flows_bad_row_leaves_nothing(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["c.npy", "p.npy"]
 
 
-def test_compile_notice_names_the_flows_kernels():
+def test_compile_notice_names_the_flows_kernels(monkeypatch):
     from emdcli import warmup
+
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")  # the serial kernels only
 
     points = warmup.entry_points("tree", "float32", extras=("flows", "plan"), gradient=True)
     assert points[-1] == ("flows", "_tree_runs", None)

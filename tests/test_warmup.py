@@ -69,7 +69,8 @@ def test_notice_on_a_kernel_folder_without_a_cache(tmp_path, monkeypatch):
         "compiling kernels for float32 Sinkhorn (log form) on ground matrices")
 
 
-def test_entry_points_follow_the_dispatch():
+def test_entry_points_follow_the_dispatch(monkeypatch):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")  # one thread: the serial kernels only
     ep = warmup.entry_points
     assert [f for _, f, _ in ep("chain", "float64")] == ["_sums_mins", "_runs"]
     lanes = ("chain_lanes", "_lanes_runs", None)  # LANES rows side by side: rho 1, 2
@@ -156,3 +157,21 @@ def test_compute_says_once_that_it_compiles(tmp_path):
     quiet = subprocess.run(cmd + ["-q"], capture_output=True, text=True,
                            env={**env, "NUMBA_CACHE_DIR": str(tmp_path / "cold")})
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+
+
+def test_entry_points_add_the_prange_twins_with_threads(monkeypatch):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "4")
+    ep = warmup.entry_points
+    assert ep("chain", "float32") == [("rowstats", "_sums_mins", None),
+                                      ("chain_lanes", "_lanes_runs", None),
+                                      ("rowstats", "_sums_mins_parallel", None),
+                                      ("chain_lanes", "_lanes_parallel", None)]
+    assert ep("tree", "float64", rows=20, bins=1000, gradient=True)[-1] == (
+        "tree", "_grad_parallel", None)
+    assert ep("tree", "float64", rows=3, bins=1000, gradient=True)[-1] == (
+        "tree", "_grad_runs", None)  # three rows: one run, no twin
+    for (module, name), twin in warmup.TWINS.items():  # every twin exists where it is named
+        import importlib
+
+        kernels = importlib.import_module(f"emdcli.kernels.{module}")
+        assert callable(getattr(kernels, name)) and callable(getattr(kernels, twin))

@@ -40,7 +40,7 @@ whatever the storage dtype. ``kernels.small`` is this kernel's numpy twin (same 
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import threads
 from .scalars import _power, _slope, diff, lane_sum, needs_residual_fix, unit_diff  # noqa: F401
@@ -155,14 +155,22 @@ def chain_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
     contiguous runs, one scratch row each."""
     n_rows = P.shape[0]
     args = (P, Q, C, SP, SQ, d, rho, out, G, scratch)
-    each = max(1, 32768 // max(1, P.shape[1]))
+    each = max(1, 4096 // max(1, P.shape[1]))
     for fixing in (False, True):  # the second round only for rows whose residual mattered
         if fixing and not (out[:n_rows] < 0.0).any():
             break
-        threads.run(_runs, n_rows, (*args, fixing), slots=scratch.shape[0], min_items=each)
+        threads.run(_runs, n_rows, (*args, fixing), slots=scratch.shape[0], min_items=each,
+                    parallel=_runs_parallel)
 
 
 @njit(cache=True, nogil=True)
 def _runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, lo, hi, slot):
     """:func:`chain_batch` for rows lo … hi−1 (scratch row ``slot``)."""
     _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, scratch[slot], fixing)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _runs_parallel(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, n, parts):
+    for k in prange(parts):
+        _runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, k * n // parts,
+              (k + 1) * n // parts, k)

@@ -17,7 +17,7 @@ block. Other rho go through ``chain_batch`` (bound by ``pow``, not by the scan).
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import threads
 from .scalars import lane_sum, needs_residual_fix, unit_diff
@@ -142,12 +142,12 @@ def _lanes_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
     (``kernels.threads``), one scratch row each."""
     n_blocks = P.shape[0] // LANES
     args = (P, Q, C, SP, SQ, d, rho, out, G, scratch)
-    each = max(1, 65536 // (LANES * max(1, P.shape[1])))
+    each = max(1, 8192 // (LANES * max(1, P.shape[1])))
     for fixing in (False, True):  # the second round only for blocks holding a marked row
         if fixing and not (out[:P.shape[0]] < 0.0).any():
             break
         threads.run(_lanes_runs, n_blocks, (*args, fixing), slots=scratch.shape[0],
-                    min_items=each)
+                    min_items=each, parallel=_lanes_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -157,3 +157,10 @@ def _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, first, last, s
         lo = blk * LANES
         if not fixing or _marked(out, lo, lo + LANES):
             _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], fixing)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _lanes_parallel(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, n, parts):
+    for k in prange(parts):
+        _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, k * n // parts,
+                    (k + 1) * n // parts, k)

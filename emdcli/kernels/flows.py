@@ -18,6 +18,7 @@ correction included. ``rows`` is a :class:`~.tiles.LaneRows` (P, Q, C, SP, SQ as
 from numba import njit
 
 from . import threads
+from .threads import POOL_ITEMS
 from .chain import _differences, _residual, _scan_grad
 from .scalars import _power, lane_sum, needs_residual_fix
 from .tree import _mark, _row_value_grad, _scatter, path_lengths
@@ -87,7 +88,7 @@ def chain_flows(rows, d, rho, out, G, F, scratch):
     """``kernels.chain.chain_batch``, and the flows ``phi`` (B, N−1) into F; scratch
     (chunks, N)."""
     n_rows = rows[0].shape[0]
-    each = max(1, 32768 // max(1, rows[0].shape[1]))
+    each = max(1, POOL_ITEMS // max(1, rows[0].shape[1]))
     for fixing in (False, True):
         if fixing and not (out[:n_rows] < 0.0).any():
             break
@@ -129,7 +130,7 @@ def tree_flows(rows, tree, rho, out, G, F, scratch):
     arrays = (*tree, path_lengths(parent, weight))
     n_rows = rows[0].shape[0]
     threads.run(_tree_runs, n_rows, (rows, arrays, rho, out, G, F, scratch),
-                slots=scratch.shape[0], min_items=max(1, 32768 // max(1, parent.shape[0])))
+                slots=scratch.shape[0], min_items=max(1, POOL_ITEMS // max(1, parent.shape[0])))
     if n_rows and (out[:n_rows] < 0.0).any():
         _tree_fix(rows, arrays, rho, out, G, F, scratch[0])
 

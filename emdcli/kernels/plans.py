@@ -27,6 +27,11 @@ from numba import njit
 from . import threads
 
 
+def _each(rows):
+    """Rows a pool thread should get (``kernels.threads.POOL_ITEMS`` values)."""
+    return max(1, threads.POOL_ITEMS // max(1, rows[0].shape[1]))
+
+
 @njit(cache=True, inline="always")
 def _scale(S, b):
     return S[b] if S.shape[0] > 0 else 1.0
@@ -69,13 +74,14 @@ def chain_counts(rows):
     """Entries per row of the chain plans (B,) int64."""
     counts = np.empty(rows[0].shape[0], dtype=np.int64)
     none = np.empty(0, dtype=np.int64)
-    threads.run(_chain_runs, len(counts), (rows, counts, (none, none, np.empty(0))))
+    threads.run(_chain_runs, len(counts), (rows, counts, (none, none, np.empty(0))),
+                min_items=_each(rows))
     return counts
 
 
 def chain_fill(rows, offsets, out):
     """Row b's chain plan into ``out = (source, target, mass)`` from ``offsets[b]`` on."""
-    threads.run(_chain_runs, rows[0].shape[0], (rows, offsets, out))
+    threads.run(_chain_runs, rows[0].shape[0], (rows, offsets, out), min_items=_each(rows))
 
 
 @njit(cache=True, nogil=True)
@@ -163,13 +169,14 @@ def tree_counts(rows, tree):
     """Entries per row of the tree plans (B,) int64; tree = (parent, bin_node)."""
     counts = np.empty(rows[0].shape[0], dtype=np.int64)
     none = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0))
-    threads.run(_tree_runs, len(counts), (rows, tree, counts, none))
+    threads.run(_tree_runs, len(counts), (rows, tree, counts, none), min_items=_each(rows))
     return counts
 
 
 def tree_fill(rows, tree, offsets, out):
     """Row b's tree plan into ``out = (source, target, mass)`` from ``offsets[b]`` on."""
-    threads.run(_tree_runs, rows[0].shape[0], (rows, tree, offsets, out))
+    threads.run(_tree_runs, rows[0].shape[0], (rows, tree, offsets, out),
+                min_items=_each(rows))
 
 
 @njit(cache=True, nogil=True)

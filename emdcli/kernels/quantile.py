@@ -11,7 +11,7 @@ the plan: φ_i + ψ_j = |x_i − x_j|^p on each pair it uses; ∂W_p^p/∂a = φ
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import threads
 
@@ -32,7 +32,13 @@ def wasserstein_rows(A, SA, Bq, SB, x, power, out, G):
     gradient). A, Bq float32 or float64; float64 sums. Each potential needs only the other
     side's current one: no scratch per row. Runs of rows on threads (``kernels.threads``)."""
     threads.run(_runs, A.shape[0], ((A, SA, Bq, SB), x, power, out, G),
-                min_items=max(1, 16384 // max(1, A.shape[1])))
+                min_items=max(1, 4096 // max(1, A.shape[1])), parallel=_runs_parallel)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _runs_parallel(sides, x, power, out, G, n, parts):
+    for k in prange(parts):
+        _runs(sides, x, power, out, G, k * n // parts, (k + 1) * n // parts, k)
 
 
 @njit(cache=True, nogil=True)

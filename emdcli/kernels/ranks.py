@@ -24,7 +24,7 @@ def class_ranks(x, c, rank, top):
     """Fill rank (B,) int64 and top (B,) float64 from x (B, N) and c (B,) int64 (two
     branch-free counts, which vectorise)."""
     threads.run(_rank_runs, x.shape[0], (x, c, rank, top),
-                min_items=max(1, 65536 // max(1, x.shape[1])))
+                min_items=max(1, threads.POOL_ITEMS // max(1, x.shape[1])))
 
 
 def flow_columns(f, w, label, sq, acc_abs, acc_signed):
@@ -33,7 +33,7 @@ def flow_columns(f, w, label, sq, acc_abs, acc_signed):
     fastmath lets the sum of squares vectorise, in another order than a plain loop); at
     most ``chunks`` runs of rows, each into its own accumulator."""
     threads.run(_flow_runs, f.shape[0], (f, w, label, sq, acc_abs, acc_signed),
-                slots=acc_abs.shape[0], min_items=max(1, 65536 // max(1, f.shape[1])))
+                slots=acc_abs.shape[0], min_items=max(1, threads.POOL_ITEMS // max(1, f.shape[1])))
 
 
 @njit(cache=True, nogil=True)

@@ -9,14 +9,15 @@ locates the element with numpy). The l1-normalised distribution is then
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import threads
 
 
 def row_sums_min(x, sums, mins):
     """Fill ``sums`` (B,) and ``mins`` (B,) float64 from x (B, N), N ≥ 1."""
-    threads.run(_sums_mins, x.shape[0], (x, sums, mins), min_items=max(1, 65536 // x.shape[1]))
+    threads.run(_sums_mins, x.shape[0], (x, sums, mins), min_items=max(1, 8192 // x.shape[1]),
+                parallel=_sums_mins_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -34,3 +35,9 @@ def _sums_mins(x, sums, mins, lo, hi, slot):
                 m = v
         sums[b] = s
         mins[b] = m
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _sums_mins_parallel(x, sums, mins, n, parts):
+    for k in prange(parts):
+        _sums_mins(x, sums, mins, k * n // parts, (k + 1) * n // parts, k)

@@ -30,7 +30,7 @@ at least ``tree_lanes.MIN_LANE_ROWS`` rows).
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import threads
 from .scalars import _power, _slope, diff, needs_residual_fix, unit_diff
@@ -168,8 +168,10 @@ def tree_value_grad(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, 
     n_rows = P.shape[0]
     depth = path_lengths(parent, weight)
     args = (P, Q, c, SP, SQ, (parent, weight, bin_node, count, depth), rho, out, G, scratch)
-    threads.run(_grad_runs if G.shape[1] > 0 else _value_runs, n_rows, args,
-                slots=scratch.shape[0], min_items=max(1, 32768 // max(1, parent.shape[0])))
+    grad = G.shape[1] > 0
+    threads.run(_grad_runs if grad else _value_runs, n_rows, args, slots=scratch.shape[0],
+                min_items=max(1, 4096 // max(1, parent.shape[0])),
+                parallel=_grad_parallel if grad else _value_parallel)
     if n_rows > 0 and (out[:n_rows] < 0.0).any():
         _fix_rows(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch[0],
                   depth)
@@ -196,6 +198,20 @@ def _grad_runs(P, Q, c, SP, SQ, tree, rho, out, G, scratch, lo, hi, slot):
         _grad_rows(P, Q, c, SP, SQ, tree, 1.0, out, G, scratch[slot], lo, hi)
     else:
         _grad_rows(P, Q, c, SP, SQ, tree, rho, out, G, scratch[slot], lo, hi)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _value_parallel(P, Q, c, SP, SQ, tree, rho, out, G, scratch, n, parts):
+    for k in prange(parts):
+        _value_runs(P, Q, c, SP, SQ, tree, rho, out, G, scratch, k * n // parts,
+                    (k + 1) * n // parts, k)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _grad_parallel(P, Q, c, SP, SQ, tree, rho, out, G, scratch, n, parts):
+    for k in prange(parts):
+        _grad_runs(P, Q, c, SP, SQ, tree, rho, out, G, scratch, k * n // parts,
+                   (k + 1) * n // parts, k)
 
 
 @njit(cache=True, inline="always")

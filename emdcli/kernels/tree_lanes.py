@@ -17,7 +17,7 @@ copies. All rows against target rows (c = −1) or all against classes.
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -255,10 +255,10 @@ def _lanes_batch(P, Q, c, SP, SQ, tree, rho, out, G, scratch, F):
     first = np.zeros(bin_node.shape[0], dtype=np.bool_)  # a node's first bin
     first[np.unique(bin_node, return_index=True)[1]] = True
     flat = (parent, weight, bin_node, count, depth, first, has_bin)
-    each = max(1, 65536 // (LANES * max(1, parent.shape[0])))
+    each = max(1, 8192 // (LANES * max(1, parent.shape[0])))
     threads.run(_lanes_runs, P.shape[0] // LANES,
                 (P, Q, c, SP, SQ, flat, rho, out, G, F, scratch), slots=scratch.shape[0],
-                min_items=each)
+                min_items=each, parallel=_lanes_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -266,6 +266,13 @@ def _lanes_runs(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, first, last, slo
     """Blocks ``first … last−1`` of :func:`_lanes_batch` (scratch row ``slot``)."""
     for blk in range(first, last):
         _block(P, Q, c, SP, SQ, tree, rho, out, G, F, blk * LANES, scratch[slot])
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _lanes_parallel(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, n, parts):
+    for k in prange(parts):
+        _lanes_runs(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, k * n // parts,
+                    (k + 1) * n // parts, k)
 
 
 def tree_lanes(rows, arrays, rho, out, G, scratch, F=None):
