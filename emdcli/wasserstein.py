@@ -49,11 +49,10 @@ def wasserstein(pred, target, *, positions=None, space=None, p=2.0, normalize="l
     values = np.empty(b, dtype=np.float64)
     g = np.empty((b, n), dtype=np.float64) if gradient else np.empty((b, 0))
     pos = chain.positions
-    if kind == "classes":  # all of q at x_c: the cost of moving each bin there
-        cost = np.abs(pos[None, :] - pos[t][:, None]) ** power
-        np.einsum("ij,ij->i", rows.scaled(x, sx).astype(np.float64, copy=False), cost, out=values)
-        if gradient:
-            g[:] = cost - cost.mean(axis=1, keepdims=True)
+    if b and kind == "classes":  # all of q at x_c: the cost of moving each bin there
+        from .kernels.quantile import wasserstein_classes
+
+        wasserstein_classes(x, sx, t, pos, power, values, g)
     elif b:
         from .kernels.quantile import wasserstein_rows
 
