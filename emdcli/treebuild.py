@@ -83,6 +83,8 @@ def spearman(a, b):
     """Spearman's rank correlation of two 1-D arrays: the Pearson correlation of their
     ranks, ties given their average rank. Values closer than 1e-12 × the largest are ties
     (rounded to that grid first), so that rounding noise does not order equal distances."""
+    if np.size(a) < 2:
+        return float("nan")  # (one pair or none: no ranks to correlate)
     ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = np.sqrt((ra @ ra) * (rb @ rb))

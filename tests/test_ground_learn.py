@@ -269,3 +269,12 @@ def test_help_fits_80_columns():
         assert r.exit_code == 0
         assert all(len(line) <= 80 for line in r.stdout.splitlines())
         assert "Examples:" in r.stdout
+
+
+def test_close_centroids_far_from_the_mean_keep_their_distance():
+    """The Gram form cancels ~1e-16·‖c‖²: such pairs are taken again directly."""
+    D = centroid_ground([[1000.0, 0.0], [1000.0, 1e-6], [-1000.0, 0.0]])
+    np.testing.assert_allclose(D[0, 1], 1e-6, rtol=1e-9)
+    np.testing.assert_allclose(D[0, 2], 2000.0, rtol=1e-12)
+    np.testing.assert_allclose(centroid_ground([[1000.0, 0.0], [1000.0, 1e-6]],
+                                               metric="sqeuclidean")[0, 1], 1e-12, rtol=1e-9)

@@ -496,3 +496,15 @@ def test_help_fits_and_shows_examples(width):
     assert "Examples:" in r.stdout
     root = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "100"}, terminal_width=100)
     assert re.search(r"\breport\b", root.stdout)
+
+
+def test_worst_rows_keep_the_earlier_of_equal_rows():
+    from emdcli.diagnose.accumulate import Measured, Worst
+
+    emd = np.array([1.0, 2.0, 2.0, 0.0, 2.0, 2.0, 1.0, 2.0])
+    z = np.zeros_like(emd)
+    m = Measured(emd, z, z, z, z, z, z, None, None)
+    w = Worst(3)
+    w.add(m, list(range(8)))
+    assert [r["id"] for r in w.rows()] == [1, 2, 4]
+

@@ -319,3 +319,23 @@ def test_tree_lanes_flows_equal_the_row_kernel(dtype, rho):
         np.testing.assert_array_equal(values, v0)
         np.testing.assert_array_equal(f, f0)
         np.testing.assert_array_equal(values, emd(p, q, space=tree, rho=rho, dtype=dtype))
+
+
+@pytest.mark.parametrize("space", [[], ["--positions", "0,1,3"], ["--tree", "TREE"]])
+def test_cli_flows_and_plan_of_no_rows(tmp_path, space):
+    """An input without rows still gets typed, empty flows and plan files."""
+    tree = tmp_path / "t.csv"
+    tree.write_text("node,parent\nr,\na,r\nb,r\nc,r\n")
+    space = [str(tree) if a == "TREE" else a for a in space]
+    np.save(tmp_path / "p.npy", np.zeros((0, 3)))
+    np.save(tmp_path / "q.npy", np.zeros((0, 3)))
+    r = _compute([str(tmp_path / "p.npy"), str(tmp_path / "q.npy"), *space, "-q",
+                  "--flows", str(tmp_path / "f.parquet"), "--plan", str(tmp_path / "pl.parquet"),
+                  "-o", str(tmp_path / "o.csv")])
+    assert r.exit_code == 0, r.stderr
+    flows = pq.read_table(tmp_path / "f.parquet")
+    assert flows.num_rows == 0 and len(flows.column_names) == (4 if space and space[0] == "--tree" else 3)
+    plan = pq.read_table(tmp_path / "pl.parquet")
+    assert plan.num_rows == 0 and plan.column_names == ["row", "source", "target", "mass"]
+    if space and space[0] == "--tree":
+        assert str(plan.schema.field("source").type).startswith("dictionary")

@@ -361,3 +361,10 @@ def test_tree_describe_is_unchanged_and_build_has_help():
         assert "emd tree build" in h.stdout
     assert "Usage: emd tree build [OPTIONS] [FEATURES] [LABELS]" in cli_runner().invoke(
         app, ["tree", "build", "--help"]).stdout
+
+
+def test_one_class_distortion_is_quiet(recwarn):
+    from emdcli.treebuild import spearman
+
+    assert np.isnan(spearman([1.0], [2.0])) and np.isnan(spearman([], []))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -113,7 +113,7 @@ class Worst:
         n = m.emd.shape[0]
         pick = np.arange(n)
         if n > self.k:
-            pick = np.argpartition(-m.emd, self.k - 1)[:self.k]
+            pick = np.lexsort((np.arange(n), -m.emd))[:self.k]  # earlier rows first among equals
         new = {f: getattr(m, f)[pick] for f in self.FIELDS}
         ids = np.asarray(ids)[pick].tolist()
         grp = [None] * len(pick) if groups is None else np.asarray(groups)[pick].tolist()

@@ -180,7 +180,7 @@ def _chain(space, tally):
             for a, b, f, g in zip(x[:-1].tolist(), x[1:].tolist(), mean.tolist(),
                                   (tally.flow_abs / n).tolist())]
     err_sum, abs_sum = tally.class_error
-    return {"gaps": gaps, "bias": float(-(d * mean).sum()),
+    return {"gaps": gaps, "bias": float(-(d * mean).sum()) + 0.0 if tally.n else None,
             "mean_class_error": float(err_sum) / n if tally.n else None,
             "mean_abs_class_error": float(abs_sum) / n if tally.n else None}
 

@@ -189,7 +189,7 @@ def _labels(groups):
     if groups.size and (groups == groups[0]).all():  # a partition, or one group a batch
         keys, label = groups[:1], np.zeros(groups.size, dtype=np.int64)
     else:
-        keys, label = np.unique(groups, return_inverse=True)
+        keys, label = np.unique(groups, return_inverse=True)  # (sorted, as compute's summary)
     return keys.tolist(), label.astype(np.int64).reshape(-1)
 
 

@@ -126,8 +126,8 @@ def _chain_blocks(c, worst):
                   "φ = F_pred − F_target at the gap, averaged over rows; 'reads' says too low "
                   "(φ > 0) or too high (φ < 0) when the mean φ is at least a fifth of the mean |φ|")
     bias = c["bias"]
-    side = ("sits too high" if (bias or 0) > 0 else "sits too low" if (bias or 0) < 0
-            else "is centred")
+    side = ("has no rows" if bias is None else "sits too high" if bias > 0
+            else "sits too low" if bias < 0 else "is centred")
     text = (f"Bias E_pred[x] − E_target[x] = {num(bias)} (position units: on average the "
             f"prediction {side}); class error x[argmax p] − x[target]: mean "
             f"{num(c['mean_class_error'])}, mean absolute {num(c['mean_abs_class_error'])}.")

@@ -56,7 +56,10 @@ class PlanSink(FileSink):
         self.bin_names, self.names = bin_names, None
 
     def _open(self, width):
-        return _PlanWriter(self.atomic.tmp, self.columns, self.dtypes)
+        writer = _PlanWriter(self.atomic.tmp, self.columns, self.dtypes)
+        names = self.bin_names()
+        writer.names = None if names is None else _dictionary(names)  # (typing an empty file)
+        return writer
 
     def write(self, batch, width=None):
         writer = self._ready(width)
@@ -86,8 +89,7 @@ class _PlanWriter(ParquetWriter):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        parts = self.pending or [{c: np.empty(0, dtype=self.dtypes.get(c, np.int64))
-                                  for c in self.columns}]
+        parts = self.pending or [self._empty()]
         self.pending, self.rows = [], 0
         table = pa.Table.from_batches([
             pa.record_batch([v if isinstance(v, pa.Array) else pa.array(np.asarray(v))
@@ -96,6 +98,14 @@ class _PlanWriter(ParquetWriter):
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, table.schema, compression="snappy")
         self.writer.write_table(table, row_group_size=max(len(table), 1))
+
+    def _empty(self):
+        """No entries, the bins typed as names on a tree."""
+        empty = {c: np.empty(0, dtype=self.dtypes.get(c, np.int64)) for c in self.columns}
+        if getattr(self, "names", None) is not None:
+            for c in ("source", "target"):
+                empty[c] = _named(empty[c], self.names)
+        return empty
 
 
 def _dictionary(names):

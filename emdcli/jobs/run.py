@@ -312,6 +312,8 @@ def run(plan, *, stdout=None, console=None, progress=None, warn=print, clock_gpu
     try:
         try:
             job.space = build_space(plan.space, *sources, warn)
+            if job.space is None and (plan.outputs.flows or plan.outputs.transport):
+                job.space = _early_chain(plan.space, sources[0])  # they name its gaps
             n_rows = sources[0].n_rows if len(work) == 1 else count_rows(work, sources)
             job.sinks = open_sinks(plan, metric, n_rows, stdout, console, lambda: job.space)
             size = batch_rows(*sources, plan.inputs.batch_rows)
@@ -349,6 +351,20 @@ def run(plan, *, stdout=None, console=None, progress=None, warn=print, clock_gpu
     job.timing.wall = time.perf_counter() - started
     job.summary.timing = job.timing
     return job.summary
+
+
+def _early_chain(spec, pred):
+    """The chain of a job whose width the file says (else None: built at the first
+    batch), so that outputs named by its gaps exist even when no row comes."""
+    if not pred.width:
+        return None
+    try:
+        positions = read_positions(spec.positions) if spec.positions else None
+        return (Chain.uniform(pred.width) if positions is None
+                else Chain.from_positions(positions, pred.width))
+    except EMDInputError as e:
+        e.source = positions_name(spec.positions) if e.source == "positions" else e.source
+        raise
 
 
 def _width(job):
