@@ -106,7 +106,10 @@ TWINS = {("rowstats", "_sums_mins"): "_sums_mins_parallel", ("chain", "_runs"): 
          ("chain_lanes", "_lanes_runs"): "_lanes_parallel",
          ("tree", "_value_runs"): "_value_parallel", ("tree", "_grad_runs"): "_grad_parallel",
          ("tree_lanes", "_lanes_runs"): "_lanes_parallel", ("quantile", "_runs"): "_runs_parallel"}
-TWIN_MIN_VALUES = 2 * 4096  # the least values a batch splits into two runs
+# a batch of this many values splits into two runs or more in every kernel, so it surely
+# calls the twins; smaller ones may or may not (the notice then leaves the twins out: a
+# silent second or two once, rather than a notice on every run that never needs them)
+TWIN_MIN_VALUES = 1 << 20
 
 
 def _threads():
@@ -126,7 +129,10 @@ def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=Fals
     points = _serial_points(space_kind, dtype, metric=metric, form=form, gradient=gradient,
                             kernel=kernel, rows=rows, input_dtype=input_dtype, bins=bins,
                             rho=rho, extras=extras)
-    several = rows is None or bins is None or rows * bins >= TWIN_MIN_VALUES
+    if rows is None and bins is None:  # any batch (``emd warmup``'s groups)
+        several = True
+    else:  # a batch of unknown width may be small: no notice for what may never compile
+        several = rows is not None and bins is not None and rows * bins >= TWIN_MIN_VALUES
     if _threads() > 1 and several:
         points += [(m, TWINS[(m, f)], g) for m, f, g in points if (m, f) in TWINS]
     return points

@@ -166,10 +166,12 @@ def test_entry_points_add_the_prange_twins_with_threads(monkeypatch):
                                       ("chain_lanes", "_lanes_runs", None),
                                       ("rowstats", "_sums_mins_parallel", None),
                                       ("chain_lanes", "_lanes_parallel", None)]
-    assert ep("tree", "float64", rows=20, bins=1000, gradient=True)[-1] == (
+    assert ep("tree", "float64", rows=2000, bins=1000, gradient=True, metric="emd-rho",
+              rho=1.5)[-1] == (
         "tree", "_grad_parallel", None)
     assert ep("tree", "float64", rows=3, bins=1000, gradient=True)[-1] == (
         "tree", "_grad_runs", None)  # three rows: one run, no twin
+    assert ep("chain", "float64", rows=2000, bins=64)[-1] == ("chain", "_runs", None)  # maybe
     for (module, name), twin in warmup.TWINS.items():  # every twin exists where it is named
         import importlib
 
