@@ -94,11 +94,7 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
     vals, G = np.empty(b, dt), np.empty((b, n), dt)
     scratch = np.empty((4 * numba.get_num_threads(), n))
     lanes = CL.use_lanes(b, n, RHO, np.dtype(dt).itemsize)
-    if lanes:
-        def kernel(P, Q, C, SP, SQ, d, rho, out, G, scratch):  # chain_batch's arguments
-            CL.chain_lanes(CL.LaneRows(P, Q, C, SP, SQ), d, rho, out, G, scratch)
-    else:
-        kernel = K.chain_batch
+    kernel = CL.chain_lanes if lanes else K.chain_batch  # the same arguments
     k_scratch = np.empty((4 * numba.get_num_threads(), CL.lanes_width(n))) if lanes else scratch
     G_rows = np.empty((b, n), dt)
     no_class = np.empty(0, np.int64)
@@ -109,8 +105,8 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
 
     for target in ("rows", "class"):
         if target == "rows":
-            ours = lambda: kernel(P, Q, no_class, unit, unit, d, RHO, vals, G, k_scratch)
-            by_row = lambda: K.chain_batch(P, Q, no_class, unit, unit, d, RHO, vals, G_rows,
+            ours = lambda: kernel((P, Q, no_class, unit, unit), d, RHO, vals, G, k_scratch)
+            by_row = lambda: K.chain_batch((P, Q, no_class, unit, unit), d, RHO, vals, G_rows,
                                            scratch)
             ref = lambda: numpy_value_grad(P, Q, d_np)
             api = lambda: emdcli.emd2(P, Q, gradient=True, dtype=dname)
@@ -118,8 +114,8 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
             floor = lambda: np.subtract(P, Q, out=G)
             moved = 3 * b * n * size + b * size
         else:
-            ours = lambda: kernel(P, P, c, unit, unit, d, RHO, vals, G, k_scratch)
-            by_row = lambda: K.chain_batch(P, P, c, unit, unit, d, RHO, vals, G_rows, scratch)
+            ours = lambda: kernel((P, P, c, unit, unit), d, RHO, vals, G, k_scratch)
+            by_row = lambda: K.chain_batch((P, P, c, unit, unit), d, RHO, vals, G_rows, scratch)
             ref = lambda: numpy_value_grad_class(P, c, d_np)
             api = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname)
             api_nc = lambda: emdcli.emd2(P, c, gradient=True, dtype=dname, check=False)
@@ -229,12 +225,12 @@ def make_pot(P, Q, d, K, notes):
     w1 = np.empty(b)
     no_grad, no_class, unit = np.empty((b, 0)), np.empty(0, np.int64), np.empty(0)
     scratch = np.empty((4 * numba.get_num_threads(), n))
-    K.chain_batch(P, Q, no_class, unit, unit, d, 1.0, w1, no_grad, scratch)
+    K.chain_batch((P, Q, no_class, unit, unit), d, 1.0, w1, no_grad, scratch)
     pot_w1 = ot.wasserstein_1d(x, x, PT, QT, p=1, require_sort=False)
     check_close(f"{b}x{n}: POT p=1 vs our EMD", pot_w1, w1, np.float64)
     pot_w22 = ot.wasserstein_1d(x, x, PT, QT, p=2, require_sort=False)
     emd2 = np.empty(b)
-    K.chain_batch(P, Q, no_class, unit, unit, d, 2.0, emd2, no_grad, scratch)
+    K.chain_batch((P, Q, no_class, unit, unit), d, 2.0, emd2, no_grad, scratch)
     rel = np.abs(pot_w22 - emd2) / emd2
     notes.append(
         f"{b}x{n}: POT p=1 equals our EMD (checked, rtol 1e-9); POT p=2 (W_2^2) vs "

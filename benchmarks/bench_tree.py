@@ -96,8 +96,9 @@ def main(argv=None):
                                   out, G, lane_scratch)
 
         def by_row():
-            kernels.tree_value_grad(P, P if c is labels else T, c, unit, unit, tree.parent, tree.weight,
-                                    tree.bin_node, tree.count, 2.0, out, G_rows, scratch)
+            kernels.tree_value_grad((P, P if c is labels else T, c, unit, unit),
+                                    (tree.parent, tree.weight, tree.bin_node, tree.count), 2.0,
+                                    out, G_rows, scratch)
 
         def public():
             emdcli.emd(P, labels if c is labels else T, space=tree, rho=2.0, gradient=True)

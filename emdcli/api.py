@@ -144,16 +144,16 @@ def _chain(batch, chain, rho, values, g):
             return
     classes = c if c is not None else np.empty(0, dtype=np.int64)
     grads = g if g is not None else np.empty((b, 0), dtype=x.dtype)
-    args = (x, x if q is None else q, classes, sx, st, chain.gaps, rho, values, grads)
     from .kernels import chain_lanes as lanes
 
+    lane_rows = lanes.LaneRows(x, x if q is None else q, classes, sx, st)
     if lanes.use_lanes(b, n, rho, x.dtype.itemsize):  # LANES rows side by side (the same bits)
-        lanes.chain_lanes(lanes.LaneRows(*args[:5]), chain.gaps, rho, values, grads,
+        lanes.chain_lanes(lane_rows, chain.gaps, rho, values, grads,
                           _chunk_scratch(lanes.lanes_width(n), -(-b // lanes.LANES)))
         return
     from .kernels.chain import chain_batch
 
-    chain_batch(*args, _chunk_scratch(n))
+    chain_batch(lane_rows, chain.gaps, rho, values, grads, _chunk_scratch(n))
 
 
 def _tree(batch, tree, rho, values, g):
@@ -165,20 +165,21 @@ def _tree(batch, tree, rho, values, g):
         c, t = t, x  # t is not read for class targets
     else:
         c = np.full(x.shape[0], -1, dtype=np.int64)
-    args = (x, t, c, sx, st, tree.parent, tree.weight, tree.bin_node)
     from .kernels import tree_lanes as lanes
 
+    lane_rows = lanes.LaneRows(x, t, c, sx, st)
+    arrays = (tree.parent, tree.weight, tree.bin_node, tree.count)
     if lanes.use_lanes(x.shape[0], rho):  # LANES rows side by side (the same bits)
         grads = g if g is not None else np.empty((x.shape[0], 0), dtype=x.dtype)
-        lanes.tree_lanes(lanes.LaneRows(*args[:5]), (*args[5:], tree.count), rho, values, grads,
+        lanes.tree_lanes(lane_rows, arrays, rho, values, grads,
                          _chunk_scratch(lanes.lanes_width(tree.n, tree.n_nodes),
                                         -(-x.shape[0] // lanes.LANES)))
         return
     scratch = _chunk_scratch(tree.n_nodes)
     if g is None:
-        kernels.tree_value(*args, rho, values, scratch)
+        kernels.tree_value(lane_rows, arrays, rho, values, scratch)
     else:
-        kernels.tree_value_grad(*args, tree.count, rho, values, g, scratch)
+        kernels.tree_value_grad(lane_rows, arrays, rho, values, g, scratch)
 
 
 def _one_hot_classes(q):

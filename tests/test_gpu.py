@@ -163,7 +163,7 @@ def test_chain_matches_cpu(dt, classes, rho, width, max_shared, n):
     d = np.ascontiguousarray(np.diff(x))
     C = rng.integers(0, n, b).astype(np.int64) if classes else np.empty(0, np.int64)
     out, G = np.empty(b, dt), np.empty((b, n), dt)
-    chain_batch(P, P if classes else Q, C, UNIT, UNIT, d, rho, out, G, np.empty((2, n)))
+    chain_batch((P, P if classes else Q, C, UNIT, UNIT), d, rho, out, G, np.empty((2, n)))
     kw = dict(threads_per_block=TPB, width=width)
     if max_shared is not None:
         kw["max_shared"] = max_shared
@@ -196,7 +196,7 @@ def test_tree_matches_cpu(dt, classes, rho, nodes, n_bins, shared_nodes, max_sha
     P, Q = rows(rng, b, n, dt), rows(rng, b, n, dt)
     c = rng.integers(0, n, b).astype(np.int64) if classes else np.full(b, -1, np.int64)
     out, G = np.empty(b, dt), np.empty((b, n), dt)
-    tree_value_grad(P, Q, c, UNIT, UNIT, parent, weight, bin_node, count, rho, out, G, np.empty((2, nodes)))
+    tree_value_grad((P, Q, c, UNIT, UNIT), (parent, weight, bin_node, count), rho, out, G, np.empty((2, nodes)))
     kw = dict(threads_per_block=TPB)
     if max_shared is not None:
         kw["max_shared"] = max_shared
@@ -205,7 +205,7 @@ def test_tree_matches_cpu(dt, classes, rho, nodes, n_bins, shared_nodes, max_sha
     np.testing.assert_allclose(got, out, **close(dt))
     np.testing.assert_allclose(grad, G, **close(dt))
     values = np.empty(b, dt)
-    tree_value(P, Q, c, UNIT, UNIT, parent, weight, bin_node, rho, values, np.empty((2, nodes)))
+    tree_value((P, Q, c, UNIT, UNIT), (parent, weight, bin_node, count), rho, values, np.empty((2, nodes)))
     np.testing.assert_allclose(tree_value_cuda(P, Q, c, parent, weight, bin_node, rho, **kw),
                                values, **close(dt))
 
@@ -442,8 +442,8 @@ def test_device_arrays_in_device_arrays_out():
                                   threads_per_block=TPB)
     assert on_device(out) and on_device(G)
     vals, grads = np.empty(b, np.float32), np.empty((b, n), np.float32)
-    tree_value_grad(P, Q, c, UNIT, UNIT, tree.parent, tree.weight, tree.bin_node, tree.count, 2.0, vals,
-                    grads, np.empty((1, tree.n_nodes)))
+    tree_value_grad((P, Q, c, UNIT, UNIT), (tree.parent, tree.weight, tree.bin_node, tree.count), 2.0,
+                    vals, grads, np.empty((1, tree.n_nodes)))
     np.testing.assert_allclose(out.copy_to_host(), vals, **close(np.float32))
     np.testing.assert_allclose(G.copy_to_host(), grads, **close(np.float32))
     g = gibbs_for(chain, 2.0, np.float32, True)

@@ -23,7 +23,7 @@ def run(x, t, c, sp, sq, d, rho, want_grad, lanes):
     if lanes:
         chain_lanes(LaneRows(*first), d, rho, out, G, np.empty((3, lanes_width(n))))
     else:
-        chain_batch(*first, d, rho, out, G, np.empty((3, n)))
+        chain_batch(first, d, rho, out, G, np.empty((3, n)))
     return out, G
 
 
@@ -134,11 +134,11 @@ def tree_run(tree, x, t, c, sp, sq, rho, want_grad, lanes):
         tree_lanes(LaneRows(x, tt, cc, sp, sq), (tree.parent, tree.weight, tree.bin_node, tree.count),
                    rho, out, G, np.empty((3, width(n, tree.n_nodes))))
     elif want_grad:
-        K.tree_value_grad(x, tt, cc, sp, sq, tree.parent, tree.weight, tree.bin_node,
-                          tree.count, rho, out, G, np.empty((3, tree.n_nodes)))
+        K.tree_value_grad((x, tt, cc, sp, sq), (tree.parent, tree.weight, tree.bin_node,
+                          tree.count), rho, out, G, np.empty((3, tree.n_nodes)))
     else:
-        K.tree_value(x, tt, cc, sp, sq, tree.parent, tree.weight, tree.bin_node, rho, out,
-                     np.empty((3, tree.n_nodes)))
+        K.tree_value((x, tt, cc, sp, sq), (tree.parent, tree.weight, tree.bin_node, tree.count),
+                     rho, out, np.empty((3, tree.n_nodes)))
     return out, G
 
 

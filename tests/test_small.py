@@ -26,7 +26,7 @@ def kernel(x, t, c, sp, sq, d, rho, want_grad):
     out = np.empty(b)
     G = np.empty((b, n if want_grad else 0))
     C = np.empty(0, dtype=np.int64) if c is None else c
-    chain_batch(x, x if t is None else t, C, sp, sq, d, rho, out, G, np.empty((4, n)))
+    chain_batch((x, x if t is None else t, C, sp, sq), d, rho, out, G, np.empty((4, n)))
     return out, (G if want_grad else None)
 
 

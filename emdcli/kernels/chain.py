@@ -146,15 +146,17 @@ def _rows(P, Q, C, SP, SQ, d, rho, out, G, lo, hi, s, fixing):
         out[b] = total
 
 
-def chain_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
+def chain_batch(rows, d, rho, out, G, scratch):
     """EMD^rho of every row into ``out`` (B,), gradients into ``G`` (B, N) unless G has
-    no columns. P (B, N); Q (B, N) target rows, or C (B,) int64 class indices (then Q is
-    ignored; pass an empty C for rows); SP, SQ (B,) float64 row scales, or empty for 1:
-    row b compares ``SP[b]·P[b]`` with ``SQ[b]·Q[b]`` (the l1 normalisation, no copy);
-    d (N−1,) float64; scratch (chunks, N) float64: the rows are split into ``chunks``
-    contiguous runs, one scratch row each."""
+    no columns. rows = (P, Q, C, SP, SQ) (a :class:`~.tiles.LaneRows`): P (B, N); Q (B, N)
+    target rows, or C (B,) int64 class indices (then Q is ignored; pass an empty C for
+    rows); SP, SQ (B,) float64 row scales, or empty for 1: row b compares ``SP[b]·P[b]``
+    with ``SQ[b]·Q[b]`` (the l1 normalisation, no copy); d (N−1,) float64; scratch
+    (chunks, N) float64: the rows are split into at most ``chunks`` contiguous runs, one
+    scratch row each."""
+    P = rows[0]
     n_rows = P.shape[0]
-    args = (P, Q, C, SP, SQ, d, rho, out, G, scratch)
+    args = (*rows, d, rho, out, G, scratch)
     each = max(1, 4096 // max(1, P.shape[1]))
     for fixing in (False, True):  # the second round only for rows whose residual mattered
         if fixing and not (out[:n_rows] < 0.0).any():

@@ -120,8 +120,7 @@ def chain_lanes(rows, d, rho, out, G, scratch):
     b = P.shape[0]
     full = b - b % LANES
     if full:
-        _lanes_batch(P[:full], Q[:full], C[:full], SP[:full], SQ[:full], d, rho, out[:full],
-                     G[:full], scratch)
+        _lanes_batch(tuple(a[:full] for a in rows), d, rho, out[:full], G[:full], scratch)
     if full == b:
         return
     m = b - full
@@ -131,17 +130,19 @@ def chain_lanes(rows, d, rho, out, G, scratch):
 
     g = np.empty((LANES, G.shape[1]), dtype=G.dtype)
     v = np.empty(LANES, dtype=out.dtype)
-    _lanes_batch(pad(P, 0), pad(Q, 0) if Q.shape[0] == b else pad(P, 0), pad(C, 0),
-                 pad(SP, 1.0), pad(SQ, 1.0), d, rho, v, g, scratch[:1])
+    block = (pad(P, 0), pad(Q, 0) if Q.shape[0] == b else pad(P, 0), pad(C, 0), pad(SP, 1.0),
+             pad(SQ, 1.0))
+    _lanes_batch(block, d, rho, v, g, scratch[:1])
     out[full:] = v[:m]
     G[full:] = g[:m]
 
 
-def _lanes_batch(P, Q, C, SP, SQ, d, rho, out, G, scratch):
+def _lanes_batch(rows, d, rho, out, G, scratch):
     """:func:`chain_lanes` for B a multiple of LANES: runs of blocks on threads
     (``kernels.threads``), one scratch row each."""
+    P = rows[0]
     n_blocks = P.shape[0] // LANES
-    args = (P, Q, C, SP, SQ, d, rho, out, G, scratch)
+    args = (*rows, d, rho, out, G, scratch)
     each = max(1, 8192 // (LANES * max(1, P.shape[1])))
     for fixing in (False, True):  # the second round only for blocks holding a marked row
         if fixing and not (out[:P.shape[0]] < 0.0).any():

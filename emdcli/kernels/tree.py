@@ -148,23 +148,26 @@ def _mark(total, r, m, rho, scaled):
     return -1.0 if scaled and needs_residual_fix(r, total, m, rho) else total
 
 
-def tree_value(P, Q, c, SP, SQ, parent, weight, bin_node, rho, out, scratch):
+def tree_value(rows, arrays, rho, out, scratch):
     """``out[b] = HEMD^rho(SP[b]·P[b], SQ[b]·Q[b])`` (``c[b] ≥ 0``: against class ``c[b]``;
     Q unused).
 
-    P (B, N); Q (B, N), or any (B, ·) array when classes are given; c (B,) int64, −1 for
-    row targets; SP, SQ (B,) float64 row scales, or empty for 1 (the l1 normalisation,
-    no copy); parent, weight (nodes,); bin_node (N,); out (B,); scratch (chunks, nodes)
-    float64: the rows are split into at most ``chunks`` contiguous runs on threads
-    (``kernels.threads``), one scratch row each.
+    rows = (P, Q, c, SP, SQ) (a :class:`~.tiles.LaneRows`): P (B, N); Q (B, N), or any
+    (B, ·) array when classes are given; c (B,) int64, −1 for row targets; SP, SQ (B,)
+    float64 row scales, or empty for 1 (the l1 normalisation, no copy). arrays = (parent,
+    weight, bin_node, count): (nodes,), (nodes,), (N,), (nodes,). out (B,); scratch
+    (chunks, nodes) float64: the rows are split into at most ``chunks`` contiguous runs on
+    threads (``kernels.threads``), one scratch row each.
     """
-    tree_value_grad(P, Q, c, SP, SQ, parent, weight, bin_node, bin_node, rho, out,
-                    np.empty((P.shape[0], 0), dtype=out.dtype), scratch)
+    tree_value_grad(rows, arrays, rho, out, np.empty((rows[0].shape[0], 0), dtype=out.dtype),
+                    scratch)
 
 
-def tree_value_grad(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G, scratch):
+def tree_value_grad(rows, arrays, rho, out, G, scratch):
     """Values into ``out`` (B,), projected gradients into ``G`` (B, N) unless G has no
     columns; see tree_value."""
+    P, Q, c, SP, SQ = rows
+    parent, weight, bin_node, count = arrays
     n_rows = P.shape[0]
     depth = path_lengths(parent, weight)
     args = (P, Q, c, SP, SQ, (parent, weight, bin_node, count, depth), rho, out, G, scratch)

@@ -246,7 +246,7 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch):
                 G[lo + j, k] = A[bin_node[k], j] - mean[j]
 
 
-def _lanes_batch(P, Q, c, SP, SQ, tree, rho, out, G, scratch, F):
+def _lanes_batch(rows, tree, rho, out, G, scratch, F):
     """:func:`tree_lanes` for B a multiple of LANES, first pass only: runs of blocks on
     threads (``kernels.threads``), one scratch row each."""
     parent, weight, bin_node, count, depth = tree
@@ -256,8 +256,8 @@ def _lanes_batch(P, Q, c, SP, SQ, tree, rho, out, G, scratch, F):
     first[np.unique(bin_node, return_index=True)[1]] = True
     flat = (parent, weight, bin_node, count, depth, first, has_bin)
     each = max(1, 8192 // (LANES * max(1, parent.shape[0])))
-    threads.run(_lanes_runs, P.shape[0] // LANES,
-                (P, Q, c, SP, SQ, flat, rho, out, G, F, scratch), slots=scratch.shape[0],
+    threads.run(_lanes_runs, rows[0].shape[0] // LANES,
+                (*rows, flat, rho, out, G, F, scratch), slots=scratch.shape[0],
                 min_items=each, parallel=_lanes_parallel)
 
 
@@ -290,8 +290,8 @@ def tree_lanes(rows, arrays, rho, out, G, scratch, F=None):
     tree = (parent, weight, bin_node, count, depth)
     full = b - b % LANES
     if full:
-        _lanes_batch(P[:full], Q[:full], c[:full], SP[:full], SQ[:full], tree, rho,
-                     out[:full], G[:full], scratch, F[:full])
+        _lanes_batch(tuple(a[:full] for a in rows), tree, rho, out[:full], G[:full], scratch,
+                     F[:full])
     if full < b:
         m = b - full
 
@@ -301,8 +301,8 @@ def tree_lanes(rows, arrays, rho, out, G, scratch, F=None):
         g = np.empty((LANES, G.shape[1]), dtype=G.dtype)
         f = np.empty((LANES, F.shape[1]), dtype=F.dtype)
         v = np.empty(LANES, dtype=out.dtype)
-        _lanes_batch(pad(P, 0), pad(Q, 0), pad(c, c[full]), pad(SP, 1.0), pad(SQ, 1.0),
-                     tree, rho, v, g, scratch[:1], f)
+        block = (pad(P, 0), pad(Q, 0), pad(c, c[full]), pad(SP, 1.0), pad(SQ, 1.0))
+        _lanes_batch(block, tree, rho, v, g, scratch[:1], f)
         out[full:] = v[:m]
         G[full:] = g[:m]
         F[full:] = f[:m]
