@@ -28,6 +28,11 @@ def format_float(v):
     return repr(v) if math.isfinite(v) else _nonfinite(v)
 
 
+def format_position(v):
+    """A bin position as text: ``3`` for 3.0, else :func:`format_float`."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 2 ** 53 else format_float(float(v))
+
+
 def format_short(v, digits=7):
     """A float for a terminal: at most ``digits`` significant digits (files and pipes get
     :func:`format_float`'s full precision)."""

@@ -24,6 +24,11 @@ class Chain:
         return cls(np.arange(n, dtype=np.float64))
 
     @classmethod
+    def for_width(cls, positions, n):
+        """n bins at ``positions`` (validated), or at 0 … n−1 when positions is None."""
+        return cls.uniform(n) if positions is None else cls.from_positions(positions, n)
+
+    @classmethod
     def from_positions(cls, positions, n=None):
         """Validate ``positions`` (1-D, finite, strictly increasing, length ``n`` if given)."""
         x = _float_array(positions, "positions", "positions")

@@ -100,10 +100,9 @@ def flow_names(space):
     """Column names of the flows: ``"x_i..x_{i+1}"`` for a chain's gaps (bin positions),
     the child node's name for a tree's edges."""
     if isinstance(space, Chain):
-        from .report import format_float
+        from .report import format_position
 
-        x = [str(int(v)) if float(v).is_integer() and abs(v) < 2**53 else format_float(float(v))
-             for v in space.positions]
+        x = [format_position(v) for v in space.positions]
         return [f"{a}..{b}" for a, b in zip(x[:-1], x[1:])]
     return [str(v) for v in space.names[1:]]
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import EMDInputError
 from ..jobs import run as jobs
+from ..report import format_position
 from ..spaces import Chain, Ground, Tree
 from .accumulate import measure, new_tally
 
@@ -51,7 +52,7 @@ class Result:
     def class_names(self):
         """The name of each bin: its position on a chain, its node (label) on a tree."""
         if isinstance(self.space, Chain):
-            return [position_text(v) for v in self.space.positions.tolist()]
+            return [format_position(v) for v in self.space.positions.tolist()]
         return [self.labels.get(v, v) for v in self.space.bin_names]
 
     def node_name(self, v):
@@ -126,9 +127,7 @@ def _part(result, inputs, sources, offset, progress):
         for start, p, q, ids, groups in jobs.aligned_batches(pred, target, size, reuse=True):
             n = p.shape[0]
             if result.space is None:
-                width = p.shape[1] if p.ndim == 2 else 0
-                result.space = (Chain.uniform(width) if positions is None
-                                else Chain.from_positions(positions, width))
+                result.space = Chain.for_width(positions, p.shape[1] if p.ndim == 2 else 0)
             if ids is None:
                 ids = jobs.partition_column(inputs, inputs.id_column or "row", n)
             if ids is None:
@@ -193,11 +192,6 @@ def _labels(groups):
     return keys.tolist(), label.astype(np.int64).reshape(-1)
 
 
-def position_text(v):
-    """A bin position as text: ``3`` for 3.0, else the shortest round-trip form."""
-    from ..report import format_float
-
-    return str(int(v)) if float(v).is_integer() and abs(v) < 2 ** 53 else format_float(float(v))
 
 
 def read_node_names(space, column):

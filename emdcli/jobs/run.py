@@ -360,8 +360,7 @@ def _early_chain(spec, pred):
         return None
     try:
         positions = read_positions(spec.positions) if spec.positions else None
-        return (Chain.uniform(pred.width) if positions is None
-                else Chain.from_positions(positions, pred.width))
+        return Chain.for_width(positions, pred.width)
     except EMDInputError as e:
         e.source = positions_name(spec.positions) if e.source == "positions" else e.source
         raise
@@ -425,9 +424,7 @@ def _run_part(job, inputs, sources, offset):
         for start, p, q, ids, groups in aligned_batches(pred, target, size, reuse=True):
             t_compute = time.perf_counter()
             if job.space is None:
-                width = p.shape[1] if p.ndim == 2 else 0
-                job.space = (Chain.uniform(width) if positions is None
-                             else Chain.from_positions(positions, width))
+                job.space = Chain.for_width(positions, p.shape[1] if p.ndim == 2 else 0)
             try:
                 cols, grads = job.metric.run(p, q, job.space)
             except EMDInputError as e:  # the row within the file
