@@ -32,6 +32,7 @@ def emd(
     grad_wrt="distribution",
     check=True,
     device="cpu",
+    out=None,
 ):
     """EMD^rho between each prediction row and its target, on a chain, a tree or a matrix.
 
@@ -56,6 +57,8 @@ def emd(
     device: ``"cpu"``, ``"cuda"`` (an NVIDIA GPU through numba.cuda) or ``"auto"``. Arrays
     already on the GPU (``__cuda_array_interface__``: numba, CuPy, PyTorch) are computed
     there and the results stay there; they are taken as given (no checks, no normalisation).
+    out: (values (B,), gradients (B, N) or None), C-contiguous arrays of the result dtype
+    to write the results into (CPU), as numpy's ``out=``; they are what is returned.
 
     Returns the distances (B,), or ``(distances, gradients)`` when ``gradient`` is true.
     """
@@ -75,12 +78,16 @@ def emd(
     rows.check_grad_wrt(grad_wrt)
     dt = rows.resolve_dtype(dtype)
     as_stored = where == "cpu" and not isinstance(space, Ground)  # CPU kernels read float32
-    batch = prepare(pred, target, normalize, dt, check, as_stored)
+    logits = as_stored and normalize == "softmax"  # the lanes kernels compute the softmax
+    batch = prepare(pred, target, normalize, dt, check, as_stored, logits)
     x, sx, kind, t, st = batch
     b, n = x.shape
     sp = space_for(space, positions, n)
-    values = np.empty(b, dtype=dt)
-    g = np.empty((b, n), dtype=dt) if gradient else None
+    softmax = _softmax_mode(sp, x, rho, True, grad_wrt == "input") if logits else None
+    if logits and softmax is None:  # the others take distributions
+        batch = batch._replace(x=rows.softmax(x.astype(dt, copy=False)))
+        x = batch.x
+    values, g = _outputs(out, b, n, dt, gradient)
     if where == "cuda" or isinstance(sp, Ground):  # these kernels take distributions
         if where == "cuda" and isinstance(sp, Ground):
             raise EMDInputError("a ground matrix has no GPU kernel for the EMD",
@@ -93,20 +100,91 @@ def emd(
 
             (chain_cuda if isinstance(sp, Chain) else tree_cuda)(p, kind, q, sp, rho, values, g)
     elif isinstance(sp, Chain):
-        _chain(batch, sp, rho, values, g)
+        _chain(batch, sp, rho, values, g, softmax)
     else:
-        _tree(batch, sp, rho, values, g)
+        _tree(batch, sp, rho, values, g, softmax)
     if not gradient:
         return values
-    if grad_wrt == "input":
-        g = rows.input_gradient(g, x, sx, normalize)
+    if grad_wrt == "input" and (softmax is None or not softmax.chain_rule):
+        grad = rows.input_gradient(g, x, sx, normalize)
+        if out is None:
+            g = grad
+        elif grad is not g:
+            g[...] = grad
     return values, g
 
 
-def prepare(pred, target, normalize, dt, check, as_stored=True):
+def _outputs(out, b, n, dt, gradient):
+    """(values (B,), gradients (B, N) or None): ``out``'s arrays, checked, or new ones."""
+    if out is None:
+        return np.empty(b, dtype=dt), (np.empty((b, n), dtype=dt) if gradient else None)
+    values, g = out[0], (out[1] if gradient else None)
+    want = [(values, (b,))] + ([(g, (b, n))] if gradient else [])
+    for a, shape in want:
+        if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == dt
+                and a.flags.c_contiguous and a.flags.writeable):
+            raise EMDInputError(f"out arrays must be writeable C-contiguous {np.dtype(dt).name} arrays "
+                                f"of shapes (B,) and (B, N) = {(b,)} and {(b, n)}")
+    return values, g
+
+
+def _softmax_mode(sp, x, rho, logits, chain_rule):
+    """How the lanes kernels take rows x (B, N) that are a softmax's logits (``logits``)
+    or output, on space sp: a ``kernels.softmax.Softmax`` where they run (p = softmax(x)
+    computed in their tiles, and with ``chain_rule`` the gradient through the softmax to
+    x), None where they do not (small batches, other rho, other widths: the caller then
+    takes the distributions to them)."""
+    b, n = x.shape
+    if x.size <= rows.SMALL_ELEMENTS or isinstance(sp, Ground):
+        return None
+    if isinstance(sp, Chain):  # (narrow float64 rows too: the softmax is the work there)
+        from .kernels.chain_lanes import use_lanes
+
+        fits = use_lanes(b, n, rho, 4)
+    else:
+        from .kernels.tree_lanes import use_lanes
+
+        fits = use_lanes(b, rho)
+    if not fits:
+        return None
+    from .kernels.softmax import Softmax
+
+    return Softmax(logits, chain_rule)
+
+
+def emd_softmax(p, target, *, space=None, rho=1.0, dtype="float64", out=None):
+    """EMD^rho of distributions that are a softmax's output, ``p = softmax(z)`` (B, N),
+    against ``target`` (B, N) rows or (B,) classes (as :func:`emd` with ``normalize=
+    "none"``), and its gradient with respect to the logits z, ``p ⊙ (g − ⟨g, p⟩)`` with
+    g = ∂E/∂p: for a caller that has computed the softmax (``emdcli.torch``), in one
+    kernel pass where the lanes kernels run. Unchecked (a training loop's hot path).
+
+    Returns ``(distances (B,), gradients (B, N))`` (into ``out`` when given, as in
+    :func:`emd`)."""
+    rho = _check_rho(rho)
+    dt = rows.resolve_dtype(dtype)
+    batch = prepare(p, target, "none", dt, False, not isinstance(space, Ground))
+    x, sx, kind, t, st = batch
+    b, n = x.shape
+    sp = space_for(space, None, n)
+    values, g = _outputs(out, b, n, dt, True)
+    softmax = _softmax_mode(sp, x, rho, False, True)
+    if isinstance(sp, Ground):
+        _ground(x, kind, t, sp, rho, values, g)
+    elif isinstance(sp, Chain):
+        _chain(batch, sp, rho, values, g, softmax)
+    else:
+        _tree(batch, sp, rho, values, g, softmax)
+    if softmax is None:
+        g[...] = rows.input_gradient(g, x, sx, "softmax")
+    return values, g
+
+
+def prepare(pred, target, normalize, dt, check, as_stored=True, logits=False):
     """Validated rows as a :class:`rows.Batch` ``(x, sx, kind, t, st)``: ``p = sx·x``
-    (no copy for l1), targets as rows ``q = st·t`` or class indices (``kind``)."""
-    x, sx = rows.pred_rows(pred, normalize, dt, check, as_stored)
+    (no copy for l1), targets as rows ``q = st·t`` or class indices (``kind``); under
+    softmax with ``logits``, x the logits (:func:`rows.pred_rows`)."""
+    x, sx = rows.pred_rows(pred, normalize, dt, check, as_stored, logits)
     b, n = x.shape
     kind, t, st = rows.target_rows(target, b, n, normalize, dt, check, as_stored)
     if kind == "rows" and t.dtype != x.dtype:  # one float32, one float64: both as float64
@@ -126,14 +204,14 @@ def _chunk_scratch(width, runs=None):
                     dtype=np.float64)
 
 
-def _chain(batch, chain, rho, values, g):
+def _chain(batch, chain, rho, values, g, softmax=None):
     """EMD^rho of a :class:`rows.Batch` on a chain, into values (B,) and g (B, N) or None.
     Small batches (rho 1 or 2) go through the numpy twin of the kernel, which gives the
-    same bits without loading Numba."""
+    same bits without loading Numba. ``softmax``: x under a softmax (:func:`_softmax_mode`)."""
     x, sx, kind, t, st = batch
     b, n = x.shape
     q, c = (t, None) if kind == "rows" else (None, t)
-    if rho in (1.0, 2.0) and x.size <= rows.SMALL_ELEMENTS:
+    if rho in (1.0, 2.0) and x.size <= rows.SMALL_ELEMENTS and softmax is None:
         from .kernels.small import chain_small, exact_products
 
         if exact_products(x, sx, st, *(() if q is None else (q,))):
@@ -147,16 +225,17 @@ def _chain(batch, chain, rho, values, g):
     from .kernels import chain_lanes as lanes
 
     lane_rows = lanes.LaneRows(x, x if q is None else q, classes, sx, st)
-    if lanes.use_lanes(b, n, rho, x.dtype.itemsize):  # LANES rows side by side (the same bits)
-        lanes.chain_lanes(lane_rows, chain.gaps, rho, values, grads,
-                          _chunk_scratch(lanes.lanes_width(n), -(-b // lanes.LANES)))
+    if softmax is not None or lanes.use_lanes(b, n, rho, x.dtype.itemsize):
+        # LANES rows side by side (the same bits)
+        scratch = _chunk_scratch(lanes.lanes_width(n, softmax), -(-b // lanes.LANES))
+        lanes.chain_lanes(lane_rows, chain.gaps, rho, values, grads, scratch, softmax)
         return
     from .kernels.chain import chain_batch
 
     chain_batch(lane_rows, chain.gaps, rho, values, grads, _chunk_scratch(n))
 
 
-def _tree(batch, tree, rho, values, g):
+def _tree(batch, tree, rho, values, g, softmax=None):
     """:func:`_chain` on a tree."""
     from .kernels import tree as kernels
 
@@ -169,11 +248,11 @@ def _tree(batch, tree, rho, values, g):
 
     lane_rows = lanes.LaneRows(x, t, c, sx, st)
     arrays = (tree.parent, tree.weight, tree.bin_node, tree.count)
-    if lanes.use_lanes(x.shape[0], rho):  # LANES rows side by side (the same bits)
+    if softmax is not None or lanes.use_lanes(x.shape[0], rho):  # LANES rows side by side
         grads = g if g is not None else np.empty((x.shape[0], 0), dtype=x.dtype)
         lanes.tree_lanes(lane_rows, arrays, rho, values, grads,
                          _chunk_scratch(lanes.lanes_width(tree.n, tree.n_nodes),
-                                        -(-x.shape[0] // lanes.LANES)))
+                                        -(-x.shape[0] // lanes.LANES)), softmax=softmax)
         return
     scratch = _chunk_scratch(tree.n_nodes)
     if g is None:

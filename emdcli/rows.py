@@ -165,30 +165,36 @@ def _stored(x, dtype, as_stored):
         return np.ascontiguousarray(x, dtype=x.dtype if keep else dtype)
 
 
-def pred_rows(pred, normalize, dtype, check=True, as_stored=False):
+def pred_rows(pred, normalize, dtype, check=True, as_stored=False, logits=False):
     """Predictions (B, N) → ``(x, scale)``: x (B, N) of ``dtype``, C-contiguous (the input
     itself when it already is), and the distribution is ``p = scale[:, None] · x``.
     ``as_stored``: float32 rows stay float32 under a float64 ``dtype`` (for kernels that
     read either and accumulate in float64).
 
     ``l1``: scale = 1 / Σx (no copy is made: the EMD kernels take the scale);
-    ``softmax``: x = exp(x − max x) / Σ exp(…), computed; ``none``: x as given. The last
-    two get the empty scale (1). :func:`scaled` materialises p.
+    ``softmax``: x = :func:`softmax` (x), computed — or, with ``logits``, the logits as
+    stored, checked, for a kernel that computes it; ``none``: x as given. The last two get
+    the empty scale (1). :func:`scaled` materialises p.
     """
     if normalize not in NORMALIZE:
         raise EMDInputError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
     x = np.asarray(detached(pred))
     if x.dtype.kind not in "fiub":
         raise EMDInputError(f"predictions must be numbers, got dtype {x.dtype}", source="pred")
-    raw, x = x, _stored(x, dtype, as_stored and normalize != "softmax")
+    raw, x = x, _stored(x, dtype, as_stored and (normalize != "softmax" or logits))
     sums = (_check_rows(x, "pred", logits=normalize == "softmax", raw=raw, dtype=dtype)
             if check else None)
     if normalize == "l1":
         return _l1(x, row_sums_min(x)[0] if sums is None else sums)
-    if normalize == "softmax":
-        e = np.exp(x - x.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True), unit_scale()
+    if normalize == "softmax" and not logits:
+        return softmax(x), unit_scale()
     return x, unit_scale()
+
+
+def softmax(x):
+    """``exp(x − max x) / Σ exp(…)`` per row (B, N), in x's dtype."""
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def target_rows(target, n_rows, n_bins, normalize, dtype, check=True, as_stored=False):

@@ -69,12 +69,16 @@ ESTIMATE_S = {
     ("tree", "_grad_runs", None): 2.5,
     ("chain_lanes", "_lanes_runs", None): 2.6,
     ("tree_lanes", "_lanes_runs", None): 3.5,
+    ("chain_lanes", "_softmax_runs", None): 3.0,
+    ("tree_lanes", "_softmax_runs", None): 3.5,
     ("rowstats", "_sums_mins_parallel", None): 0.6,
     ("chain", "_runs_parallel", None): 1.5,
     ("chain_lanes", "_lanes_parallel", None): 2.2,
     ("tree", "_value_parallel", None): 1.5,
     ("tree", "_grad_parallel", None): 2.0,
     ("tree_lanes", "_lanes_parallel", None): 2.5,
+    ("chain_lanes", "_softmax_parallel", None): 2.2,
+    ("tree_lanes", "_softmax_parallel", None): 2.5,
     ("quantile", "_runs_parallel", None): 1.0,
     ("lanes", "_lanes_batch", "ChainGibbs"): 5.0,
     ("lanes", "_lanes_batch", "TreeGibbs"): 8.5,
@@ -105,7 +109,9 @@ def _small_elements():
 TWINS = {("rowstats", "_sums_mins"): "_sums_mins_parallel", ("chain", "_runs"): "_runs_parallel",
          ("chain_lanes", "_lanes_runs"): "_lanes_parallel",
          ("tree", "_value_runs"): "_value_parallel", ("tree", "_grad_runs"): "_grad_parallel",
-         ("tree_lanes", "_lanes_runs"): "_lanes_parallel", ("quantile", "_runs"): "_runs_parallel"}
+         ("tree_lanes", "_lanes_runs"): "_lanes_parallel", ("quantile", "_runs"): "_runs_parallel",
+         ("chain_lanes", "_softmax_runs"): "_softmax_parallel",
+         ("tree_lanes", "_softmax_runs"): "_softmax_parallel"}
 # a batch of this many values splits into two runs or more in every kernel, so it surely
 # calls the twins; smaller ones may or may not (the notice then leaves the twins out: a
 # silent second or two once, rather than a notice on every run that never needs them)
@@ -121,14 +127,15 @@ def _threads():
 
 
 def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=False,
-                 kernel="auto", rows=None, input_dtype=None, bins=None, rho=None, extras=()):
+                 kernel="auto", rows=None, input_dtype=None, bins=None, rho=None, extras=(),
+                 normalize="l1"):
     """The compiled functions a job calls: a list of (module, function, gibbs class or
     None) under ``emdcli/kernels``. See :func:`notice` for the arguments. With more than
     one Numba thread, batches of several runs also call the serial kernels' prange twins
     (:data:`TWINS`)."""
     points = _serial_points(space_kind, dtype, metric=metric, form=form, gradient=gradient,
                             kernel=kernel, rows=rows, input_dtype=input_dtype, bins=bins,
-                            rho=rho, extras=extras)
+                            rho=rho, extras=extras, normalize=normalize)
     if rows is None and bins is None:  # any batch (``emd warmup``'s groups)
         several = True
     else:  # a batch of unknown width may be small: no notice for what may never compile
@@ -139,7 +146,7 @@ def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=Fals
 
 
 def _serial_points(space_kind, dtype, *, metric, form, gradient, kernel, rows, input_dtype,
-                   bins, rho, extras):
+                   bins, rho, extras, normalize):
     if space_kind not in SPACE_KINDS:
         raise ValueError(f"space_kind must be one of {', '.join(SPACE_KINDS)}, got {space_kind!r}")
     if dtype not in DTYPES:
@@ -162,18 +169,22 @@ def _serial_points(space_kind, dtype, *, metric, form, gradient, kernel, rows, i
             if space_kind == "tree" and lanes and many and not gradient:
                 return [("rowstats", "_sums_mins", None), ("tree_lanes", "_lanes_runs", None)]
             return [("rowstats", "_sums_mins", None), ("flows", f"_{space_kind}_runs", None)]
+        # logits (softmax) of large enough batches: the lanes kernels compute the softmax
+        softmax = normalize == "softmax" and not small and lanes
         if space_kind == "chain" and not (small and lanes):
             narrow = dtype == "float64" and input_dtype != "float32" and (
                 bins is None or bins < CHAIN_LANES_MIN_BINS_FLOAT64)
             wide = bins is not None and bins > CHAIN_LANES_MAX_BINS
             few = rows is not None and rows < LANES_MIN_ROWS
-            if lanes and not narrow and not wide and not few:
+            if softmax and not wide and not few:
+                out.append(("chain_lanes", "_softmax_runs", None))
+            elif lanes and not narrow and not wide and not few:
                 out.append(("chain_lanes", "_lanes_runs", None))
             else:
                 out.append(("chain", "_runs", None))
         elif space_kind == "tree":
             if lanes and (rows is None or rows >= LANES_MIN_ROWS):
-                out.append(("tree_lanes", "_lanes_runs", None))
+                out.append(("tree_lanes", "_softmax_runs" if softmax else "_lanes_runs", None))
             else:
                 out.append(("tree", "_grad_runs" if gradient else "_value_runs", None))
         return out  # a ground matrix: numpy (class targets) or POT (soft targets)
@@ -255,7 +266,7 @@ def notice_jobs(jobs):
 
 
 def notice(space_kind, dtype, *, metric="emd", form="plain", gradient=False, kernel="auto",
-           rows=None, input_dtype=None, bins=None, rho=None, extras=()):
+           rows=None, input_dtype=None, bins=None, rho=None, extras=(), normalize="l1"):
     """None when Numba's cache holds the compiled kernels this kind of job calls, else
     the line to print before the job starts, e.g. ``compiling kernels for float64 chains
     (once per install, ~3 s)``.
@@ -272,12 +283,15 @@ def notice(space_kind, dtype, *, metric="emd", form="plain", gradient=False, ker
     (with rows): a batch of at most ``emdcli.rows.SMALL_ELEMENTS`` elements is checked,
     and on a chain its EMD (rho 1 or 2: ``rho``, default 1 for ``"emd"``, 2 for
     ``"emd2"``) computed, in numpy, without Numba. extras: ``"flows"`` and/or ``"plan"``
-    (``--flows``, ``--plan``: the flows kernels replace the EMD's). Reads files only (see the module's
-    docstring for how, and what it approximates; ``bins`` imports numpy); never compiles.
+    (``--flows``, ``--plan``: the flows kernels replace the EMD's). normalize: ``"softmax"``
+    (logits: the lanes kernels compute the softmax, kernels of their own), ``"l1"`` or
+    ``"none"``. Reads files only (see the module's docstring for how, and what it
+    approximates; ``bins`` imports numpy); never compiles.
     """
     return notice_jobs([dict(space_kind=space_kind, dtype=dtype, metric=metric, form=form,
                              gradient=gradient, kernel=kernel, rows=rows,
-                             input_dtype=input_dtype, bins=bins, rho=rho, extras=tuple(extras))])
+                             input_dtype=input_dtype, bins=bins, rho=rho, extras=tuple(extras),
+                             normalize=normalize)])
 
 
 # ------------------------------------------------------------------------------ warm-up
@@ -324,6 +338,9 @@ def _warm_emd(kind, dtype):
             for rho in (1.0, 2.0, 1.5):
                 for gradient in (False, True):
                     emd(p, target, space=space, rho=rho, dtype=dtype, gradient=gradient)
+            for rho in (1.0, 2.0):  # logits: the lanes kernels' softmax (any batch of
+                emd(p, target, space=space, rho=rho, dtype=dtype, gradient=True,  # 64 rows)
+                    normalize="softmax", grad_wrt="input")
 
 
 def _warm_sinkhorn(form, dtype):
@@ -371,8 +388,8 @@ def _groups():
     groups = {}
     for kind in ("chain", "tree"):
         for dtype in ("float64", "float32"):
-            jobs = [dict(space_kind=kind, dtype=dtype, gradient=g, input_dtype=i)
-                    for g in (False, True) for i in DTYPES]
+            jobs = [dict(space_kind=kind, dtype=dtype, gradient=g, input_dtype=i, normalize=nm)
+                    for g in (False, True) for i in DTYPES for nm in ("l1", "softmax")]
             groups[f"{kind}-{dtype}"] = (jobs, lambda k=kind, d=dtype: _warm_emd(k, d))
     for form in FORMS:
         for dtype in ("float64", "float32"):

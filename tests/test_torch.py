@@ -306,6 +306,31 @@ def test_float32_agrees_with_float64():
             torch.testing.assert_close(g32.double(), g64, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("rho", [1.0, 2.0])
+def test_batches_through_the_kernels_softmax_match_the_reference(rho):
+    """Batches past the small-batch path: the softmax (float64) or its chain rule
+    (float32, softmax in torch) run inside the lanes kernels; both against the reference,
+    soft targets and classes, reduction none, ignore_index, a chain and a tree."""
+    rng = rng_for("kernel-softmax", rho)
+    tree = random_tree(rng, nodes=40, n_bins=24)
+    positions = np.cumsum(rng.uniform(0.5, 1.5, 24))
+    for space, distance in (({"positions": positions}, ref_chain(positions, rho)),
+                            ({"tree": tree}, ref_tree(tree, rho))):
+        for soft in (False, True):
+            x64, t = inputs(rng, "softmax", soft, b=3000, n=24)
+            if not soft:
+                t[::7] = -100
+            want = ref_loss(x64, t, distance, reduction="none")
+            g_want, = torch.autograd.grad(want.sum(), x64)
+            for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+                x = x64.detach().to(dtype).requires_grad_(True)
+                got = et.emd_loss(x, t.to(dtype) if soft else t, rho=rho, reduction="none",
+                                  **space)
+                g_got, = torch.autograd.grad(got.sum(), x)
+                torch.testing.assert_close(got.double(), want.detach(), rtol=tol, atol=tol)
+                torch.testing.assert_close(g_got.double(), g_want, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_compute_in_float32_and_return_their_dtype(dtype):
     rng = rng_for("half", str(dtype))

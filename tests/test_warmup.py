@@ -82,6 +82,15 @@ def test_entry_points_follow_the_dispatch(monkeypatch):
     assert ep("tree", "float32", rows=3)[-1][1] == "_value_runs"
     assert ep("tree", "float32", metric="emd-rho", rho=1.5)[-1][1] == "_value_runs"
     assert [f for _, f, _ in ep("ground", "float64")] == ["_sums_mins"]
+    softmax = ("chain_lanes", "_softmax_runs", None)  # logits: the lanes kernels' softmax,
+    assert ep("chain", "float64", normalize="softmax", rows=4096, bins=32)[-1] == softmax
+    assert ep("chain", "float32", normalize="softmax")[-1] == softmax  # narrow float64 too
+    assert ep("chain", "float64", normalize="softmax", rho=1.5, metric="emd-rho")[-1] == (
+        "chain", "_runs", None)
+    assert ep("chain", "float64", normalize="softmax", rows=10, bins=32) == []  # numpy
+    assert ep("tree", "float32", normalize="softmax", gradient=True)[-1] == (
+        "tree_lanes", "_softmax_runs", None)
+    assert ep("tree", "float32", normalize="softmax", rows=3)[-1][1] == "_value_runs"
     assert ep("chain", "float64", metric="sinkhorn")[-1] == ("lanes", "_lanes_batch", "ChainGibbs")
     assert ep("tree", "float64", metric="sinkhorn", rows=3)[-1] == (
         "sinkhorn", "_plain_batch", "TreeGibbs")

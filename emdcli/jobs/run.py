@@ -478,7 +478,8 @@ def compile_notice(plan, pred, rows, width):
     return notice(plan.space.kind, m.dtype, metric=m.metric, form=s.get("form", "plain"),
                   gradient=m.gradient, kernel=s.get("kernel", "auto"), rows=rows,
                   input_dtype=getattr(pred, "dtype", None), bins=width or None, rho=m.rho,
-                  extras=[e for e, on in (("flows", m.flows), ("plan", m.transport)) if on])
+                  extras=[e for e, on in (("flows", m.flows), ("plan", m.transport)) if on],
+                  normalize=m.normalize)
 
 
 def _gpu_clock(device, clock_gpu):

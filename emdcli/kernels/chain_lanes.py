@@ -14,6 +14,11 @@ with nothing taken back, which gives their first values again.
 ``chain_lanes`` has ``chain_batch``'s arguments and results; scratch (chunks, width)
 with ``width ≥ lanes_width(N)``. The last ``B mod LANES`` rows go through a zero-padded
 block. Other rho go through ``chain_batch`` (bound by ``pow``, not by the scan).
+
+``softmax`` (a :class:`~.softmax.Softmax`, not None): the rows P are logits z, whose
+p = softmax(z) is computed in the block's tile (``kernels.softmax``), or already p; the
+gradient is with respect to p or, through the softmax's chain rule, to z (computed in
+the tile, before rounding); no scales (SP empty).
 """
 
 import numpy as np
@@ -21,17 +26,20 @@ from numba import njit, prange
 
 from . import threads
 from .scalars import lane_sum, needs_residual_fix, unit_diff
-from .tiles import (LANES, LaneRows, differences_to_lanes, gradient_from_lanes,  # noqa: F401
-                    lane_scan, tail_block)
+from .softmax import (chain_rule_lanes, copy_tile, offsets_tile, softmax_lanes,
+                      target_differences)
+from .tiles import (LANES, LaneRows, differences_to_lanes, from_lanes,  # noqa: F401
+                    gradient_from_lanes, lane_scan, tail_block, to_lanes)
 
 MAX_LANE_BINS = 4096  # wider rows go one at a time: the tiles would leave the L2 cache
 MIN_LANE_BINS_FLOAT64 = 256
 MIN_LANE_ROWS = 2 * LANES
 
 
-def lanes_width(n):
-    """The scratch row width :func:`chain_lanes` needs for rows of n bins."""
-    return (2 * n + 7) * LANES
+def lanes_width(n, softmax=None):
+    """The scratch row width :func:`chain_lanes` needs for rows of n bins (under a
+    softmax: one more tile, the block's p)."""
+    return (2 * n + 7 + (0 if softmax is None else n)) * LANES
 
 
 def use_lanes(b, n, rho, itemsize=4):
@@ -102,6 +110,49 @@ def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, fixing):
             G[lo + j, n - 1] = -weighted[j]
 
 
+@njit(cache=True)
+def _softmax_block(Z, Q, C, SQ, d, rho, out, G, lo, scratch, logits, chain_rule):
+    """Rows ``lo … lo+LANES−1`` of Z, ``logits`` (``p = softmax(z)`` in a tile, PT) or a
+    softmax's output p: :func:`_block`'s pass on p (no scales, so no residual pass) and
+    the gradient with respect to p, or with ``chain_rule`` to z: ``p ⊙ (g − ⟨g, p⟩)``
+    before rounding."""
+    n = Z.shape[1]
+    X, T, state = _tiles(scratch, n)
+    at = (2 * n + 7) * LANES
+    PT = scratch[at:at + n * LANES].reshape((n, LANES))
+    to_lanes(Z, lo, PT)
+    if logits:
+        softmax_lanes(PT, state[0], state[1])
+    if C.shape[0] > 0:
+        copy_tile(PT, X)
+        for j in range(LANES):  # each row's class bin: p_c − 1, rounded once
+            c = C[lo + j]
+            X[c, j] = unit_diff(1.0, PT[c, j])
+    else:
+        to_lanes(Q, lo, X)
+        target_differences(X, PT, SQ[lo:lo + LANES])
+    want_grad = G.shape[1] > 0
+    lane_scan(X, T, d, rho, want_grad, state)
+    total, weighted, prefix = state[1], state[2], state[3]
+    for j in range(LANES):
+        out[lo + j] = total[j]
+    if not want_grad:
+        return
+    for j in range(LANES):
+        weighted[j] /= n  # the mean, as in _block
+        prefix[j] -= weighted[j]
+    if not chain_rule:
+        gradient_from_lanes(T, prefix, G, lo)
+        for j in range(LANES):
+            G[lo + j, n - 1] = -weighted[j]
+        return
+    for j in range(LANES):
+        weighted[j] = -weighted[j]  # g_{N−1} = −mean
+    offsets_tile(T, prefix, weighted)
+    chain_rule_lanes(T, PT, state[4])
+    from_lanes(T, G, lo)
+
+
 @njit(cache=True, inline="always")
 def _marked(out, lo, hi):
     """Whether a row of lo … hi−1 was marked for the residual pass (``out < 0``)."""
@@ -111,16 +162,18 @@ def _marked(out, lo, hi):
     return False
 
 
-def chain_lanes(rows, d, rho, out, G, scratch):
+def chain_lanes(rows, d, rho, out, G, scratch, softmax=None):
     """``kernels.chain.chain_batch`` (the same bits) for rho 1 or 2, N ≥ 2, LANES rows side
     by side: rows a :class:`~.tiles.LaneRows` (chain_batch's first five arguments), d the
-    gaps; scratch (chunks, ≥ lanes_width(N)) float64, one row per contiguous run of blocks.
-    The last ``B mod LANES`` rows go through zero-padded copies."""
+    gaps; scratch (chunks, ≥ lanes_width(N, softmax)) float64, one row per contiguous run
+    of blocks. The last ``B mod LANES`` rows go through zero-padded copies. ``softmax``:
+    see the module's docstring."""
     P, Q, C, SP, SQ = rows
     b = P.shape[0]
     full = b - b % LANES
     if full:
-        _lanes_batch(tuple(a[:full] for a in rows), d, rho, out[:full], G[:full], scratch)
+        _lanes_batch(tuple(a[:full] for a in rows), d, rho, out[:full], G[:full], scratch,
+                     softmax)
     if full == b:
         return
     m = b - full
@@ -132,18 +185,24 @@ def chain_lanes(rows, d, rho, out, G, scratch):
     v = np.empty(LANES, dtype=out.dtype)
     block = (pad(P, 0), pad(Q, 0) if Q.shape[0] == b else pad(P, 0), pad(C, 0), pad(SP, 1.0),
              pad(SQ, 1.0))
-    _lanes_batch(block, d, rho, v, g, scratch[:1])
+    _lanes_batch(block, d, rho, v, g, scratch[:1], softmax)
     out[full:] = v[:m]
     G[full:] = g[:m]
 
 
-def _lanes_batch(rows, d, rho, out, G, scratch):
+def _lanes_batch(rows, d, rho, out, G, scratch, softmax=None):
     """:func:`chain_lanes` for B a multiple of LANES: runs of blocks on threads
     (``kernels.threads``), one scratch row each."""
     P = rows[0]
     n_blocks = P.shape[0] // LANES
-    args = (*rows, d, rho, out, G, scratch)
     each = max(1, 8192 // (LANES * max(1, P.shape[1])))
+    if softmax is not None:
+        P, Q, C, _, SQ = rows
+        threads.run(_softmax_runs, n_blocks,
+                    (P, Q, C, SQ, d, rho, out, G, scratch, softmax.logits, softmax.chain_rule),
+                    slots=scratch.shape[0], min_items=each, parallel=_softmax_parallel)
+        return
+    args = (*rows, d, rho, out, G, scratch)
     for fixing in (False, True):  # the second round only for blocks holding a marked row
         if fixing and not (out[:P.shape[0]] < 0.0).any():
             break
@@ -165,3 +224,20 @@ def _lanes_parallel(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, n, parts):
     for k in prange(parts):
         _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, k * n // parts,
                     (k + 1) * n // parts, k)
+
+
+@njit(cache=True, nogil=True)
+def _softmax_runs(Z, Q, C, SQ, d, rho, out, G, scratch, logits, chain_rule, first, last,
+                  slot):
+    """Blocks ``first … last−1`` under a softmax (:func:`_softmax_block`, scratch row
+    ``slot``)."""
+    for blk in range(first, last):
+        _softmax_block(Z, Q, C, SQ, d, rho, out, G, blk * LANES, scratch[slot], logits,
+                       chain_rule)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _softmax_parallel(Z, Q, C, SQ, d, rho, out, G, scratch, logits, chain_rule, n, parts):
+    for k in prange(parts):
+        _softmax_runs(Z, Q, C, SQ, d, rho, out, G, scratch, logits, chain_rule,
+                      k * n // parts, (k + 1) * n // parts, k)

@@ -13,6 +13,11 @@ scratch)``:
 ``tree_value_grad``'s arguments, grouped (``G`` with no columns: values only), with scratch
 (chunks, ≥ lanes_width(N, nodes)); the last ``B mod LANES`` rows go through zero-padded
 copies. All rows against target rows (c = −1) or all against classes.
+
+``softmax`` (a :class:`~.softmax.Softmax`, not None): P holds logits z, whose p =
+softmax(z) is computed in the block's tile (``kernels.softmax``), or already p; the
+gradient is with respect to p or, through the softmax, to z; no scales (SP empty), no
+flows.
 """
 
 import numpy as np
@@ -23,6 +28,7 @@ from numba.extending import intrinsic
 
 from . import threads
 from .scalars import needs_residual_fix, unit_diff
+from .softmax import chain_rule_lanes, gather_tile, softmax_lanes, target_differences
 from .tiles import (LANES, LaneRows, _row_pointer, _transpose, check_tiles, differences_to_lanes,  # noqa: F401
                     from_lanes, row_pointers, sign_bits, splat, tail_block, to_lanes)
 from .tree import _fix_rows, path_lengths
@@ -246,7 +252,53 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch):
                 G[lo + j, k] = A[bin_node[k], j] - mean[j]
 
 
-def _lanes_batch(rows, tree, rho, out, G, scratch, F):
+@njit(cache=True)
+def _softmax_block(Z, Q, c, SQ, tree, rho, out, G, lo, scratch, logits, chain_rule):
+    """Rows ``lo … lo+LANES−1`` of Z, ``logits`` (``p = softmax(z)`` in the tile T, which
+    :func:`_block` uses only for scales) or a softmax's output p: its pass on p and the
+    gradient with respect to p, or with ``chain_rule`` to z: ``p ⊙ (g − ⟨g, p⟩)`` before
+    rounding."""
+    parent, weight, bin_node, count, depth, first, has_bin = tree
+    n = Z.shape[1]
+    X, PT, A, state = _tiles(scratch, n, parent.shape[0])
+    total, mean = state[0], state[1]
+    classes = c[lo] >= 0
+    to_lanes(Z, lo, PT)
+    if logits:
+        softmax_lanes(PT, state[2], state[3])
+    if not classes:  # X ← p − sq·q
+        to_lanes(Q, lo, X)
+        target_differences(X, PT, SQ[lo:lo + LANES])
+    S = PT if classes else X
+    for v in range(A.shape[0]):
+        if not has_bin[v]:
+            for j in range(LANES):
+                A[v, j] = 0.0
+    for k in range(n):
+        _add_row(A, bin_node[k], S, k, first[k])
+    if classes:  # as in _block, with sp = 1
+        for j in range(LANES):
+            cj = c[lo + j]
+            pc = PT[cj, j]
+            A[bin_node[cj], j] += (unit_diff(1.0, pc) - 0.0 * pc) - (pc - 0.0 * pc)
+    grad = G.shape[1] > 0
+    _up_pass(A, parent, weight, count, rho, grad, state)
+    for j in range(LANES):
+        out[lo + j] = total[j]
+    if not grad:
+        return
+    for j in range(LANES):
+        mean[j] /= n
+        A[0, j] = 0.0
+    for v in range(1, parent.shape[0]):  # r at node v: the path sum to the root
+        _add_row(A, v, A, parent[v], False)
+    gather_tile(X, A, bin_node, mean)  # g_k = r(bin_node k) − mean, as a tile
+    if chain_rule:
+        chain_rule_lanes(X, PT, state[2])
+    from_lanes(X, G, lo)
+
+
+def _lanes_batch(rows, tree, rho, out, G, scratch, F, softmax=None):
     """:func:`tree_lanes` for B a multiple of LANES, first pass only: runs of blocks on
     threads (``kernels.threads``), one scratch row each."""
     parent, weight, bin_node, count, depth = tree
@@ -256,6 +308,13 @@ def _lanes_batch(rows, tree, rho, out, G, scratch, F):
     first[np.unique(bin_node, return_index=True)[1]] = True
     flat = (parent, weight, bin_node, count, depth, first, has_bin)
     each = max(1, 8192 // (LANES * max(1, parent.shape[0])))
+    if softmax is not None:
+        P, Q, c, _, SQ = rows
+        threads.run(_softmax_runs, P.shape[0] // LANES,
+                    (P, Q, c, SQ, flat, rho, out, G, scratch, softmax.logits,
+                     softmax.chain_rule),
+                    slots=scratch.shape[0], min_items=each, parallel=_softmax_parallel)
+        return
     threads.run(_lanes_runs, rows[0].shape[0] // LANES,
                 (*rows, flat, rho, out, G, F, scratch), slots=scratch.shape[0],
                 min_items=each, parallel=_lanes_parallel)
@@ -275,13 +334,13 @@ def _lanes_parallel(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, n, parts):
                     (k + 1) * n // parts, k)
 
 
-def tree_lanes(rows, arrays, rho, out, G, scratch, F=None):
+def tree_lanes(rows, arrays, rho, out, G, scratch, F=None, softmax=None):
     """HEMD^rho values into out (B,), projected gradients into G (B, N) unless G has no
     columns, LANES rows side by side (see the module's docstring; the same bits as
     ``kernels.tree.tree_value_grad`` / ``tree_value``). rows a :class:`~.tiles.LaneRows`
     (c −1 for row targets), arrays the tree's (parent, weight, bin_node, count). F
     (B, nodes−1), values only (G without columns): also the flows, as
-    ``kernels.flows.tree_flows`` gives them."""
+    ``kernels.flows.tree_flows`` gives them. ``softmax``: see the module's docstring."""
     P, Q, c, SP, SQ = rows
     parent, weight, bin_node, count = arrays
     b = P.shape[0]
@@ -291,7 +350,7 @@ def tree_lanes(rows, arrays, rho, out, G, scratch, F=None):
     full = b - b % LANES
     if full:
         _lanes_batch(tuple(a[:full] for a in rows), tree, rho, out[:full], G[:full], scratch,
-                     F[:full])
+                     F[:full], softmax)
     if full < b:
         m = b - full
 
@@ -302,7 +361,7 @@ def tree_lanes(rows, arrays, rho, out, G, scratch, F=None):
         f = np.empty((LANES, F.shape[1]), dtype=F.dtype)
         v = np.empty(LANES, dtype=out.dtype)
         block = (pad(P, 0), pad(Q, 0), pad(c, c[full]), pad(SP, 1.0), pad(SQ, 1.0))
-        _lanes_batch(block, tree, rho, v, g, scratch[:1], f)
+        _lanes_batch(block, tree, rho, v, g, scratch[:1], f, softmax)
         out[full:] = v[:m]
         G[full:] = g[:m]
         F[full:] = f[:m]
@@ -317,3 +376,20 @@ def tree_lanes(rows, arrays, rho, out, G, scratch, F=None):
     elif b and (out < 0.0).any():
         _fix_rows(P, Q, c, SP, SQ, parent, weight, bin_node, count, rho, out, G,
                   scratch[0, :parent.shape[0]], depth)
+
+
+@njit(cache=True, nogil=True)
+def _softmax_runs(Z, Q, c, SQ, tree, rho, out, G, scratch, logits, chain_rule, first,
+                  last, slot):
+    """Blocks ``first … last−1`` under a softmax (:func:`_softmax_block`, scratch row
+    ``slot``)."""
+    for blk in range(first, last):
+        _softmax_block(Z, Q, c, SQ, tree, rho, out, G, blk * LANES, scratch[slot], logits,
+                       chain_rule)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _softmax_parallel(Z, Q, c, SQ, tree, rho, out, G, scratch, logits, chain_rule, n, parts):
+    for k in prange(parts):
+        _softmax_runs(Z, Q, c, SQ, tree, rho, out, G, scratch, logits, chain_rule,
+                      k * n // parts, (k + 1) * n // parts, k)

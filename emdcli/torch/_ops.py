@@ -18,6 +18,7 @@ import torch
 
 from ..errors import EMDInputError
 from ..spaces import Chain, Ground, Tree
+from . import _buffers
 
 KINDS = ("chain", "tree", "ground")
 SOURCES = {"pred": "input"}  # the API's names for the inputs, as torch users know them
@@ -66,16 +67,26 @@ def _cpu_value_grad(x, t, sp, rho, normalize, smoothing):
             c = rows.prepare_classes(ta, xa.shape[0], xa.shape[1], check=True)
             ta = _smoothed_classes(c, xa.shape[1], smoothing, xa.dtype)
         values, g = api.emd(xa, ta, space=sp, rho=rho, normalize=normalize, dtype=dtype,
-                            gradient=True, grad_wrt="input", check=True)
+                            gradient=True, grad_wrt="input", check=True, out=_outputs(x))
     except EMDInputError as e:
         raise _renamed(e) from None
-    return torch.from_numpy(values), torch.from_numpy(np.ascontiguousarray(g))
+    return torch.from_numpy(values), torch.from_numpy(g)
+
+
+def _outputs(x):
+    """(values (B,), gradient (B, N)) arrays of x's dtype, the gradient reused
+    (:mod:`emdcli.torch._buffers`)."""
+    dtype = x.detach().numpy().dtype
+    return np.empty(x.shape[0], dtype=dtype), _buffers.empty(x.shape, dtype)
 
 
 def _softmax_classes(x, c, sp, rho, dtype):
-    """The common training case, logits against class indices, with the softmax and its
-    chain rule ``p ⊙ (g − ⟨g, p⟩)`` in torch (vectorised, in place) around one kernel call
-    on the distributions p. Validates the classes, and the logits through the values: a
+    """The common training case, logits against class indices: one kernel pass computes
+    the values and the gradient through the softmax, ``p ⊙ (g − ⟨g, p⟩)``, in the lanes
+    kernels' tiles where they run. float32: the softmax in torch (:func:`api.emd_softmax`;
+    torch's float32 exp is the faster), float64: in the kernels (:func:`api.emd` with
+    ``normalize="softmax"``; torch's float64 softmax of narrow rows is slow: 20 ms for
+    100 000 × 32 on one core). Validates the classes, and the logits through the values: a
     NaN or +inf logit makes its row's value NaN (−inf is a masked logit, as in torch)."""
     from .. import api, rows
 
@@ -83,15 +94,18 @@ def _softmax_classes(x, c, sp, rho, dtype):
         c = rows.prepare_classes(c, x.shape[0], x.shape[1], check=True)
     except EMDInputError as e:
         raise _renamed(e) from None
-    p = torch.softmax(x.detach(), dim=1)
-    values, g = api.emd(p.numpy(), c, space=sp, rho=rho, normalize="none", dtype=dtype,
-                        gradient=True, check=False)
+    if dtype == "float32":
+        p = _buffers.empty(x.shape, np.float32)  # (a reused buffer: no fresh pages)
+        torch.ops.aten._softmax.out(x.detach(), 1, False, out=torch.from_numpy(p))
+        values, g = api.emd_softmax(p, c, space=sp, rho=rho, dtype=dtype, out=_outputs(x))
+    else:
+        values, g = api.emd(x.detach().numpy(), c, space=sp, rho=rho, normalize="softmax",
+                            dtype=dtype, gradient=True, grad_wrt="input", check=False,
+                            out=_outputs(x))
     values = torch.from_numpy(values)
     if not bool(torch.isfinite(values).all()):
         _raise_bad_logits(x)
-    g = torch.from_numpy(g)
-    dots = (g * p).sum(dim=1, keepdim=True)
-    return values, g.sub_(dots).mul_(p)
+    return values, torch.from_numpy(g)
 
 
 def _raise_bad_logits(x):
@@ -144,8 +158,12 @@ torch.library.register_autograd("emdcli::emd_value_grad", _backward_value_grad,
 
 @torch.library.custom_op("emdcli::emd_scale_grad", mutates_args=())
 def emd_scale_grad(grad_values: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """``grad_values[:, None] · grad`` (B, N): the backward of ``emd_value_grad``."""
-    return grad * grad_values.unsqueeze(1)
+    """``grad_values[:, None] · grad`` (B, N): the backward of ``emd_value_grad`` (on the
+    CPU into a reused buffer, :mod:`emdcli.torch._buffers`)."""
+    if grad.device.type != "cpu" or grad_values.dtype != grad.dtype:
+        return grad * grad_values.unsqueeze(1)
+    out = torch.from_numpy(_buffers.empty(grad.shape, grad.detach().numpy().dtype))
+    return torch.mul(grad, grad_values.unsqueeze(1), out=out)
 
 
 @emd_scale_grad.register_fake

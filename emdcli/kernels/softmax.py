@@ -1,0 +1,166 @@
+"""The softmax of a block's logits, and its chain rule, on lanes tiles (CPU, Numba).
+
+For logits z (one row)::
+
+    p_i = exp(z_i − m) / Σ_k exp(z_k − m),   m = max_k z_k
+    ∂E/∂z = p ⊙ (g − ⟨g, p⟩)                 (g = ∂E/∂p; any constant added to g cancels)
+
+Both work on a tile (N, LANES) float64 whose column j is row j of a block
+(``kernels.tiles``), so every step is a short vector operation over the block's rows and
+the sums run over the bins in order, per row. ``exp`` is written out (:func:`exp_le0`,
+within an ulp of libm's) because LLVM can vectorise it where it cannot vectorise calls
+into libm; it runs once per logit, fused into the lanes kernels
+(``kernels.chain_lanes``, ``kernels.tree_lanes``), so the distributions never go
+through memory.
+
+NaN propagates: a NaN or +inf logit, or a row of only −inf, makes the row's p all NaN
+(so its value is NaN); −inf alone is a masked class (p = 0).
+"""
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from .scalars import diff
+
+
+class Softmax(NamedTuple):
+    """What the lanes kernels' rows P hold and what their gradient is taken with respect
+    to: ``logits`` (P = z: p = softmax(z) is computed in the tile) or not (P = p, already
+    a softmax's output); ``chain_rule``: the gradient with respect to z, ``p ⊙ (g −
+    ⟨g, p⟩)``, else to p (g, projected)."""
+
+    logits: bool
+    chain_rule: bool
+
+LOG2E = 1.4426950408889634
+LN2_HI = 6.93147180369123816490e-01  # ln 2 split in two (Cody–Waite): k·LN2_HI is exact
+LN2_LO = 1.90821492927058770002e-10
+EXP_MIN = -708.39  # below this exp(r) < 2^-1022: flushed to +0 (see exp_le0)
+# exp(f) on |f| ≤ 1.001·ln2/2: Chebyshev fit of degree 11 (mpmath.chebyfit, error
+# 3e-18), highest power first; with the reduction, within an ulp of exp
+EXP_POLY = (2.511015364692893e-08, 2.763279054211718e-07, 2.7557240604663896e-06,
+            2.4801485074105115e-05, 0.00019841269890340666, 0.0013888888952696516,
+            0.00833333333331949, 0.04166666666648666, 0.1666666666666668,
+            0.5000000000000019, 1.0, 1.0)
+C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11 = EXP_POLY
+
+
+@intrinsic
+def _pow2(typingctx, k):
+    """``2.0 ** k`` for an integer k in [−1022, 1023], from its bits ``(k + 1023) << 52``."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        bits = builder.shl(builder.add(args[0], ir.Constant(i64, 1023)), ir.Constant(i64, 52))
+        return builder.bitcast(bits, ir.DoubleType())
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def exp_le0(r):
+    """``exp(r)`` for r ≤ 0, −inf and NaN included, within an ulp of libm's, but +0 below
+    2^−1022 (no subnormal results: a softmax's masses there are lost against its largest,
+    which is 1): r = k ln 2 + f with |f| ≤ ln 2 / 2, exp(f) by :data:`EXP_POLY`, times
+    2^k."""
+    t = -709.0 if r < -709.0 else r  # NaN stays NaN
+    k = math.floor(t * LOG2E + 0.5)
+    f = (t - k * LN2_HI) - k * LN2_LO
+    e = ((((((((((C0 * f + C1) * f + C2) * f + C3) * f + C4) * f + C5) * f + C6) * f + C7)
+            * f + C8) * f + C9) * f + C10) * f + C11
+    v = e * _pow2(np.int64(k if k >= -1100.0 else 0.0))  # (NaN: any k; v stays NaN)
+    return 0.0 if r < EXP_MIN else v
+
+
+@njit(cache=True, fastmath={"contract"})
+def softmax_lanes(PT, m, s):
+    """PT (N, LANES) logits → their softmax, column by column, in place; m, s (LANES,)
+    scratch (the maxima, then the sums). FMA contraction inside the exponential only.
+    (Every inner loop here runs over a width read at run time: LLVM vectorises those,
+    where it unrolls a constant trip count into scalar code.)"""
+    n, lanes = PT.shape
+    for j in range(lanes):
+        m[j] = PT[0, j]
+        s[j] = 0.0
+    for i in range(1, n):
+        for j in range(lanes):
+            z = PT[i, j]
+            m[j] = z if z > m[j] else m[j]  # a NaN in row 0 stays: the column is NaN
+    for i in range(n):
+        for j in range(lanes):
+            e = exp_le0(PT[i, j] - m[j])
+            PT[i, j] = e
+            s[j] += e
+    for j in range(lanes):
+        s[j] = 1.0 / s[j]
+    for i in range(n):
+        for j in range(lanes):
+            PT[i, j] *= s[j]
+
+
+@njit(cache=True, inline="always")
+def copy_tile(src, dst):
+    """dst ← src, tiles (N, LANES)."""
+    n, lanes = src.shape
+    for i in range(n):
+        for j in range(lanes):
+            dst[i, j] = src[i, j]
+
+
+@njit(cache=True, inline="always")
+def chain_rule_lanes(GT, PT, dots):
+    """GT (N, LANES) ← ``p ⊙ (g − ⟨g, p⟩)`` per column, g = GT, p = PT; dots (LANES,)
+    scratch."""
+    n, lanes = GT.shape
+    for j in range(lanes):
+        dots[j] = 0.0
+    for i in range(n):
+        for j in range(lanes):
+            dots[j] += GT[i, j] * PT[i, j]
+    for i in range(n):
+        for j in range(lanes):
+            GT[i, j] = PT[i, j] * (GT[i, j] - dots[j])
+
+
+@njit(cache=True, inline="always")
+def offsets_tile(T, base, last):
+    """T (N, LANES) ← ``base − T`` in rows 0 … N−2 and ``last`` in row N−1 (the chain's
+    gradient, as :func:`~.tiles.gradient_from_lanes` writes it); base, last (LANES,)."""
+    n, lanes = T.shape
+    for i in range(n - 1):
+        for j in range(lanes):
+            T[i, j] = base[j] - T[i, j]
+    for j in range(lanes):
+        T[n - 1, j] = last[j]
+
+
+@njit(cache=True, inline="always")
+def gather_tile(X, A, rows, base):
+    """X (N, LANES) ← ``A[rows[k]] − base`` for k < N (the tree's gradient: a bin's node
+    minus the mean); A (nodes, LANES), base (LANES,)."""
+    n, lanes = X.shape
+    for k in range(n):
+        a = A[rows[k]]
+        for j in range(lanes):
+            X[k, j] = a[j] - base[j]
+
+
+@njit(cache=True, inline="always")
+def target_differences(X, PT, sq):
+    """X (N, LANES) target masses q → ``p − sq·q`` (``kernels.scalars.diff``), p = PT;
+    sq (LANES,) the rows' target scales, or empty (1)."""
+    n, lanes = X.shape
+    if sq.shape[0] == 0:
+        for i in range(n):
+            for j in range(lanes):
+                X[i, j] = diff(PT[i, j], X[i, j], 1.0, 1.0)
+        return
+    for i in range(n):
+        for j in range(lanes):
+            X[i, j] = diff(PT[i, j], X[i, j], 1.0, sq[j])
