@@ -26,38 +26,39 @@ LANES = 32
 @njit(cache=True, error_model="numpy")
 def _chain_lanes(X, alpha, w, scale, OUT, moment, tmp):
     """OUT = K X (or (K ⊙ M) X) on a chain, per lane; tmp (N, LANES) scratch."""
+    L = X.shape[1]  # LANES, read at run time: LLVM vectorises the lane loops then
     n = X.shape[0]
     zero = scale - scale  # 0 in the working dtype (a literal 0 would promote float32)
-    for j in range(LANES):
+    for j in range(L):
         tmp[0, j] = X[0, j]
     for i in range(1, n):
-        for j in range(LANES):
+        for j in range(L):
             tmp[i, j] = X[i, j] + alpha[i - 1] * tmp[i - 1, j]
     back = np.empty(LANES, dtype=X.dtype)
-    for j in range(LANES):
+    for j in range(L):
         back[j] = zero
     if not moment:
         for i in range(n - 1, -1, -1):
             a = alpha[i] if i < n - 1 else zero
-            for j in range(LANES):
+            for j in range(L):
                 OUT[i, j] = scale * (tmp[i, j] + a * back[j])
                 back[j] = X[i, j] + a * back[j]
         return
     fm = np.empty(LANES, dtype=X.dtype)
     bm = np.empty(LANES, dtype=X.dtype)
-    for j in range(LANES):
+    for j in range(L):
         fm[j] = zero
         bm[j] = zero
         OUT[0, j] = zero
     for i in range(1, n):
-        for j in range(LANES):
+        for j in range(L):
             fm[j] = alpha[i - 1] * (fm[j] + w[i - 1] * tmp[i - 1, j])
             OUT[i, j] = fm[j]
-    for j in range(LANES):
+    for j in range(L):
         back[j] = X[n - 1, j]
         OUT[n - 1, j] = scale * OUT[n - 1, j]
     for i in range(n - 2, -1, -1):
-        for j in range(LANES):
+        for j in range(L):
             bm[j] = alpha[i] * (bm[j] + w[i] * back[j])
             back[j] = X[i, j] + alpha[i] * back[j]
             OUT[i, j] = scale * (OUT[i, j] + bm[j])
@@ -66,6 +67,7 @@ def _chain_lanes(X, alpha, w, scale, OUT, moment, tmp):
 @njit(cache=True, error_model="numpy")
 def _tree_lanes(X, g, OUT, moment, work):
     """OUT = K X (or (K ⊙ M) X) on a tree, per lane; see ``gibbs._tree_plain``."""
+    L = X.shape[1]  # (LANES: see _chain_lanes)
     parent, alpha, w, kids = g.parent, g.alpha, g.w, g.child_idx
     zero = g.scale - g.scale
     up, outside, own, um, om, suf, sufm = (
@@ -79,17 +81,17 @@ def _tree_lanes(X, g, OUT, moment, work):
         um[:] = zero
     for k in range(X.shape[0]):
         v = g.bin_node[k]
-        for j in range(LANES):
+        for j in range(L):
             own[v, j] += X[k, j]
             up[v, j] += X[k, j]
     for v in range(parent.shape[0] - 1, 0, -1):
         pv, a, wv = parent[v], alpha[v], w[v]
-        for j in range(LANES):
+        for j in range(L):
             up[pv, j] += a * up[v, j]
         if moment:
-            for j in range(LANES):
+            for j in range(L):
                 um[pv, j] += a * (um[v, j] + wv * up[v, j])
-    for j in range(LANES):
+    for j in range(L):
         outside[0, j] = zero
         om[0, j] = zero
     after = np.empty(LANES, dtype=X.dtype)
@@ -98,27 +100,27 @@ def _tree_lanes(X, g, OUT, moment, work):
         first, last = g.child_ptr[u], g.child_ptr[u + 1]
         if first == last:
             continue
-        for j in range(LANES):
+        for j in range(L):
             after[j] = zero
             afterm[j] = zero
         for e in range(last - 1, first - 1, -1):
             c = kids[e]
             a, wc = alpha[c], w[c]
-            for j in range(LANES):
+            for j in range(L):
                 suf[c, j] = after[j]
                 after[j] += a * up[c, j]
             if moment:
-                for j in range(LANES):
+                for j in range(L):
                     sufm[c, j] = afterm[j]
                     afterm[j] += a * (um[c, j] + wc * up[c, j])
         # reuse after/afterm as the running sums over the earlier siblings
-        for j in range(LANES):
+        for j in range(L):
             after[j] = zero
             afterm[j] = zero
         for e in range(first, last):
             c = kids[e]
             a, wc = alpha[c], w[c]
-            for j in range(LANES):
+            for j in range(L):
                 mass = outside[u, j] + own[u, j] + after[j] + suf[c, j]
                 outside[c, j] = a * mass
                 if moment:
@@ -127,7 +129,7 @@ def _tree_lanes(X, g, OUT, moment, work):
                 after[j] += a * up[c, j]
     for k in range(X.shape[0]):
         v = g.bin_node[k]
-        for j in range(LANES):
+        for j in range(L):
             if moment:
                 OUT[k, j] = g.scale * (um[v, j] + om[v, j])
             else:
@@ -170,23 +172,24 @@ def _apply_impl(X, g, OUT, moment, work):
 @njit(cache=True, error_model="numpy")
 def _block(P, Q, lo, m, g, lam, iters, tol, want_grad, values, iterations, errors, G, s):
     """Rows lo … lo+m−1 (m ≤ LANES) as lanes; s (4 + 7, width, LANES) scratch."""
+    L = s.shape[2]  # LANES, read at run time (see _chain_lanes)
     n = P.shape[1]
     u, v, ku, kv, work = s[0, :n], s[1, :n], s[2, :n], s[3, :n], s[4:]
     pl = np.empty((n, LANES), dtype=P.dtype)
     ql = np.empty((n, LANES), dtype=P.dtype)
-    for j in range(LANES):
+    for j in range(L):
         r = lo + min(j, m - 1)  # idle lanes repeat the last row; their results are dropped
         for i in range(n):
             pl[i, j] = P[r, i]
             ql[i, j] = Q[r, i]
     one = g.scale / g.scale  # 1 in the working dtype
     for i in range(n):
-        for j in range(LANES):
+        for j in range(L):
             u[i, j] = one
     active = np.empty(LANES, dtype=np.bool_)
     its = np.empty(LANES, dtype=np.int64)
     err = np.empty(LANES)
-    for j in range(LANES):
+    for j in range(L):
         active[j] = True
         its[j] = 0
         err[j] = 0.0
@@ -194,17 +197,17 @@ def _block(P, Q, lo, m, g, lam, iters, tol, want_grad, values, iterations, error
     while True:
         _apply(u, g, ku, False, work)  # Kᵀu (K is symmetric)
         for i in range(n):
-            for j in range(LANES):
+            for j in range(L):
                 v[i, j] = ql[i, j] / ku[i, j]
         _apply(v, g, kv, False, work)
         if tol > 0 or it >= iters:  # with tol = 0 the error matters only at the end
-            for j in range(LANES):
+            for j in range(L):
                 err[j] = 0.0
             for i in range(n):
-                for j in range(LANES):
+                for j in range(L):
                     err[j] += abs(np.float64(u[i, j] * kv[i, j]) - np.float64(pl[i, j]))
         running = False
-        for j in range(LANES):
+        for j in range(L):
             stop = not np.isfinite(err[j]) or it >= iters or (tol > 0 and err[j] < tol)
             if active[j] and stop:
                 active[j] = False
@@ -215,17 +218,17 @@ def _block(P, Q, lo, m, g, lam, iters, tol, want_grad, values, iterations, error
         if not running:
             break
         for i in range(n):
-            for j in range(LANES):
+            for j in range(L):
                 if active[j]:
                     u[i, j] = pl[i, j] / kv[i, j]
-        for j in range(LANES):
+        for j in range(L):
             if active[j]:
                 its[j] += 1
         it += 1
     # v = q ⊘ Kᵀu from each lane's final u (lanes that stopped early kept theirs)
     _apply(u, g, ku, False, work)
     for i in range(n):
-        for j in range(LANES):
+        for j in range(L):
             v[i, j] = ql[i, j] / ku[i, j]
     _apply(v, g, kv, True, work)  # (K ⊙ M) v
     for j in range(m):

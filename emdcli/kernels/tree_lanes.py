@@ -208,9 +208,11 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch):
         scales[2, j] = 0.0
         total[j] = mean[j] = m[j] = 0.0
     differences_to_lanes(P, Q, lo, X, scales, not classes)
+    lanes = A.shape[1]  # (inner loops over a width read at run time vectorise; LLVM
+    # unrolls a constant LANES into scalar code)
     for v in range(A.shape[0]):  # ``_scatter``, bins in order, into acc = 0: the nodes
         if not has_bin[v]:  # without bins
-            for j in range(LANES):
+            for j in range(lanes):
                 A[v, j] = 0.0
     for k in range(n):  # and 0.0 + s for a node's first bin (the same bits, −0 included)
         _add_row(A, bin_node[k], X, k, first[k])
@@ -225,7 +227,7 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch):
         to_lanes(P, lo, T)
         for k in range(n):
             dk, t = depth[bin_node[k]], T[k]
-            for j in range(LANES):
+            for j in range(lanes):
                 m[j] += t[j] * dk
     grad = G.shape[1] > 0
     _up_pass(A, parent, weight, count, rho, grad, state)
@@ -272,7 +274,7 @@ def _softmax_block(Z, Q, c, SQ, tree, rho, out, G, lo, scratch, logits, chain_ru
     S = PT if classes else X
     for v in range(A.shape[0]):
         if not has_bin[v]:
-            for j in range(LANES):
+            for j in range(A.shape[1]):
                 A[v, j] = 0.0
     for k in range(n):
         _add_row(A, bin_node[k], S, k, first[k])
