@@ -113,7 +113,7 @@ def sinkhorn(
         from .kernels.sinkhorn import dense_plain_batch
 
         g = gibbs_for(sp, lam, dt, False, dense=True)
-        values, its, errors, G = dense_plain_batch(p, q, g.mat, g.mat2, lam, iters, tol, gradient)
+        values, its, errors, G = dense_plain_batch(p, q, g.mat, g.mat2, run)
     else:
         values, its, errors, G = _structured(p, q, sp, run, dt)
     if gradient and grad_wrt == "input":
@@ -136,9 +136,9 @@ def _structured(p, q, sp, run, dt):
     from .kernels.lanes import LANES, sinkhorn_lanes
     from .kernels.sinkhorn import N_SCRATCH, sinkhorn_batch
 
-    lam, iters, tol, log_form, dense, gradient = run
+    log_form, dense, gradient = run.log_form, run.dense, run.gradient
     b, n = p.shape
-    g = gibbs_for(sp, lam, dt, log_form, dense=dense)
+    g = gibbs_for(sp, run.lam, dt, log_form, dense=dense)
     width = max(n, sp.n_nodes if isinstance(sp, Tree) else n)
     chunks = 4 * numba.get_num_threads()
     values = np.empty(b, dtype=np.float64)
@@ -150,9 +150,8 @@ def _structured(p, q, sp, run, dt):
     with np.errstate(all="ignore"):
         if log_form or dense or b < LANES or lane_bytes > LANES_SCRATCH_BYTES:
             scratch = np.empty((chunks, N_SCRATCH, width), dtype=dt)
-            sinkhorn_batch(p, q, g, lam, iters, tol, log_form, gradient, values, its, errors,
-                           G, scratch)
+            sinkhorn_batch(p, q, g, run, (values, its, errors, G), scratch)
         else:
             scratch = np.empty((threads, N_SCRATCH, width, LANES), dtype=dt)
-            sinkhorn_lanes(p, q, g, lam, iters, tol, gradient, values, its, errors, G, scratch)
+            sinkhorn_lanes(p, q, g, run, (values, its, errors, G), scratch)
     return values, its, errors, (G if gradient else None)

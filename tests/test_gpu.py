@@ -71,7 +71,7 @@ from emdcli.kernels.gpu_tree import tree_value_cuda, tree_value_grad_cuda  # noq
 from emdcli.kernels.gibbs import DENSE  # noqa: E402
 from emdcli.kernels.sinkhorn import N_SCRATCH, dense_plain_batch, sinkhorn_batch  # noqa: E402
 from emdcli.kernels.tree import tree_value, tree_value_grad  # noqa: E402
-from emdcli.gibbs import gibbs_for  # noqa: E402
+from emdcli.gibbs import Solve, gibbs_for  # noqa: E402
 from emdcli.spaces import Chain, Ground, Tree  # noqa: E402
 
 UNIT = np.empty(0)  # row scales 1: the rows are distributions already
@@ -233,14 +233,14 @@ def cpu_sinkhorn(P, Q, g, lam, iters, tol, log_form, width):
     """What the CPU runs: the batched BLAS form for dense plain, the row solver otherwise."""
     if g.kind == DENSE and not log_form:
         with np.errstate(all="ignore"):
-            return dense_plain_batch(P, Q, g.mat, g.mat2, lam, iters, tol, True)
+            return dense_plain_batch(P, Q, g.mat, g.mat2, Solve(lam, iters, tol, False, True, True))
     b, n = P.shape
     values, errors = np.empty(b), np.empty(b)
     its = np.empty(b, np.int64)
     G = np.empty((b, n), P.dtype)
     with np.errstate(all="ignore"):
-        sinkhorn_batch(P, Q, g, lam, iters, tol, log_form, True, values, its, errors, G,
-                       np.empty((2, N_SCRATCH, width), P.dtype))
+        sinkhorn_batch(P, Q, g, Solve(lam, iters, tol, log_form, g.kind == DENSE, True),
+                       (values, its, errors, G), np.empty((2, N_SCRATCH, width), P.dtype))
     return values, its, errors, G
 
 

@@ -284,6 +284,7 @@ def _dense_plain_cublas(cp, P, Q, g, lam, iters, tol, want_grad, values, iterati
     """The dense plain form as ``kernels.sinkhorn.dense_plain_batch`` (the CPU's BLAS
     batch) on CuPy arrays: the same code, cuBLAS products. Arguments and results as
     :func:`sinkhorn_batch_cuda`."""
+    from ..gibbs import Solve
     from .sinkhorn import dense_plain_batch
 
     dev_in = on_device(P)
@@ -294,7 +295,8 @@ def _dense_plain_cublas(cp, P, Q, g, lam, iters, tol, want_grad, values, iterati
         else:
             K, KM = cp.asarray(g.mat, dtype=cP.dtype), cp.asarray(g.mat2, dtype=cP.dtype)
     with CLOCK.phase("kernel"):
-        out = dense_plain_batch(cP, cQ, K, KM, lam, iters, tol, want_grad, xp=cp)
+        out = dense_plain_batch(cP, cQ, K, KM, Solve(lam, iters, tol, False, True, want_grad),
+                                xp=cp)
     with CLOCK.phase("to_host"):
         got = [_deliver(cp, x, d, dev_in) for x, d in zip(out[:3], (values, iterations, errors))]
         got.append(_deliver(cp, out[3], G, dev_in) if want_grad else None)

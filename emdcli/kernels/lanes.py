@@ -242,14 +242,16 @@ def _block(P, Q, lo, m, g, lam, iters, tol, want_grad, values, iterations, error
             project_finite(G[lo + j])
 
 
-def sinkhorn_lanes(P, Q, g, lam, iters, tol, want_grad, values, iterations, errors, G, scratch):
+def sinkhorn_lanes(P, Q, g, run, out, scratch):
     """Plain Sinkhorn for every row, LANES rows per block, blocks in parallel.
 
-    P, Q (B, N); g a chain or tree ``gibbs.Gibbs``; values, errors (B,) float64;
-    iterations (B,) int64; G (B, N) when ``want_grad``; scratch (chunks, 11, width, LANES).
+    P, Q (B, N); g a chain or tree ``gibbs.Gibbs``; run an ``emdcli.gibbs.Solve`` (lam,
+    iters, tol, gradient); out (values, iterations, errors, G), filled in: values, errors
+    (B,) float64, iterations (B,) int64, G (B, N) with the gradient; scratch (chunks, 11,
+    width, LANES).
     """
-    _lanes_batch(P, Q, specialise(g), lam, iters, tol, want_grad, values, iterations,
-                 errors, G, scratch)
+    _lanes_batch(P, Q, specialise(g), run.lam, run.iters, run.tol, run.gradient, *out,
+                 scratch)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

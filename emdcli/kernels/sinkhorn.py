@@ -154,28 +154,31 @@ def _log_batch(P, Q, g, lam, iters, tol, want_grad, values, iterations, errors, 
             errors[b] = err
 
 
-def sinkhorn_batch(P, Q, g, lam, iters, tol, log_form, want_grad,
-                   values, iterations, errors, G, scratch):
-    """Sinkhorn for every row of P, Q (B, N) over the space ``g`` (a ``gibbs.Gibbs``).
+def sinkhorn_batch(P, Q, g, run, out, scratch):
+    """Sinkhorn for every row of P, Q (B, N) over the space ``g`` (a ``gibbs.Gibbs``), with
+    the parameters of ``run`` (an ``emdcli.gibbs.Solve``: lam, iters, tol, log_form,
+    gradient).
 
-    values, errors (B,) float64; iterations (B,) int64; G (B, N) when ``want_grad``;
-    scratch (chunks, N_SCRATCH, width): rows are split into ``chunks`` contiguous runs.
+    out: (values, iterations, errors, G), filled in: values, errors (B,) float64;
+    iterations (B,) int64; G (B, N) with the gradient; scratch (chunks, N_SCRATCH, width):
+    rows are split into ``chunks`` contiguous runs.
     The plain form takes a chain or a tree (the dense plain form is
     :func:`dense_plain_batch`). Numba compiles one driver per form, dtype and kind of
     space (``gibbs.specialise``), each with only that space's passes.
     """
     g = specialise(g)
-    if log_form:
+    if run.log_form:
         driver = _log_batch
     elif g.kind == DENSE:
         raise ValueError("the dense plain form is dense_plain_batch (batched BLAS products)")
     else:
         driver = _plain_batch
-    driver(P, Q, g, lam, iters, tol, want_grad, values, iterations, errors, G, scratch)
+    driver(P, Q, g, run.lam, run.iters, run.tol, run.gradient, *out, scratch)
 
 
-def dense_plain_batch(P, Q, K, KM, lam, iters, tol, want_grad, xp=np):
-    """The plain form with a dense K (N, N) as batched matrix products, per-row stopping.
+def dense_plain_batch(P, Q, K, KM, run, xp=np):
+    """The plain form with a dense K (N, N) as batched matrix products, per-row stopping;
+    ``run`` an ``emdcli.gibbs.Solve`` (lam, iters, tol, gradient are read).
 
     The rows still running are kept packed together (re-packed only when some stop), so
     each iteration is two matrix products and a few in-place element-wise passes.
@@ -183,6 +186,7 @@ def dense_plain_batch(P, Q, K, KM, lam, iters, tol, want_grad, xp=np):
     GPU; the same code). Returns (values (B,) float64, iterations (B,) int64, errors (B,)
     float64, G or None), arrays of ``xp``.
     """
+    lam, iters, tol, want_grad = run.lam, run.iters, run.tol, run.gradient
     B = P.shape[0]
     U, V = xp.ones_like(P), xp.empty_like(P)
     iterations = xp.zeros(B, dtype=np.int64)

@@ -190,6 +190,20 @@ def _up_pass(typingctx, A, parent, weight, count, rho, grad, state):
     return sig, codegen
 
 
+@njit(cache=True, inline="always")
+def _scatter(A, X, bin_node, first, has_bin):
+    """``kernels.tree._scatter`` on tiles: A (nodes, LANES) ← the bins' rows of X (N,
+    LANES) added in bin order into 0: 0 at the nodes without bins, ``0.0 + s`` for a
+    node's first bin (the same bits, −0 included). The lane loop reads its width at run
+    time, so LLVM vectorises it (a constant LANES it unrolls into scalar code)."""
+    for v in range(A.shape[0]):
+        if not has_bin[v]:
+            for j in range(A.shape[1]):
+                A[v, j] = 0.0
+    for k in range(X.shape[0]):
+        _add_row(A, bin_node[k], X, k, first[k])
+
+
 @njit(cache=True)
 def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch):
     """Rows ``lo … lo+LANES−1`` of ``kernels.tree.tree_value(_grad)``'s first pass, rho
@@ -208,14 +222,7 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch):
         scales[2, j] = 0.0
         total[j] = mean[j] = m[j] = 0.0
     differences_to_lanes(P, Q, lo, X, scales, not classes)
-    lanes = A.shape[1]  # (inner loops over a width read at run time vectorise; LLVM
-    # unrolls a constant LANES into scalar code)
-    for v in range(A.shape[0]):  # ``_scatter``, bins in order, into acc = 0: the nodes
-        if not has_bin[v]:  # without bins
-            for j in range(lanes):
-                A[v, j] = 0.0
-    for k in range(n):  # and 0.0 + s for a node's first bin (the same bits, −0 included)
-        _add_row(A, bin_node[k], X, k, first[k])
+    _scatter(A, X, bin_node, first, has_bin)
     if classes:
         for j in range(LANES):
             cj = c[lo + j]
@@ -227,7 +234,7 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch):
         to_lanes(P, lo, T)
         for k in range(n):
             dk, t = depth[bin_node[k]], T[k]
-            for j in range(lanes):
+            for j in range(A.shape[1]):  # (a run-time width: see _scatter)
                 m[j] += t[j] * dk
     grad = G.shape[1] > 0
     _up_pass(A, parent, weight, count, rho, grad, state)
@@ -271,13 +278,7 @@ def _softmax_block(Z, Q, c, SQ, tree, rho, out, G, lo, scratch, logits, chain_ru
     if not classes:  # X ← p − sq·q
         to_lanes(Q, lo, X)
         target_differences(X, PT, SQ[lo:lo + LANES])
-    S = PT if classes else X
-    for v in range(A.shape[0]):
-        if not has_bin[v]:
-            for j in range(A.shape[1]):
-                A[v, j] = 0.0
-    for k in range(n):
-        _add_row(A, bin_node[k], S, k, first[k])
+    _scatter(A, PT if classes else X, bin_node, first, has_bin)
     if classes:  # as in _block, with sp = 1
         for j in range(LANES):
             cj = c[lo + j]
