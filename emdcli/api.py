@@ -7,7 +7,7 @@ import numpy as np
 
 from . import rows
 from .errors import EMDInputError
-from .spaces import Chain, Ground, space_for
+from .spaces import Chain, Ground, Tree, space_for
 
 def _check_rho(rho):
     try:
@@ -79,12 +79,18 @@ def emd(
     dt = rows.resolve_dtype(dtype)
     as_stored = where == "cpu" and not isinstance(space, Ground)  # CPU kernels read float32
     logits = as_stored and normalize == "softmax"  # the lanes kernels compute the softmax
-    batch = prepare(pred, target, normalize, dt, check, as_stored, logits)
+    sums = bool(check) and where == "cpu" and _sums_in_kernel(pred, space, rho, normalize, dt)
+    batch = prepare(pred, target, normalize, dt, "kernel" if sums else check, as_stored, logits)
     x, sx, kind, t, st = batch
     b, n = x.shape
     sp = space_for(space, positions, n)
-    softmax = _softmax_mode(sp, x, rho, True, grad_wrt == "input") if logits else None
-    if logits and softmax is None:  # the others take distributions
+    # how the kernels read x: computing its softmax, or its l1 sums for the checks, or not
+    reads = _softmax_mode(sp, x, rho, True, grad_wrt == "input") if logits else None
+    if sums:
+        from .kernels.rowstats import RowSums
+
+        reads = RowSums(np.empty((2, b), dtype=np.float64))
+    if logits and reads is None:  # the others take distributions
         batch = batch._replace(x=rows.softmax(x.astype(dt, copy=False)))
         x = batch.x
     values, g = _outputs(out, b, n, dt, gradient)
@@ -100,12 +106,14 @@ def emd(
 
             (chain_cuda if isinstance(sp, Chain) else tree_cuda)(p, kind, q, sp, rho, values, g)
     elif isinstance(sp, Chain):
-        _chain(batch, sp, rho, values, g, softmax)
+        _chain(batch, sp, rho, values, g, reads)
     else:
-        _tree(batch, sp, rho, values, g, softmax)
+        _tree(batch, sp, rho, values, g, reads)
+    if sums:
+        rows.check_sums(x, reads.stats, dt)
     if not gradient:
         return values
-    if grad_wrt == "input" and (softmax is None or not softmax.chain_rule):
+    if grad_wrt == "input" and not getattr(reads, "chain_rule", False):
         grad = rows.input_gradient(g, x, sx, normalize)
         if out is None:
             g = grad
@@ -126,6 +134,25 @@ def _outputs(out, b, n, dt, gradient):
             raise EMDInputError(f"out arrays must be writeable C-contiguous {np.dtype(dt).name} arrays "
                                 f"of shapes (B,) and (B, N) = {(b,)} and {(b, n)}")
     return values, g
+
+
+def _sums_in_kernel(pred, space, rho, normalize, dt):
+    """Whether the l1 check of ``pred`` can take its row sums and minima from the lanes
+    kernels as they read the rows (one pass over them, not two): C-contiguous float rows,
+    stored as the kernels read them, a batch the chain's or tree's lanes kernel takes."""
+    if not (normalize == "l1" and isinstance(pred, np.ndarray) and pred.ndim == 2
+            and pred.dtype in (np.float32, np.float64) and pred.flags.c_contiguous
+            and pred.dtype.itemsize <= np.dtype(dt).itemsize and pred.size > rows.SMALL_ELEMENTS):
+        return False
+    if space is None or isinstance(space, Chain):
+        from .kernels.chain_lanes import use_lanes
+
+        return use_lanes(*pred.shape, rho, pred.dtype.itemsize)
+    if not isinstance(space, Tree) or space.n != pred.shape[1]:
+        return False  # (a tree of another width: space_for names the error)
+    from .kernels.tree_lanes import use_lanes
+
+    return use_lanes(pred.shape[0], rho)
 
 
 def _softmax_mode(sp, x, rho, logits, chain_rule):
@@ -204,14 +231,15 @@ def _chunk_scratch(width, runs=None):
                     dtype=np.float64)
 
 
-def _chain(batch, chain, rho, values, g, softmax=None):
+def _chain(batch, chain, rho, values, g, reads=None):
     """EMD^rho of a :class:`rows.Batch` on a chain, into values (B,) and g (B, N) or None.
     Small batches (rho 1 or 2) go through the numpy twin of the kernel, which gives the
-    same bits without loading Numba. ``softmax``: x under a softmax (:func:`_softmax_mode`)."""
+    same bits without loading Numba. ``reads``: x under a softmax (:func:`_softmax_mode`)
+    or its l1 sums left to the kernel (``kernels.rowstats.RowSums``)."""
     x, sx, kind, t, st = batch
     b, n = x.shape
     q, c = (t, None) if kind == "rows" else (None, t)
-    if rho in (1.0, 2.0) and x.size <= rows.SMALL_ELEMENTS and softmax is None:
+    if rho in (1.0, 2.0) and x.size <= rows.SMALL_ELEMENTS and reads is None:
         from .kernels.small import chain_small, exact_products
 
         if exact_products(x, sx, st, *(() if q is None else (q,))):
@@ -225,17 +253,17 @@ def _chain(batch, chain, rho, values, g, softmax=None):
     from .kernels import chain_lanes as lanes
 
     lane_rows = lanes.LaneRows(x, x if q is None else q, classes, sx, st)
-    if softmax is not None or lanes.use_lanes(b, n, rho, x.dtype.itemsize):
+    if reads is not None or lanes.use_lanes(b, n, rho, x.dtype.itemsize):
         # LANES rows side by side (the same bits)
-        scratch = _chunk_scratch(lanes.lanes_width(n, softmax), -(-b // lanes.LANES))
-        lanes.chain_lanes(lane_rows, chain.gaps, rho, values, grads, scratch, softmax)
+        scratch = _chunk_scratch(lanes.lanes_width(n, reads), -(-b // lanes.LANES))
+        lanes.chain_lanes(lane_rows, chain.gaps, rho, values, grads, scratch, reads)
         return
     from .kernels.chain import chain_batch
 
     chain_batch(lane_rows, chain.gaps, rho, values, grads, _chunk_scratch(n))
 
 
-def _tree(batch, tree, rho, values, g, softmax=None):
+def _tree(batch, tree, rho, values, g, reads=None):
     """:func:`_chain` on a tree."""
     from .kernels import tree as kernels
 
@@ -248,11 +276,11 @@ def _tree(batch, tree, rho, values, g, softmax=None):
 
     lane_rows = lanes.LaneRows(x, t, c, sx, st)
     arrays = (tree.parent, tree.weight, tree.bin_node, tree.count)
-    if softmax is not None or lanes.use_lanes(x.shape[0], rho):  # LANES rows side by side
+    if reads is not None or lanes.use_lanes(x.shape[0], rho):  # LANES rows side by side
         grads = g if g is not None else np.empty((x.shape[0], 0), dtype=x.dtype)
         lanes.tree_lanes(lane_rows, arrays, rho, values, grads,
                          _chunk_scratch(lanes.lanes_width(tree.n, tree.n_nodes),
-                                        -(-x.shape[0] // lanes.LANES)), softmax=softmax)
+                                        -(-x.shape[0] // lanes.LANES)), reads=reads)
         return
     scratch = _chunk_scratch(tree.n_nodes)
     if g is None:

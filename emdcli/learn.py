@@ -13,6 +13,7 @@ Both return an N × N float64 matrix that passes :meth:`emdcli.spaces.Ground.fro
 import numpy as np
 from numba import njit
 
+from .kernels import jit  # noqa: F401 (before any kernel loads)
 from .errors import EMDInputError
 from .spaces import Ground, _float_array
 

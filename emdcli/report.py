@@ -296,8 +296,32 @@ class Grouped:
         return "\n".join(lines)
 
 
-def new_summary(name, group_by=None):
-    """The running summary of a job: a :class:`Summary`, or :class:`Grouped` by a column."""
+class Count:
+    """A summary that only counts the rows: for a job whose statistics nothing shows or
+    writes (``--quiet``), the batch-by-batch sorting into the sketch is not done."""
+
+    def __init__(self, name):
+        self.name, self.count, self.timing = name, 0, None
+
+    def add(self, values, converged=None, groups=None):
+        self.count += len(values)
+
+    def merge(self, other):
+        self.count += other.count
+        return self
+
+    def stats(self):
+        return {"count": int(self.count)}
+
+    def line(self, short=False):
+        return f"{self.name}: count={self.count}"
+
+
+def new_summary(name, group_by=None, statistics=True):
+    """The running summary of a job: a :class:`Summary`, or :class:`Grouped` by a column;
+    without ``statistics``, a :class:`Count`."""
+    if not statistics:
+        return Count(name)
     return Grouped(name, group_by) if group_by else Summary(name)
 
 

@@ -108,20 +108,24 @@ def row_sums_min(a):
     return sums, mins
 
 
-def _check_rows(a, source, *, logits=False, raw=None, dtype=None):
-    """2-D, finite; unless ``logits``: non-negative and each row with positive mass whose
-    sum the dtype can hold.
-
-    Returns the row sums (B,) float64. The common case costs one pass (the sums and the
-    minima together); the offending element is located only when a check fails.
-    """
+def _check_shape(a, source):
     if a.ndim != 2:
         raise EMDInputError(
             f"expected a 2-D array of rows × bins, got shape {a.shape}", source=source
         )
     if a.shape[0] and a.shape[1] < 1:
         raise EMDInputError("rows have no bins", source=source)
-    sums, mins = row_sums_min(a)
+
+
+def _check_rows(a, source, *, logits=False, raw=None, dtype=None, stats=None):
+    """2-D, finite; unless ``logits``: non-negative and each row with positive mass whose
+    sum the dtype can hold. ``stats``: the rows' (sums, minima), already computed.
+
+    Returns the row sums (B,) float64. The common case costs one pass (the sums and the
+    minima together); the offending element is located only when a check fails.
+    """
+    _check_shape(a, source)
+    sums, mins = row_sums_min(a) if stats is None else stats
     bad = ~np.isfinite(sums)
     if bad.any():  # a NaN/inf inside, or a finite row whose sum overflows float64
         _check_finite(a, source, raw)
@@ -165,11 +169,19 @@ def _stored(x, dtype, as_stored):
         return np.ascontiguousarray(x, dtype=x.dtype if keep else dtype)
 
 
+def check_sums(x, stats, dtype):
+    """:func:`pred_rows`'s checks of rows x (B, N) read under ``check="kernel"``, on the
+    (2, B) sums and minima the kernel wrote (``kernels.rowstats.RowSums``)."""
+    _check_rows(x, "pred", raw=x, dtype=dtype, stats=(stats[0], stats[1]))
+
+
 def pred_rows(pred, normalize, dtype, check=True, as_stored=False, logits=False):
     """Predictions (B, N) → ``(x, scale)``: x (B, N) of ``dtype``, C-contiguous (the input
     itself when it already is), and the distribution is ``p = scale[:, None] · x``.
     ``as_stored``: float32 rows stay float32 under a float64 ``dtype`` (for kernels that
-    read either and accumulate in float64).
+    read either and accumulate in float64). ``check="kernel"`` (l1): checked, but from
+    the sums and minima a kernel computes as it reads the rows: the scale comes back
+    unfilled, (B,), for the kernel to fill, and :func:`check_sums` checks afterwards.
 
     ``l1``: scale = 1 / Σx (no copy is made: the EMD kernels take the scale);
     ``softmax``: x = :func:`softmax` (x), computed — or, with ``logits``, the logits as
@@ -182,6 +194,9 @@ def pred_rows(pred, normalize, dtype, check=True, as_stored=False, logits=False)
     if x.dtype.kind not in "fiub":
         raise EMDInputError(f"predictions must be numbers, got dtype {x.dtype}", source="pred")
     raw, x = x, _stored(x, dtype, as_stored and (normalize != "softmax" or logits))
+    if check == "kernel" and normalize == "l1":
+        _check_shape(x, "pred")
+        return x, np.empty(x.shape[0], dtype=np.float64)
     sums = (_check_rows(x, "pred", logits=normalize == "softmax", raw=raw, dtype=dtype)
             if check else None)
     if normalize == "l1":

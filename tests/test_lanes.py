@@ -65,7 +65,7 @@ def test_the_residual_pass_is_exercised_in_lanes():
     out = np.zeros(64)
     scratch = np.empty(lanes_width(37))
     _block(x, t, np.empty(0, np.int64), sp, sq, d, 2.0, out, np.empty((64, 0)), 0,
-           scratch, False)
+           scratch, np.empty((2, 0)), False)
     assert (out[:LANES] < 0).any() and (out[:LANES] > 0).any()
 
 
@@ -186,3 +186,50 @@ def test_warmup_knows_the_lane_dispatch():
     assert warmup.LANES_MIN_ROWS == chain_lanes.MIN_LANE_ROWS == tree_lanes.MIN_LANE_ROWS
     assert warmup.CHAIN_LANES_MIN_BINS_FLOAT64 == chain_lanes.MIN_LANE_BINS_FLOAT64
     assert warmup.CHAIN_LANES_MAX_BINS == chain_lanes.MAX_LANE_BINS
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("b, n, space", [(2100, 40, "chain"), (2131, 300, "chain"),
+                                         (300, 1000, "chain"), (2100, 40, "tree"),
+                                         (1111, 60, "tree")])
+def test_the_l1_check_read_in_the_lanes_kernel_gives_the_same_bits(b, n, space, dtype):
+    """emd() with checks takes the row sums from the lanes kernel's tile (one pass over
+    the rows): the bits of the unchecked path, which sums the rows first; tails, residual
+    rows, both target kinds, values and gradients with respect to either."""
+    from emdcli import api
+
+    x, t, c, _, _, d = case(17, b, n, dtype, near=True)
+    if space == "tree":
+        sp = random_tree(n, n)
+    else:
+        sp = emdcli.Chain.from_positions(np.concatenate([[0.0], np.cumsum(d)]))
+    if n >= 256 or dtype == np.float32 or space == "tree":
+        assert api._sums_in_kernel(x, sp, 2.0, "l1", np.dtype(np.float64))
+    for target in (t, c):
+        for rho, grad_wrt in ((1.0, "distribution"), (2.0, "input")):
+            kw = dict(space=sp, rho=rho, gradient=True, grad_wrt=grad_wrt)
+            v, g = emdcli.emd(x, target, **kw)
+            v0, g0 = emdcli.emd(x, target, check=False, **kw)
+            np.testing.assert_array_equal(v, v0)
+            np.testing.assert_array_equal(g, g0)
+
+
+@pytest.mark.parametrize("space", ["chain", "tree"])
+@pytest.mark.parametrize("row", [5, 2048, 2099])  # in a full block, the last, the tail
+def test_the_l1_check_read_in_the_lanes_kernel_names_the_bad_element(row, space):
+    from emdcli.errors import EMDInputError
+
+    x, _, c, _, _, _ = case(3, 2100, 40, np.float32, near=False)
+    sp = random_tree(40, 40) if space == "tree" else None
+    for value, words in ((-0.5, "negative mass -0.5"), (np.nan, "value is nan"),
+                         (np.inf, "value is inf"), (0.0, "row sums to zero")):
+        y = x.copy()
+        if value == 0.0:
+            y[row] = 0.0
+        else:
+            y[row, 7] = value
+        with pytest.raises(EMDInputError) as e:
+            emdcli.emd(y, c, space=sp)
+        assert e.value.row == row and words in str(e.value), e.value
+        if value != 0.0:
+            assert e.value.column == 7

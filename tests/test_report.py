@@ -508,3 +508,18 @@ def test_worst_rows_keep_the_earlier_of_equal_rows():
     w.add(m, list(range(8)))
     assert [r["id"] for r in w.rows()] == [1, 2, 4]
 
+
+
+def test_a_job_whose_statistics_nobody_reads_only_counts_its_rows(tmp_path):
+    """--quiet without --summary: a Count; a summary file or a dataset's _summary.json
+    keep the statistics on."""
+    from emdcli import report
+    from emdcli.jobs import plan as plans
+
+    assert plans.outputs(statistics=False).statistics is False
+    assert plans.outputs(summary=str(tmp_path / "s.csv"), statistics=False).statistics
+    assert plans.outputs(str(tmp_path / "ds") + "/", statistics=False).statistics
+    c = report.new_summary("emd", "split", statistics=False)
+    c.add(np.ones(5), None, np.zeros(5))
+    c.merge(report.new_summary("emd", statistics=False).merge(c))
+    assert c.count == 10 and c.stats() == {"count": 10} and c.line() == "emd: count=10"

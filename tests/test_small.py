@@ -127,17 +127,17 @@ def test_mixed_storage_dtypes(b):
     np.testing.assert_array_equal(emdcli.emd(p, q.astype(np.float32)), want)
 
 
-def test_compute_processes_skip_numbas_blas_probe_only():
-    """``emd compute`` answers Numba's start-up BLAS probe without importing scipy.linalg;
-    SciPy itself and np.dot in compiled code still work in that process."""
+def test_kernels_skip_numbas_blas_probe_only():
+    """Loading a kernel answers Numba's start-up BLAS probe without importing scipy.linalg
+    (``kernels.jit``), with the answer Numba would give; SciPy itself and np.dot in
+    compiled code still work in that process."""
     pytest.importorskip("scipy")
     code = (
         "import sys\n"
-        "from emdcli.cli import _NoBlasProbe\n"
-        "sys.meta_path.insert(0, _NoBlasProbe)\n"
-        "import numpy as np, numba\n"
-        "import numba.np.arraymath\n"
-        "print('scipy.linalg' in sys.modules and hasattr(sys.modules['scipy.linalg'], 'solve'))\n"
+        "import numpy as np, numba, emdcli\n"
+        "emdcli.emd2(np.ones((4096, 40)), np.zeros(4096, dtype=np.int64))\n"
+        "import numba.np.arraymath as am\n"
+        "print('scipy.linalg' in sys.modules, am._HAVE_BLAS)\n"
         "f = numba.njit(lambda a, b: np.dot(a, b))\n"
         "print(f(np.ones((2, 2)), np.ones(2)).tolist())\n"
         "import scipy.linalg\n"
@@ -145,4 +145,18 @@ def test_compute_processes_skip_numbas_blas_probe_only():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:3] == ["False", "[2.0, 2.0]", "[1.0, 1.0]"], r.stdout
+    assert r.stdout.split("\n")[:3] == ["False True", "[2.0, 2.0]", "[1.0, 1.0]"], r.stdout
+
+
+def test_every_cpu_kernel_module_loads_numba_through_the_light_first_load():
+    """Whichever kernel a process loads first, ``kernels.jit`` has run before it."""
+    from pathlib import Path
+
+    import emdcli.kernels
+
+    folder = Path(emdcli.kernels.__file__).parent
+    jitted = [f for f in sorted(folder.glob("*.py")) + [folder.parent / "learn.py"]
+              if "@njit" in f.read_text() and not f.name.startswith("gpu_")]
+    assert len(jitted) >= 10
+    for f in jitted:
+        assert "import jit  # noqa: F401" in f.read_text(), f.name

@@ -74,10 +74,11 @@ def test_entry_points_follow_the_dispatch(monkeypatch):
     ep = warmup.entry_points
     assert [f for _, f, _ in ep("chain", "float64")] == ["_sums_mins", "_runs"]
     lanes = ("chain_lanes", "_lanes_runs", None)  # LANES rows side by side: rho 1, 2
-    assert ep("chain", "float32")[-1] == lanes
+    assert ep("chain", "float32") == [lanes]  # the l1 check's row sums: in the lanes kernel
+    assert ep("chain", "float32", normalize="none")[0] == ("rowstats", "_sums_mins", None)
     assert ep("chain", "float64", rows=512, bins=1000)[-1] == lanes
     assert ep("chain", "float64", metric="emd-rho", rho=1.5)[-1] == ("chain", "_runs", None)
-    assert ep("tree", "float32", gradient=True)[-1] == ("tree_lanes", "_lanes_runs", None)
+    assert ep("tree", "float32", gradient=True) == [("tree_lanes", "_lanes_runs", None)]
     assert ep("tree", "float32", rows=3, gradient=True)[-1][1] == "_grad_runs"
     assert ep("tree", "float32", rows=3)[-1][1] == "_value_runs"
     assert ep("tree", "float32", metric="emd-rho", rho=1.5)[-1][1] == "_value_runs"
@@ -171,10 +172,11 @@ def test_compute_says_once_that_it_compiles(tmp_path):
 def test_entry_points_add_the_prange_twins_with_threads(monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", "4")
     ep = warmup.entry_points
-    assert ep("chain", "float32") == [("rowstats", "_sums_mins", None),
-                                      ("chain_lanes", "_lanes_runs", None),
-                                      ("rowstats", "_sums_mins_parallel", None),
+    assert ep("chain", "float32") == [("chain_lanes", "_lanes_runs", None),  # its own l1 sums
                                       ("chain_lanes", "_lanes_parallel", None)]
+    assert ep("chain", "float32", input_dtype="float64") == [  # converted: checked first
+        ("rowstats", "_sums_mins", None), ("chain_lanes", "_lanes_runs", None),
+        ("rowstats", "_sums_mins_parallel", None), ("chain_lanes", "_lanes_parallel", None)]
     assert ep("tree", "float64", rows=2000, bins=1000, gradient=True, metric="emd-rho",
               rho=1.5)[-1] == (
         "tree", "_grad_parallel", None)

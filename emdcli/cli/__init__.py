@@ -9,6 +9,6 @@ so that ``emd --help`` stays fast.
 
 from . import compute, spaces, studies, bench  # noqa: F401,I001  (register, in help order)
 from . import report  # noqa: F401,E402,I001  (emd report)
-from .root import _NoBlasProbe, app, main, version_line
+from .root import app, main, version_line
 
-__all__ = ["app", "main", "version_line", "_NoBlasProbe"]
+__all__ = ["app", "main", "version_line"]

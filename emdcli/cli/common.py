@@ -3,6 +3,7 @@
 Nothing here imports numpy, Numba or pyarrow (``emd --help`` stays fast).
 """
 
+import copy
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -200,7 +201,9 @@ def _render_help(cmd, ctx, formatter, base):
         if getattr(p, "is_flag", False) and p.metavar is None:
             p.metavar = ""
         if getattr(p, "param_type_name", "") == "argument":  # its metavar says it all
-            p.display_type_rich = _default_text(None)
+            p.display_type_rich = _default_text(None)  # Typer ≥ 0.29
+            p.type = copy.copy(p.type)  # earlier Typers print the type's metavar, <str>
+            p.type.get_metavar = _default_text("")
         if isinstance(getattr(p, "show_default", None), str):
             p._get_default_string = _default_text(p.show_default)
     epilog, cmd.epilog = cmd.epilog, None

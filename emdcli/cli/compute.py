@@ -110,7 +110,8 @@ def compute(
                     power=power),
                 plans.outputs(output, fmt.value if fmt else None, gradient,
                               stdout_is_tty=stdout is not None and stdout.isatty(),
-                              summary=summary_file, flows=flows, transport=transport),
+                              summary=summary_file, flows=flows, transport=transport,
+                              statistics=not quiet),
             )
             how = engines.Engine(engine.value, scheduler, workers, engines.parse_size(task_size))
             warn = lambda m: typer.echo(f"emd: warning: {m}", err=True)  # noqa: E731

@@ -140,35 +140,8 @@ def _leave_a_core_for_reading():
     os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, cores - 1)))
 
 
-class _NoBlasProbe:
-    """An import hook that answers Numba's start-up BLAS probe with "no".
-
-    When Numba first loads a kernel it imports ``numba.np.arraymath``, whose module-level
-    ``_check_blas`` imports ``scipy.linalg.cython_blas`` (all of ``scipy.linalg``: 0.16–0.4 s
-    where SciPy is installed) only to choose how ``np.correlate`` is compiled. No emdcli
-    kernel uses it, so in an ``emd compute`` process that one probe fails fast; any other
-    import of SciPy, and ``np.dot`` in compiled code (which asks again when compiled), are
-    untouched."""
-
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name.split(".")[0] != "scipy":
-            return None
-        frame = sys._getframe(1)
-        for _ in range(40):
-            if frame is None:
-                break
-            code = frame.f_code
-            if code.co_name == "_check_blas" and code.co_filename.endswith("arraymath.py") \
-                    and "numba" in code.co_filename:
-                raise ModuleNotFoundError(f"{name}: skipped for Numba's start-up BLAS probe")
-            frame = frame.f_back
-        return None
-
-
 def main():
     """Console-script entry point."""
     if sys.argv[1:2] == ["compute"]:
         _leave_a_core_for_reading()
-        sys.meta_path.insert(0, _NoBlasProbe)
     app(prog_name="emd")

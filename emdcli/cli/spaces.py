@@ -223,12 +223,6 @@ def _confusion(path, features, labels):
 
 def _learn(features, labels, metric, columns, n_classes, batch_size):
     """(D, a description) from FEATURES [LABELS] files, read in batches."""
-    import sys
-
-    from .root import _NoBlasProbe
-
-    if _NoBlasProbe not in sys.meta_path:  # as emd compute: skip Numba's SciPy BLAS probe
-        sys.meta_path.insert(0, _NoBlasProbe)
     from ..errors import EMDInputError
     from ..io import sources
     from ..learn import BATCH_BYTES, CentroidSums, centroid_ground

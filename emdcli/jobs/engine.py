@@ -137,7 +137,7 @@ def run_dataset(plan, engine=Engine(), *, progress=None, warn=print):
     started = time.perf_counter()
     plans = part_plans(plan, engine.task_bytes)
     made = _make_folders(plan.outputs, plans)
-    summary = report.new_summary(plan.metric.column, plan.inputs.group_by)
+    summary = report.new_summary(plan.metric.column, plan.inputs.group_by, plan.outputs.statistics)
     timing = report.Timing()
     results = {}
     try:

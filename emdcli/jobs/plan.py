@@ -81,7 +81,9 @@ class Outputs:
     per input file) or standard output in ``fmt``; gradients to ``gradient`` (a file, or
     a folder beside a folder output); the summary's statistics to ``summary`` (.csv/.json);
     the flows (B, gaps or edges) to ``flows`` (.npy/.parquet), the transport plans to
-    ``transport`` (.parquet)."""
+    ``transport`` (.parquet). ``statistics``: whether the summary's statistics are
+    computed (not when nothing shows or writes them: ``--quiet``, no ``--summary`` and
+    no dataset output; the rows are counted either way)."""
 
     fmt: str = "csv"
     output: str | None = None
@@ -90,6 +92,7 @@ class Outputs:
     summary: str | None = None
     flows: str | None = None
     transport: str | None = None
+    statistics: bool = True
 
 
 @dataclass(frozen=True)
@@ -187,11 +190,13 @@ def space_spec(positions=None, tree=None, bins=None, tree_weights=None, ground=N
 
 
 def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False, summary=None,
-            flows=None, transport=None):
+            flows=None, transport=None, statistics=True):
     """Validated :class:`Outputs`: the format from ``--output``'s extension, else
     ``--format``, else a table on a terminal and CSV when piped; ``-o DIR/`` (a trailing
     slash or an existing directory) a Parquet dataset; every file checked writable (not a
-    directory, its folder there and writable) before any work."""
+    directory, its folder there and writable) before any work. ``statistics`` stays on
+    whenever a file holds them (``summary``, a dataset's ``_summary.json``)."""
+    statistics = bool(statistics or summary)
     from ..io.atomic import check_writable
     from ..io.dataset import is_folder_output
     from ..report import output_format
@@ -205,7 +210,7 @@ def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False, summar
         if extra:
             raise EMDInputError(f"{extra[0][0]} writes one file, not beside a dataset output "
                                 "(-o DIR/)", source=extra[0][0], hint="run it per file")
-        return _folder_outputs(output, gradient, summary)
+        return _folder_outputs(output, gradient, summary)  # (its _summary.json: statistics)
     fmt = output_format(output, fmt, stdout_is_tty)
     if fmt in ("arrow", "parquet") and (not output or output == "-") and stdout_is_tty:
         raise EMDInputError(f"-f {fmt} writes binary data; pipe or redirect standard output",
@@ -221,7 +226,7 @@ def outputs(output=None, fmt=None, gradient=None, *, stdout_is_tty=False, summar
         if path and path != "-":
             check_writable(path, flag)
     return Outputs(fmt=fmt, output=None if output == "-" else output, gradient=gradient,
-                   summary=summary, flows=flows, transport=transport)
+                   summary=summary, flows=flows, transport=transport, statistics=statistics)
 
 
 def _check_extra(extra, output, gradient):

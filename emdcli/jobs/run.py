@@ -307,8 +307,8 @@ def run(plan, *, stdout=None, console=None, progress=None, warn=print, clock_gpu
     clock = _gpu_clock(plan.metric.device, clock_gpu)
     work = part_inputs(plan.inputs)
     sources = open_sources(work[0][1])
-    job = _Job(plan, metric, None, None, report.new_summary(metric.value, plan.inputs.group_by),
-               report.Timing(), progress)
+    summary = report.new_summary(metric.value, plan.inputs.group_by, plan.outputs.statistics)
+    job = _Job(plan, metric, None, None, summary, report.Timing(), progress)
     try:
         try:
             job.space = build_space(plan.space, *sources, warn)

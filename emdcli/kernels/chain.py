@@ -42,6 +42,7 @@ whatever the storage dtype. ``kernels.small`` is this kernel's numpy twin (same 
 import numpy as np
 from numba import njit, prange
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
 from .scalars import _power, _slope, diff, lane_sum, needs_residual_fix, unit_diff  # noqa: F401
 

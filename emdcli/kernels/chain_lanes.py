@@ -15,18 +15,26 @@ with nothing taken back, which gives their first values again.
 with ``width ≥ lanes_width(N)``. The last ``B mod LANES`` rows go through a zero-padded
 block. Other rho go through ``chain_batch`` (bound by ``pow``, not by the scan).
 
-``softmax`` (a :class:`~.softmax.Softmax`, not None): the rows P are logits z, whose
-p = softmax(z) is computed in the block's tile (``kernels.softmax``), or already p; the
-gradient is with respect to p or, through the softmax's chain rule, to z (computed in
-the tile, before rounding); no scales (SP empty).
+``reads``, how the kernel reads the rows P, None (masses, scaled by SP) or:
+
+- a :class:`~.softmax.Softmax`: P holds logits z, whose p = softmax(z) is computed in the
+  block's tile (``kernels.softmax``), or already p; the gradient is with respect to p or,
+  through the softmax's chain rule, to z (computed in the tile, before rounding); no
+  scales (SP empty);
+- a :class:`~.rowstats.RowSums`: the l1 normalisation, SP (B,) filled with each row's
+  ``1 / Σ_i P[b, i]`` from the block's own tile before its differences are formed (the
+  same bits as computing SP first), the sums and minima written out for the caller's
+  checks.
 """
 
 import numpy as np
 from numba import njit, prange
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
+from .rowstats import RowSums, sums_mins_lanes
 from .scalars import lane_sum, needs_residual_fix, unit_diff
-from .softmax import (chain_rule_lanes, copy_tile, offsets_tile, softmax_lanes,
+from .softmax import (Softmax, chain_rule_lanes, copy_tile, offsets_tile, softmax_lanes,
                       target_differences)
 from .tiles import (LANES, LaneRows, differences_to_lanes, from_lanes,  # noqa: F401
                     gradient_from_lanes, lane_scan, tail_block, to_lanes)
@@ -36,10 +44,10 @@ MIN_LANE_BINS_FLOAT64 = 256
 MIN_LANE_ROWS = 2 * LANES
 
 
-def lanes_width(n, softmax=None):
+def lanes_width(n, reads=None):
     """The scratch row width :func:`chain_lanes` needs for rows of n bins (under a
     softmax: one more tile, the block's p)."""
-    return (2 * n + 7 + (0 if softmax is None else n)) * LANES
+    return (2 * n + 7 + (n if isinstance(reads, Softmax) else 0)) * LANES
 
 
 def use_lanes(b, n, rho, itemsize=4):
@@ -73,13 +81,22 @@ def _differences(P, Q, C, lo, X, scales):
 
 
 @njit(cache=True)
-def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, fixing):
+def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, fixing):
     """Rows ``lo … lo+LANES−1``: ``kernels.chain._rows`` for them, side by side.
     First pass: rows whose residual matters get ``out = −1``; ``fixing``: those rows
-    again, the residual taken back. scratch: a row of ``lanes_width(N)``."""
+    again, the residual taken back. scratch: a row of ``lanes_width(N)``. stats (2, B),
+    or (2, 0): the first pass fills SP from the rows' sums (:class:`.rowstats.RowSums`)."""
     X, T, state = _tiles(scratch, P.shape[1])
     n = P.shape[1]
     scales = state[4:7]
+    if stats.shape[1] > 0 and not fixing:  # the l1 scales from the block's own tile
+        to_lanes(P, lo, X)
+        sums_mins_lanes(X, state[0], state[1])
+        for j in range(LANES):
+            s = state[0, j]
+            stats[0, lo + j] = s
+            stats[1, lo + j] = state[1, j]
+            SP[lo + j] = 1.0 / s if s != 0.0 else np.inf  # (checked by the caller)
     for j in range(LANES):
         scales[0, j] = SP[lo + j] if SP.shape[0] > 0 else 1.0
         scales[1, j] = SQ[lo + j] if SQ.shape[0] > 0 and C.shape[0] == 0 else 1.0
@@ -162,18 +179,19 @@ def _marked(out, lo, hi):
     return False
 
 
-def chain_lanes(rows, d, rho, out, G, scratch, softmax=None):
+def chain_lanes(rows, d, rho, out, G, scratch, reads=None):
     """``kernels.chain.chain_batch`` (the same bits) for rho 1 or 2, N ≥ 2, LANES rows side
     by side: rows a :class:`~.tiles.LaneRows` (chain_batch's first five arguments), d the
-    gaps; scratch (chunks, ≥ lanes_width(N, softmax)) float64, one row per contiguous run
-    of blocks. The last ``B mod LANES`` rows go through zero-padded copies. ``softmax``:
-    see the module's docstring."""
+    gaps; scratch (chunks, ≥ lanes_width(N, reads)) float64, one row per contiguous run
+    of blocks. The last ``B mod LANES`` rows go through padded copies. ``reads``: see the
+    module's docstring."""
     P, Q, C, SP, SQ = rows
     b = P.shape[0]
     full = b - b % LANES
+    sums = isinstance(reads, RowSums)
     if full:
         _lanes_batch(tuple(a[:full] for a in rows), d, rho, out[:full], G[:full], scratch,
-                     softmax)
+                     RowSums(reads.stats[:, :full]) if sums else reads)
     if full == b:
         return
     m = b - full
@@ -183,26 +201,34 @@ def chain_lanes(rows, d, rho, out, G, scratch, softmax=None):
 
     g = np.empty((LANES, G.shape[1]), dtype=G.dtype)
     v = np.empty(LANES, dtype=out.dtype)
-    block = (pad(P, 0), pad(Q, 0) if Q.shape[0] == b else pad(P, 0), pad(C, 0), pad(SP, 1.0),
-             pad(SQ, 1.0))
-    _lanes_batch(block, d, rho, v, g, scratch[:1], softmax)
+    block = (pad(P, 1 if sums else 0), pad(Q, 0) if Q.shape[0] == b else pad(P, 0),
+             pad(C, 0), pad(SP, 1.0), pad(SQ, 1.0))  # (padded rows with mass, under sums)
+    tail = RowSums(np.empty((2, LANES))) if sums else reads
+    _lanes_batch(block, d, rho, v, g, scratch[:1], tail)
     out[full:] = v[:m]
     G[full:] = g[:m]
+    if sums:
+        SP[full:] = block[3][:m]
+        reads.stats[:, full:] = tail.stats[:, :m]
 
 
-def _lanes_batch(rows, d, rho, out, G, scratch, softmax=None):
+_NO_STATS = np.empty((2, 0), dtype=np.float64)
+
+
+def _lanes_batch(rows, d, rho, out, G, scratch, reads=None):
     """:func:`chain_lanes` for B a multiple of LANES: runs of blocks on threads
     (``kernels.threads``), one scratch row each."""
     P = rows[0]
     n_blocks = P.shape[0] // LANES
     each = max(1, 8192 // (LANES * max(1, P.shape[1])))
-    if softmax is not None:
+    if isinstance(reads, Softmax):
         P, Q, C, _, SQ = rows
         threads.run(_softmax_runs, n_blocks,
-                    (P, Q, C, SQ, d, rho, out, G, scratch, softmax.logits, softmax.chain_rule),
+                    (P, Q, C, SQ, d, rho, out, G, scratch, reads.logits, reads.chain_rule),
                     slots=scratch.shape[0], min_items=each, parallel=_softmax_parallel)
         return
-    args = (*rows, d, rho, out, G, scratch)
+    stats = reads.stats if isinstance(reads, RowSums) else _NO_STATS
+    args = (*rows, d, rho, out, G, scratch, stats)
     for fixing in (False, True):  # the second round only for blocks holding a marked row
         if fixing and not (out[:P.shape[0]] < 0.0).any():
             break
@@ -211,18 +237,18 @@ def _lanes_batch(rows, d, rho, out, G, scratch, softmax=None):
 
 
 @njit(cache=True, nogil=True)
-def _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, first, last, slot):
+def _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, fixing, first, last, slot):
     """Blocks ``first … last−1`` of :func:`_lanes_batch` (scratch row ``slot``)."""
     for blk in range(first, last):
         lo = blk * LANES
         if not fixing or _marked(out, lo, lo + LANES):
-            _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], fixing)
+            _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], stats, fixing)
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _lanes_parallel(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, n, parts):
+def _lanes_parallel(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, fixing, n, parts):
     for k in prange(parts):
-        _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, fixing, k * n // parts,
+        _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, fixing, k * n // parts,
                     (k + 1) * n // parts, k)
 
 

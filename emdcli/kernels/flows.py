@@ -17,6 +17,7 @@ correction included. ``rows`` is a :class:`~.tiles.LaneRows` (P, Q, C, SP, SQ as
 
 from numba import njit
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
 from .threads import POOL_ITEMS
 from .chain import _differences, _residual, _scan_grad

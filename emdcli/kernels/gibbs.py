@@ -33,6 +33,8 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
+from . import jit  # noqa: F401 (before any kernel loads)
+
 DENSE, CHAIN, TREE = 0, 1, 2
 Gibbs = namedtuple(
     "Gibbs", "kind mat mat2 alpha w parent child_ptr child_idx bin_node scale"

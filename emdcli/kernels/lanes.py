@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import overload
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from .gibbs import CHAIN, TREE, _static_kind, specialise
 from .sinkhorn import project_finite
 

@@ -24,6 +24,7 @@ are 1). Class targets need no kernel (``emdcli.flows``).
 import numpy as np
 from numba import njit
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
 
 

@@ -13,6 +13,7 @@ the plan: φ_i + ψ_j = |x_i − x_j|^p on each pair it uses; ∂W_p^p/∂a = φ
 import numpy as np
 from numba import njit, prange
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
 
 

@@ -17,6 +17,7 @@ the caller sums over k.
 import numpy as np
 from numba import njit
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
 
 

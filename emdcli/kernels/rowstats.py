@@ -6,12 +6,26 @@ in float64 whatever the storage dtype, in one pass over the rows (runs of rows o
 a NaN or an infinity gets a non-finite sum, which is how the caller finds it (and then
 locates the element with numpy). The l1-normalised distribution is then
 ``p = x / sums`` without a copy: the EMD kernels take ``1 / sums`` as a row scale.
+The chain's lanes kernel can take the sums itself (:class:`RowSums`,
+:func:`sums_mins_lanes`) from the tile it reads a block of rows into.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
+
+
+class RowSums(NamedTuple):
+    """The l1 normalisation done by a lanes kernel as it reads the rows: each row's sum
+    and minimum (the same bits as :func:`row_sums_min`) go to ``stats`` (2, B) and its
+    scale ``1 / sum`` to the scale array SP (B,), which the caller checks afterwards (one
+    pass over the rows, not two)."""
+
+    stats: np.ndarray
 
 
 def row_sums_min(x, sums, mins):
@@ -41,3 +55,20 @@ def _sums_mins(x, sums, mins, lo, hi, slot):
 def _sums_mins_parallel(x, sums, mins, n, parts):
     for k in prange(parts):
         _sums_mins(x, sums, mins, k * n // parts, (k + 1) * n // parts, k)
+
+
+@njit(cache=True, inline="always")
+def sums_mins_lanes(X, sums, mins):
+    """sums (LANES,) ← Σ_i X[i, j] in order, mins (LANES,) ← min_i X[i, j], per column of
+    a tile X (N, LANES), N ≥ 1: :func:`_sums_mins`'s loop, the rows side by side (the same
+    bits; a NaN never replaces the minimum). The lane loops read their width at run time,
+    so LLVM vectorises them."""
+    n, lanes = X.shape
+    for j in range(lanes):
+        sums[j] = 0.0
+        mins[j] = X[0, j]
+    for i in range(n):
+        for j in range(lanes):
+            v = X[i, j]
+            sums[j] += v
+            mins[j] = v if v < mins[j] else mins[j]

@@ -7,6 +7,7 @@ import math
 from numba import njit, types
 from numba.extending import intrinsic
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from .accuracy import RESIDUAL_RTOL
 
 

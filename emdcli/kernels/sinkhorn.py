@@ -27,6 +27,7 @@ from contextlib import nullcontext
 import numpy as np
 from numba import njit, prange
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from .gibbs import DENSE, kind_apply, kind_log_apply, specialise
 
 N_SCRATCH = 11  # u, v, ku, kv + 7 rows of Gibbs work space

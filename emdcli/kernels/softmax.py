@@ -25,6 +25,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from .scalars import diff
 
 

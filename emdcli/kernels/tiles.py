@@ -24,6 +24,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from .scalars import diff
 
 LANES = 32  # rows per block (a multiple of 8)

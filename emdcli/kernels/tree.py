@@ -32,6 +32,7 @@ at least ``tree_lanes.MIN_LANE_ROWS`` rows).
 import numpy as np
 from numba import njit, prange
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
 from .scalars import _power, _slope, diff, needs_residual_fix, unit_diff
 

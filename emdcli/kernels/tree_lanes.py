@@ -14,10 +14,14 @@ scratch)``:
 (chunks, ≥ lanes_width(N, nodes)); the last ``B mod LANES`` rows go through zero-padded
 copies. All rows against target rows (c = −1) or all against classes.
 
-``softmax`` (a :class:`~.softmax.Softmax`, not None): P holds logits z, whose p =
-softmax(z) is computed in the block's tile (``kernels.softmax``), or already p; the
-gradient is with respect to p or, through the softmax, to z; no scales (SP empty), no
-flows.
+``reads``, how the kernel reads the rows P, None (masses, scaled by SP) or:
+
+- a :class:`~.softmax.Softmax`: P holds logits z, whose p = softmax(z) is computed in
+  the block's tile (``kernels.softmax``), or already p; the gradient is with respect to p
+  or, through the softmax, to z; no scales (SP empty), no flows;
+- a :class:`~.rowstats.RowSums`: the l1 normalisation, SP (B,) filled with each row's
+  ``1 / Σ_i P[b, i]`` from the tile the block's rows are read into anyway (for the
+  residual's bound), the sums and minima written out for the caller's checks.
 """
 
 import numpy as np
@@ -26,9 +30,11 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
+from .rowstats import RowSums, sums_mins_lanes
 from .scalars import needs_residual_fix, unit_diff
-from .softmax import chain_rule_lanes, gather_tile, softmax_lanes, target_differences
+from .softmax import Softmax, chain_rule_lanes, gather_tile, softmax_lanes, target_differences
 from .tiles import (LANES, LaneRows, _row_pointer, _transpose, check_tiles, differences_to_lanes,  # noqa: F401
                     from_lanes, row_pointers, sign_bits, splat, tail_block, to_lanes)
 from .tree import _fix_rows, path_lengths
@@ -205,17 +211,27 @@ def _scatter(A, X, bin_node, first, has_bin):
 
 
 @njit(cache=True)
-def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch):
+def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
     """Rows ``lo … lo+LANES−1`` of ``kernels.tree.tree_value(_grad)``'s first pass, rho
     1 or 2; tree: (parent, weight, bin_node, count, depth, first: a node's first bin (N,),
     has_bin (nodes,)). F (B, nodes−1) with columns (and G without): the flows ``phi_v``,
-    which the post-order pass leaves in the node tile, transposed out."""
+    which the post-order pass leaves in the node tile, transposed out. stats (2, B), or
+    (2, 0): SP filled from the rows' sums first (:class:`.rowstats.RowSums`)."""
     parent, weight, bin_node, count, depth, first, has_bin = tree
     n = P.shape[1]
     nodes = parent.shape[0]
     X, T, A, state = _tiles(scratch, n, nodes)
     total, mean, m, scales = state[0], state[1], state[2], state[3:6]
     classes = c[lo] >= 0
+    sums = stats.shape[1] > 0
+    if sums:  # the l1 scales from the block's tile T, kept for the residual's bound
+        to_lanes(P, lo, T)
+        sums_mins_lanes(T, total, mean)
+        for j in range(LANES):
+            s = total[j]
+            stats[0, lo + j] = s
+            stats[1, lo + j] = mean[j]
+            SP[lo + j] = 1.0 / s if s != 0.0 else np.inf  # (checked by the caller)
     for j in range(LANES):
         scales[0, j] = SP[lo + j] if SP.shape[0] > 0 else 1.0
         scales[1, j] = SQ[lo + j] if SQ.shape[0] > 0 else 1.0
@@ -231,7 +247,8 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch):
             A[bin_node[cj], j] += (unit_diff(sp, pc) - 0.0 * pc) - (sp * pc - 0.0 * pc)
     scaled = SP.shape[0] > 0
     if scaled:  # M = sp Σ_k p_k depth_k: the residual's bound
-        to_lanes(P, lo, T)
+        if not sums:
+            to_lanes(P, lo, T)
         for k in range(n):
             dk, t = depth[bin_node[k]], T[k]
             for j in range(A.shape[1]):  # (a run-time width: see _scatter)
@@ -301,7 +318,10 @@ def _softmax_block(Z, Q, c, SQ, tree, rho, out, G, lo, scratch, logits, chain_ru
     from_lanes(X, G, lo)
 
 
-def _lanes_batch(rows, tree, rho, out, G, scratch, F, softmax=None):
+_NO_STATS = np.empty((2, 0), dtype=np.float64)
+
+
+def _lanes_batch(rows, tree, rho, out, G, scratch, F, reads=None):
     """:func:`tree_lanes` for B a multiple of LANES, first pass only: runs of blocks on
     threads (``kernels.threads``), one scratch row each."""
     parent, weight, bin_node, count, depth = tree
@@ -311,39 +331,40 @@ def _lanes_batch(rows, tree, rho, out, G, scratch, F, softmax=None):
     first[np.unique(bin_node, return_index=True)[1]] = True
     flat = (parent, weight, bin_node, count, depth, first, has_bin)
     each = max(1, 8192 // (LANES * max(1, parent.shape[0])))
-    if softmax is not None:
+    if isinstance(reads, Softmax):
         P, Q, c, _, SQ = rows
         threads.run(_softmax_runs, P.shape[0] // LANES,
-                    (P, Q, c, SQ, flat, rho, out, G, scratch, softmax.logits,
-                     softmax.chain_rule),
+                    (P, Q, c, SQ, flat, rho, out, G, scratch, reads.logits,
+                     reads.chain_rule),
                     slots=scratch.shape[0], min_items=each, parallel=_softmax_parallel)
         return
+    stats = reads.stats if isinstance(reads, RowSums) else _NO_STATS
     threads.run(_lanes_runs, rows[0].shape[0] // LANES,
-                (*rows, flat, rho, out, G, F, scratch), slots=scratch.shape[0],
+                (*rows, flat, rho, out, G, F, scratch, stats), slots=scratch.shape[0],
                 min_items=each, parallel=_lanes_parallel)
 
 
 @njit(cache=True, nogil=True)
-def _lanes_runs(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, first, last, slot):
+def _lanes_runs(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, stats, first, last, slot):
     """Blocks ``first … last−1`` of :func:`_lanes_batch` (scratch row ``slot``)."""
     for blk in range(first, last):
-        _block(P, Q, c, SP, SQ, tree, rho, out, G, F, blk * LANES, scratch[slot])
+        _block(P, Q, c, SP, SQ, tree, rho, out, G, F, blk * LANES, scratch[slot], stats)
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _lanes_parallel(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, n, parts):
+def _lanes_parallel(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, stats, n, parts):
     for k in prange(parts):
-        _lanes_runs(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, k * n // parts,
+        _lanes_runs(P, Q, c, SP, SQ, tree, rho, out, G, F, scratch, stats, k * n // parts,
                     (k + 1) * n // parts, k)
 
 
-def tree_lanes(rows, arrays, rho, out, G, scratch, F=None, softmax=None):
+def tree_lanes(rows, arrays, rho, out, G, scratch, F=None, reads=None):
     """HEMD^rho values into out (B,), projected gradients into G (B, N) unless G has no
     columns, LANES rows side by side (see the module's docstring; the same bits as
     ``kernels.tree.tree_value_grad`` / ``tree_value``). rows a :class:`~.tiles.LaneRows`
     (c −1 for row targets), arrays the tree's (parent, weight, bin_node, count). F
     (B, nodes−1), values only (G without columns): also the flows, as
-    ``kernels.flows.tree_flows`` gives them. ``softmax``: see the module's docstring."""
+    ``kernels.flows.tree_flows`` gives them. ``reads``: see the module's docstring."""
     P, Q, c, SP, SQ = rows
     parent, weight, bin_node, count = arrays
     b = P.shape[0]
@@ -351,9 +372,10 @@ def tree_lanes(rows, arrays, rho, out, G, scratch, F=None, softmax=None):
     depth = path_lengths(parent, weight)
     tree = (parent, weight, bin_node, count, depth)
     full = b - b % LANES
+    sums = isinstance(reads, RowSums)
     if full:
         _lanes_batch(tuple(a[:full] for a in rows), tree, rho, out[:full], G[:full], scratch,
-                     F[:full], softmax)
+                     F[:full], RowSums(reads.stats[:, :full]) if sums else reads)
     if full < b:
         m = b - full
 
@@ -363,11 +385,16 @@ def tree_lanes(rows, arrays, rho, out, G, scratch, F=None, softmax=None):
         g = np.empty((LANES, G.shape[1]), dtype=G.dtype)
         f = np.empty((LANES, F.shape[1]), dtype=F.dtype)
         v = np.empty(LANES, dtype=out.dtype)
-        block = (pad(P, 0), pad(Q, 0), pad(c, c[full]), pad(SP, 1.0), pad(SQ, 1.0))
-        _lanes_batch(block, tree, rho, v, g, scratch[:1], f, softmax)
+        block = (pad(P, 1 if sums else 0), pad(Q, 0), pad(c, c[full]), pad(SP, 1.0),
+                 pad(SQ, 1.0))  # (padded rows with mass, under sums)
+        tail = RowSums(np.empty((2, LANES))) if sums else reads
+        _lanes_batch(block, tree, rho, v, g, scratch[:1], f, tail)
         out[full:] = v[:m]
         G[full:] = g[:m]
         F[full:] = f[:m]
+        if sums:
+            SP[full:] = block[3][:m]
+            reads.stats[:, full:] = tail.stats[:, :m]
     if b and F.shape[1] and (out < 0.0).any():  # the marked rows with their flows, again
         from .flows import tree_flows
 
