@@ -212,6 +212,11 @@ def test_the_l1_check_read_in_the_lanes_kernel_gives_the_same_bits(b, n, space, 
             v0, g0 = emdcli.emd(x, target, check=False, **kw)
             np.testing.assert_array_equal(v, v0)
             np.testing.assert_array_equal(g, g0)
+    # the full blocks and the padded tail pass stats of one type: one compile, not two
+    from emdcli.kernels import chain_lanes, tree_lanes
+
+    for kernel, at in ((chain_lanes._lanes_runs, 10), (tree_lanes._lanes_runs, 11)):
+        assert all(sig[at].layout == "C" for sig in kernel.signatures), kernel.signatures
 
 
 @pytest.mark.parametrize("space", ["chain", "tree"])

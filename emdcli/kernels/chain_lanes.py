@@ -69,15 +69,21 @@ def _tiles(scratch, n):
 
 
 @njit(cache=True, inline="always")
-def _differences(P, Q, C, lo, X, scales):
-    """X ← the differences of rows lo … lo+LANES−1 (``kernels.chain._differences``)."""
+def _differences(P, Q, C, lo, X, scales, class_bins):
+    """X ← the differences of rows lo … lo+LANES−1 (``kernels.chain._differences``); the
+    class bins' −1 only with ``class_bins``."""
     use_c = C.shape[0] > 0
     differences_to_lanes(P, Q, lo, X, scales, not use_c)
-    if use_c:  # each row's class bin
+    if use_c and class_bins:  # each row's class bin
         for j in range(LANES):
             c = C[lo + j]
             pc = np.float64(P[lo + j, c])
             X[c, j] = unit_diff(scales[0, j], pc) - scales[2, j] * pc
+
+
+@njit(cache=True, inline="always")
+def _target_scale(SQ, C, b):
+    return SQ[b] if SQ.shape[0] > 0 and C.shape[0] == 0 else 1.0
 
 
 @njit(cache=True)
@@ -89,22 +95,25 @@ def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, fixing):
     X, T, state = _tiles(scratch, P.shape[1])
     n = P.shape[1]
     scales = state[4:7]
-    if stats.shape[1] > 0 and not fixing:  # the l1 scales from the block's own tile
-        to_lanes(P, lo, X)
-        sums_mins_lanes(X, state[0], state[1])
-        for j in range(LANES):
-            s = state[0, j]
-            stats[0, lo + j] = s
-            stats[1, lo + j] = state[1, j]
-            SP[lo + j] = 1.0 / s if s != 0.0 else np.inf  # (checked by the caller)
-    for j in range(LANES):
-        scales[0, j] = SP[lo + j] if SP.shape[0] > 0 else 1.0
-        scales[1, j] = SQ[lo + j] if SQ.shape[0] > 0 and C.shape[0] == 0 else 1.0
+    sums = stats.shape[1] > 0 and not fixing
+    for j in range(LANES):  # (under sums, first sp = 1, sq = 0: the differences are p)
+        scales[0, j] = SP[lo + j] if SP.shape[0] > 0 and not sums else 1.0
+        scales[1, j] = 0.0 if sums else _target_scale(SQ, C, lo + j)
         scales[2, j] = 0.0
     want_grad = G.shape[1] > 0
     passes = 2 if fixing else 1
-    for k in range(passes):  # (one call site each: the intrinsics are large)
-        _differences(P, Q, C, lo, X, scales)
+    for k in range(-1 if sums else 0, passes):  # (one call site each: the intrinsics
+        _differences(P, Q, C, lo, X, scales, k >= 0)  # are large)
+        if k < 0:  # X = p exactly: the l1 scales from the block's own rows
+            sums_mins_lanes(X, state[0], state[1])
+            for j in range(LANES):
+                s = state[0, j]
+                stats[0, lo + j] = s
+                stats[1, lo + j] = state[1, j]
+                SP[lo + j] = 1.0 / s if s != 0.0 else np.inf  # (checked by the caller)
+                scales[0, j] = SP[lo + j]
+                scales[1, j] = _target_scale(SQ, C, lo + j)
+            continue
         lane_scan(X, T, d, rho, want_grad and k == passes - 1, state)
         if k < passes - 1:  # rsp = r·sp with r = phi_{N−2} + s_{N−1} = Σ s_i in order
             for j in range(LANES):  # (``kernels.chain._residual``), marked rows only
@@ -191,7 +200,7 @@ def chain_lanes(rows, d, rho, out, G, scratch, reads=None):
     sums = isinstance(reads, RowSums)
     if full:
         _lanes_batch(tuple(a[:full] for a in rows), d, rho, out[:full], G[:full], scratch,
-                     RowSums(reads.stats[:, :full]) if sums else reads)
+                     reads)  # (stats whole: the tail's type, one compile)
     if full == b:
         return
     m = b - full

@@ -223,9 +223,10 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
     X, T, A, state = _tiles(scratch, n, nodes)
     total, mean, m, scales = state[0], state[1], state[2], state[3:6]
     classes = c[lo] >= 0
-    sums = stats.shape[1] > 0
-    if sums:  # the l1 scales from the block's tile T, kept for the residual's bound
+    scaled = SP.shape[0] > 0
+    if scaled:  # P's tile: the residual's bound (below) and, under sums, the l1 scales
         to_lanes(P, lo, T)
+    if stats.shape[1] > 0:
         sums_mins_lanes(T, total, mean)
         for j in range(LANES):
             s = total[j]
@@ -245,10 +246,7 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
             pc = np.float64(P[lo + j, cj])
             sp = scales[0, j]
             A[bin_node[cj], j] += (unit_diff(sp, pc) - 0.0 * pc) - (sp * pc - 0.0 * pc)
-    scaled = SP.shape[0] > 0
     if scaled:  # M = sp Σ_k p_k depth_k: the residual's bound
-        if not sums:
-            to_lanes(P, lo, T)
         for k in range(n):
             dk, t = depth[bin_node[k]], T[k]
             for j in range(A.shape[1]):  # (a run-time width: see _scatter)
@@ -375,7 +373,7 @@ def tree_lanes(rows, arrays, rho, out, G, scratch, F=None, reads=None):
     sums = isinstance(reads, RowSums)
     if full:
         _lanes_batch(tuple(a[:full] for a in rows), tree, rho, out[:full], G[:full], scratch,
-                     F[:full], RowSums(reads.stats[:, :full]) if sums else reads)
+                     F[:full], reads)  # (stats whole: the tail's type, one compile)
     if full < b:
         m = b - full
 
