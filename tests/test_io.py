@@ -526,3 +526,43 @@ def test_atomic_path_relative(tmp_path, monkeypatch):
     assert os.path.dirname(os.path.abspath(a.tmp)) == str(tmp_path)
     a.commit()
     assert os.listdir(tmp_path) == ["rel.npy"]
+
+
+def test_read_ahead_keeps_order_one_item_ahead_and_ends_its_thread():
+    """One reader thread for the whole source: items in order, never more than one
+    produced beyond the one the caller holds, errors handed over, the thread gone once
+    the caller stops early."""
+    import threading
+    import time
+
+    from emdcli.io.readahead import read_ahead
+
+    made = []
+
+    def items():
+        for i in range(50):
+            made.append(i)
+            yield i
+
+    got = []
+    for v in read_ahead(items()):
+        time.sleep(0.001)
+        assert len(made) <= v + 2  # the caller's item and the next one, no more
+        got.append(v)
+    assert got == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(read_ahead(failing()))
+    before = threading.active_count()
+    gen = read_ahead(items())
+    assert next(gen) == 0
+    gen.close()
+    for _ in range(100):
+        if threading.active_count() <= before:
+            break
+        time.sleep(0.01)
+    assert threading.active_count() <= before
