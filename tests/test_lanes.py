@@ -65,7 +65,7 @@ def test_the_residual_pass_is_exercised_in_lanes():
     out = np.zeros(64)
     scratch = np.empty(lanes_width(37))
     _block(x, t, np.empty(0, np.int64), sp, sq, d, 2.0, out, np.empty((64, 0)), 0,
-           scratch, np.empty((2, 0)), False)
+           scratch, np.empty((2, 0)), np.empty(64), False)
     assert (out[:LANES] < 0).any() and (out[:LANES] > 0).any()
 
 

@@ -9,7 +9,8 @@ registers (:func:`.tiles.lane_scan`). Per row the operations are those of
 ``kernels.chain`` in the same order, so the values and gradients are the same bits
 (``kernels.small``, the numpy twin, stays exact); so is the residual pass (accuracy note
 in ``kernels.chain``), done here on whole blocks: rows not marked are computed again
-with nothing taken back, which gives their first values again.
+with nothing taken back, which gives their first values again. The first pass keeps each
+marked row's residual r (R), so the second computes a block once, not twice.
 
 ``chain_lanes`` has ``chain_batch``'s arguments and results; scratch (chunks, width)
 with ``width ≥ lanes_width(N)``. The last ``B mod LANES`` rows go through a zero-padded
@@ -87,11 +88,12 @@ def _target_scale(SQ, C, b):
 
 
 @njit(cache=True)
-def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, fixing):
+def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, R, fixing):
     """Rows ``lo … lo+LANES−1``: ``kernels.chain._rows`` for them, side by side.
-    First pass: rows whose residual matters get ``out = −1``; ``fixing``: those rows
-    again, the residual taken back. scratch: a row of ``lanes_width(N)``. stats (2, B),
-    or (2, 0): the first pass fills SP from the rows' sums (:class:`.rowstats.RowSums`)."""
+    First pass: rows whose residual matters get ``out = −1`` and their residual r in R
+    (B,; empty without scales); ``fixing``: those rows again, r·sp taken back. scratch:
+    a row of ``lanes_width(N)``. stats (2, B), or (2, 0): the first pass fills SP from
+    the rows' sums (:class:`.rowstats.RowSums`)."""
     X, T, state = _tiles(scratch, P.shape[1])
     n = P.shape[1]
     scales = state[4:7]
@@ -99,11 +101,11 @@ def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, fixing):
     for j in range(LANES):  # (under sums, first sp = 1, sq = 0: the differences are p)
         scales[0, j] = SP[lo + j] if SP.shape[0] > 0 and not sums else 1.0
         scales[1, j] = 0.0 if sums else _target_scale(SQ, C, lo + j)
-        scales[2, j] = 0.0
+        # rsp = r·sp, r = phi_{N−2} + s_{N−1} = Σ s_i in order (``kernels.chain._residual``)
+        scales[2, j] = R[lo + j] * scales[0, j] if fixing and out[lo + j] < 0.0 else 0.0
     want_grad = G.shape[1] > 0
-    passes = 2 if fixing else 1
-    for k in range(-1 if sums else 0, passes):  # (one call site each: the intrinsics
-        _differences(P, Q, C, lo, X, scales, k >= 0)  # are large)
+    for k in range(-1 if sums else 0, 1):  # (one call site each: the intrinsics are large)
+        _differences(P, Q, C, lo, X, scales, k >= 0)
         if k < 0:  # X = p exactly: the l1 scales from the block's own rows
             sums_mins_lanes(X, state[0], state[1])
             for j in range(LANES):
@@ -114,18 +116,15 @@ def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, fixing):
                 scales[0, j] = SP[lo + j]
                 scales[1, j] = _target_scale(SQ, C, lo + j)
             continue
-        lane_scan(X, T, d, rho, want_grad and k == passes - 1, state)
-        if k < passes - 1:  # rsp = r·sp with r = phi_{N−2} + s_{N−1} = Σ s_i in order
-            for j in range(LANES):  # (``kernels.chain._residual``), marked rows only
-                r = state[0, j] + X[n - 1, j]
-                scales[2, j] = r * scales[0, j] if out[lo + j] < 0.0 else 0.0
+        lane_scan(X, T, d, rho, want_grad, state)
     phi, total, weighted, prefix = state[0], state[1], state[2], state[3]
     length = lane_sum(d)
     for j in range(LANES):
         value = total[j]
-        if SP.shape[0] > 0 and not fixing and needs_residual_fix(phi[j] + X[n - 1, j], value,
-                                                                length, rho):
+        r = phi[j] + X[n - 1, j]
+        if SP.shape[0] > 0 and not fixing and needs_residual_fix(r, value, length, rho):
             value = -1.0
+            R[lo + j] = r
         out[lo + j] = value
     if want_grad:
         for j in range(LANES):
@@ -237,7 +236,8 @@ def _lanes_batch(rows, d, rho, out, G, scratch, reads=None):
                     slots=scratch.shape[0], min_items=each, parallel=_softmax_parallel)
         return
     stats = reads.stats if isinstance(reads, RowSums) else _NO_STATS
-    args = (*rows, d, rho, out, G, scratch, stats)
+    R = np.empty(P.shape[0] if rows[3].shape[0] else 0)  # the marked rows' residuals
+    args = (*rows, d, rho, out, G, scratch, stats, R)
     for fixing in (False, True):  # the second round only for blocks holding a marked row
         if fixing and not (out[:P.shape[0]] < 0.0).any():
             break
@@ -246,19 +246,20 @@ def _lanes_batch(rows, d, rho, out, G, scratch, reads=None):
 
 
 @njit(cache=True, nogil=True)
-def _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, fixing, first, last, slot):
+def _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, R, fixing, first, last,
+                slot):
     """Blocks ``first … last−1`` of :func:`_lanes_batch` (scratch row ``slot``)."""
     for blk in range(first, last):
         lo = blk * LANES
         if not fixing or _marked(out, lo, lo + LANES):
-            _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], stats, fixing)
+            _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], stats, R, fixing)
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _lanes_parallel(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, fixing, n, parts):
+def _lanes_parallel(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, R, fixing, n, parts):
     for k in prange(parts):
-        _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, fixing, k * n // parts,
-                    (k + 1) * n // parts, k)
+        _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, R, fixing,
+                    k * n // parts, (k + 1) * n // parts, k)
 
 
 @njit(cache=True, nogil=True)
