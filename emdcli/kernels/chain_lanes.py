@@ -70,21 +70,16 @@ def _tiles(scratch, n):
 
 
 @njit(cache=True, inline="always")
-def _differences(P, Q, C, lo, X, scales, class_bins):
-    """X ← the differences of rows lo … lo+LANES−1 (``kernels.chain._differences``); the
-    class bins' −1 only with ``class_bins``."""
+def _differences(P, Q, C, lo, X, scales, targets):
+    """X ← the differences of rows lo … lo+LANES−1 (``kernels.chain._differences``);
+    without ``targets``, ``sp·p − rsp·p`` alone (Q and the class bins not read)."""
     use_c = C.shape[0] > 0
-    differences_to_lanes(P, Q, lo, X, scales, not use_c)
-    if use_c and class_bins:  # each row's class bin
+    differences_to_lanes(P, Q, lo, X, scales, targets and not use_c)
+    if use_c and targets:  # each row's class bin
         for j in range(LANES):
             c = C[lo + j]
             pc = np.float64(P[lo + j, c])
             X[c, j] = unit_diff(scales[0, j], pc) - scales[2, j] * pc
-
-
-@njit(cache=True, inline="always")
-def _target_scale(SQ, C, b):
-    return SQ[b] if SQ.shape[0] > 0 and C.shape[0] == 0 else 1.0
 
 
 @njit(cache=True)
@@ -98,9 +93,9 @@ def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, R, fixing):
     n = P.shape[1]
     scales = state[4:7]
     sums = stats.shape[1] > 0 and not fixing
-    for j in range(LANES):  # (under sums, first sp = 1, sq = 0: the differences are p)
+    for j in range(LANES):  # (under sums, first sp = 1: the rows as p, no targets)
         scales[0, j] = SP[lo + j] if SP.shape[0] > 0 and not sums else 1.0
-        scales[1, j] = 0.0 if sums else _target_scale(SQ, C, lo + j)
+        scales[1, j] = SQ[lo + j] if SQ.shape[0] > 0 and C.shape[0] == 0 else 1.0
         # rsp = r·sp, r = phi_{N−2} + s_{N−1} = Σ s_i in order (``kernels.chain._residual``)
         scales[2, j] = R[lo + j] * scales[0, j] if fixing and out[lo + j] < 0.0 else 0.0
     want_grad = G.shape[1] > 0
@@ -114,7 +109,6 @@ def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, R, fixing):
                 stats[1, lo + j] = state[1, j]
                 SP[lo + j] = 1.0 / s if s != 0.0 else np.inf  # (checked by the caller)
                 scales[0, j] = SP[lo + j]
-                scales[1, j] = _target_scale(SQ, C, lo + j)
             continue
         lane_scan(X, T, d, rho, want_grad, state)
     phi, total, weighted, prefix = state[0], state[1], state[2], state[3]
