@@ -58,7 +58,9 @@ def emd(
     already on the GPU (``__cuda_array_interface__``: numba, CuPy, PyTorch) are computed
     there and the results stay there; they are taken as given (no checks, no normalisation).
     out: (values (B,), gradients (B, N) or None), C-contiguous arrays of the result dtype
-    to write the results into (CPU), as numpy's ``out=``; they are what is returned.
+    to write the results into (CPU), as numpy's ``out=``; they are what is returned. (A
+    batch whose checks fail raises, and may have written them first: large batches are
+    checked from the row sums the kernels take as they read the rows.)
 
     Returns the distances (B,), or ``(distances, gradients)`` when ``gradient`` is true.
     """
