@@ -138,23 +138,28 @@ def _outputs(out, b, n, dt, gradient):
     return values, g
 
 
+def _lanes_take(space, b, n, rho, itemsize):
+    """Whether the chain's or tree's lanes kernel takes a batch of b rows of n bins stored
+    with ``itemsize`` bytes on ``space`` (a Chain, None for one, or a Tree of n bins)."""
+    if space is None or isinstance(space, Chain):
+        from .kernels.chain_lanes import use_lanes
+
+        return use_lanes(b, n, rho, itemsize)
+    if not isinstance(space, Tree) or space.n != n:
+        return False  # (a ground matrix; a tree of another width: space_for names it)
+    from .kernels.tree_lanes import use_lanes
+
+    return use_lanes(b, rho)
+
+
 def _sums_in_kernel(pred, space, rho, normalize, dt):
     """Whether the l1 check of ``pred`` can take its row sums and minima from the lanes
     kernels as they read the rows (one pass over them, not two): C-contiguous float rows,
     stored as the kernels read them, a batch the chain's or tree's lanes kernel takes."""
-    if not (normalize == "l1" and isinstance(pred, np.ndarray) and pred.ndim == 2
+    return (normalize == "l1" and isinstance(pred, np.ndarray) and pred.ndim == 2
             and pred.dtype in (np.float32, np.float64) and pred.flags.c_contiguous
-            and pred.dtype.itemsize <= np.dtype(dt).itemsize and pred.size > rows.SMALL_ELEMENTS):
-        return False
-    if space is None or isinstance(space, Chain):
-        from .kernels.chain_lanes import use_lanes
-
-        return use_lanes(*pred.shape, rho, pred.dtype.itemsize)
-    if not isinstance(space, Tree) or space.n != pred.shape[1]:
-        return False  # (a tree of another width: space_for names the error)
-    from .kernels.tree_lanes import use_lanes
-
-    return use_lanes(pred.shape[0], rho)
+            and pred.dtype.itemsize <= np.dtype(dt).itemsize and pred.size > rows.SMALL_ELEMENTS
+            and _lanes_take(space, *pred.shape, rho, pred.dtype.itemsize))
 
 
 def _softmax_mode(sp, x, rho, logits, chain_rule):
@@ -162,19 +167,9 @@ def _softmax_mode(sp, x, rho, logits, chain_rule):
     or output, on space sp: a ``kernels.softmax.Softmax`` where they run (p = softmax(x)
     computed in their tiles, and with ``chain_rule`` the gradient through the softmax to
     x), None where they do not (small batches, other rho, other widths: the caller then
-    takes the distributions to them)."""
-    b, n = x.shape
-    if x.size <= rows.SMALL_ELEMENTS or isinstance(sp, Ground):
-        return None
-    if isinstance(sp, Chain):  # (narrow float64 rows too: the softmax is the work there)
-        from .kernels.chain_lanes import use_lanes
-
-        fits = use_lanes(b, n, rho, 4)
-    else:
-        from .kernels.tree_lanes import use_lanes
-
-        fits = use_lanes(b, rho)
-    if not fits:
+    takes the distributions to them). (Narrow float64 chains too: the softmax is the
+    work there.)"""
+    if x.size <= rows.SMALL_ELEMENTS or not _lanes_take(sp, *x.shape, rho, 4):
         return None
     from .kernels.softmax import Softmax
 
