@@ -175,7 +175,7 @@ def bench_emd(torch, cuda, name, space, B, reps, out):
         ref = torch_chain(torch, tP[:256].double(), tQ[:256].double(), td.double())
     else:
         c = cuda.to_device(np.full(B, -1, dtype=np.int64))
-        args = (space.parent, space.weight, space.bin_node, space.count, 2.0)
+        args = ((space.parent, space.weight, space.bin_node, space.count), 2.0)
         tA = torch.from_numpy(path_matrix(space).astype(np.float32)).cuda()
         tw = torch.from_numpy(space.weight.astype(np.float32)).cuda()
 
@@ -199,8 +199,8 @@ def bench_emd(torch, cuda, name, space, B, reps, out):
         if name == "chain":
             chain_batch_cuda(P, Q, None, space.gaps, 2.0, hout, hG)
         else:
-            tree_value_grad_cuda(P, Q, np.full(B, -1, dtype=np.int64), space.parent,
-                                 space.weight, space.bin_node, space.count, 2.0, hout, hG)
+            tree_value_grad_cuda(P, Q, np.full(B, -1, dtype=np.int64), (space.parent,
+                                 space.weight, space.bin_node, space.count), 2.0, hout, hG)
 
     bufs = [torch.empty_like(tP) for _ in range(3)]
 
@@ -332,7 +332,7 @@ def shape_cases(cuda, tree, B, B1):
                           if w is None or w <= t]
             else:
                 c = cuda.to_device(np.full(b, -1, dtype=np.int64))
-                args = (space.parent, space.weight, space.bin_node, space.count, 2.0)
+                args = ((space.parent, space.weight, space.bin_node, space.count), 2.0)
 
                 def call(t, w, shared, p=dP, q=dQ, o=outs, c=c, a=args):
                     return lambda: tree_value_grad_cuda(p, q, c, *a, *o, threads_per_block=t,

@@ -89,8 +89,8 @@ def record_launches():
             gpu_chain.chain_batch_cuda(P, P, None, np.ones(2), 2.0, None, np.empty((2, 3), dt),
                                        max_shared=shared)
             label[0] = f"tree EMD {where} {np.dtype(dt)}"
-            gpu_tree.tree_value_grad_cuda(P[:, :2], P[:, :2], np.full(2, -1), tree.parent,
-                                          tree.weight, tree.bin_node, tree.count, 2.0, None,
+            gpu_tree.tree_value_grad_cuda(P[:, :2], P[:, :2], np.full(2, -1), (tree.parent,
+                                          tree.weight, tree.bin_node, tree.count), 2.0, None,
                                           np.empty((2, 2), dt), max_shared=shared)
         for kind, sp, dense in (("chain", Chain.uniform(3), False), ("tree", tree, False),
                                 ("dense", Chain.uniform(3), True)):

@@ -118,8 +118,8 @@ def tree_cuda(p, kind, q, tree, rho, values, g, threads_per_block=THREADS_PER_BL
         c, q = q, None
     else:
         c = np.full(b, -1, dtype=np.int64)
-    return tree_value_grad_cuda(p, q, c, tree.parent, tree.weight, tree.bin_node,
-                                tree.count if g is not None else None, rho, values, g,
+    arrays = (tree.parent, tree.weight, tree.bin_node, tree.count if g is not None else None)
+    return tree_value_grad_cuda(p, q, c, arrays, rho, values, g,
                                 threads_per_block=threads_per_block)
 
 

@@ -200,7 +200,7 @@ def test_tree_matches_cpu(dt, classes, rho, nodes, n_bins, shared_nodes, max_sha
     kw = dict(threads_per_block=TPB)
     if max_shared is not None:
         kw["max_shared"] = max_shared
-    got, grad = tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, count, rho,
+    got, grad = tree_value_grad_cuda(P, Q, c, (parent, weight, bin_node, count), rho,
                                      np.empty(b, dt), np.empty((b, n), dt), **kw)
     np.testing.assert_allclose(got, out, **close(dt))
     np.testing.assert_allclose(grad, G, **close(dt))
@@ -437,8 +437,8 @@ def test_device_arrays_in_device_arrays_out():
     np.testing.assert_allclose(values.copy_to_host(), emdcli.emd(P, labels, space=tree, dtype="float32"),
                                **close(np.float32))
     c = np.full(b, -1, np.int64)
-    out, G = tree_value_grad_cuda(dP, dQ, c, tree.parent, tree.weight, tree.bin_node,
-                                  tree.count, 2.0, None, cuda.device_array((b, n), np.float32),
+    out, G = tree_value_grad_cuda(dP, dQ, c, (tree.parent, tree.weight, tree.bin_node,
+                                  tree.count), 2.0, None, cuda.device_array((b, n), np.float32),
                                   threads_per_block=TPB)
     assert on_device(out) and on_device(G)
     vals, grads = np.empty(b, np.float32), np.empty((b, n), np.float32)

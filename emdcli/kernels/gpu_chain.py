@@ -201,7 +201,7 @@ def chain_shape(n, threads_per_block, width=None):
     return threads, width, threads // width
 
 
-def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, threads_per_block=128,
+def chain_batch_cuda(P, Q, C, d, rho, out=None, G=None, *, threads_per_block=128,
                      width=None, max_shared=SHARED_BYTES):
     """EMD^rho of every row (and gradients) on the GPU; the arguments of
     ``kernels.chain.chain_batch`` without the scratch.

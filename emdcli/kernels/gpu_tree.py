@@ -370,17 +370,19 @@ def _down_log(u, first, last, kids, la, lw, up, outside, own, um, om, suf, sufm,
 # ------------------------------------------------------------------------------- host
 
 
-def tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, count, rho, out=None, G=None,
-                         threads_per_block=128, width=None, max_shared=SHARED_BYTES):
+def tree_value_grad_cuda(P, Q, c, arrays, rho, out=None, G=None, *, threads_per_block=128,
+                         width=None, max_shared=SHARED_BYTES):
     """Values into ``out`` (B,) and projected gradients into ``G`` (B, N) on the GPU; the
     arguments of ``kernels.tree.tree_value_grad`` without the scratch.
 
     P (B, N), Q (B, N) (or any (B, ·) array, or None, when every row has a class);
-    c (B,) int64, −1 for row targets; the tree arrays are host arrays. out / G: host or
+    c (B,) int64, −1 for row targets; arrays the tree's host arrays (parent, weight,
+    bin_node, count), count None for values only. out / G: host or
     device arrays to fill, or None to allocate like P. No gradient when G is None or has
     no columns. max_shared: dynamic shared memory allowed for the per-row scratch (at most
     SHARED_BYTES; 0 forces the global scratch). Returns (out, G).
     """
+    parent, weight, bin_node, count = arrays
     dev_in = on_device(P)
     with CLOCK.phase("to_device"):
         dP = to_device(P)
@@ -414,5 +416,5 @@ def tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, count, rho, out=None
 
 def tree_value_cuda(P, Q, c, parent, weight, bin_node, rho, out=None, **kwargs):
     """``out[b] = HEMD^rho(P[b], Q[b])`` on the GPU; see :func:`tree_value_grad_cuda`."""
-    return tree_value_grad_cuda(P, Q, c, parent, weight, bin_node, None, rho, out, None,
+    return tree_value_grad_cuda(P, Q, c, (parent, weight, bin_node, None), rho, out, None,
                                 **kwargs)[0]
