@@ -155,11 +155,18 @@ def _lanes_take(space, b, n, rho, itemsize):
 def _sums_in_kernel(pred, space, rho, normalize, dt):
     """Whether the l1 check of ``pred`` can take its row sums and minima from the lanes
     kernels as they read the rows (one pass over them, not two): C-contiguous float rows,
-    stored as the kernels read them, a batch the chain's or tree's lanes kernel takes."""
-    return (normalize == "l1" and isinstance(pred, np.ndarray) and pred.ndim == 2
+    stored as the kernels read them, a batch the chain's or tree's lanes kernel takes (a
+    chain's rows wide enough: ``kernels.chain_lanes.takes_sums``)."""
+    if not (normalize == "l1" and isinstance(pred, np.ndarray) and pred.ndim == 2
             and pred.dtype in (np.float32, np.float64) and pred.flags.c_contiguous
             and pred.dtype.itemsize <= np.dtype(dt).itemsize and pred.size > rows.SMALL_ELEMENTS
-            and _lanes_take(space, *pred.shape, rho, pred.dtype.itemsize))
+            and _lanes_take(space, *pred.shape, rho, pred.dtype.itemsize)):
+        return False
+    if isinstance(space, Tree):
+        return True
+    from .kernels.chain_lanes import takes_sums
+
+    return takes_sums(pred.shape[1])
 
 
 def _softmax_mode(sp, x, rho, logits, chain_rule):

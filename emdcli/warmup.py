@@ -48,10 +48,11 @@ import time
 from . import numba_cache
 
 LANES = 32  # kernels.lanes.LANES (not imported: that would import Numba)
-# kernels.chain_lanes.MIN_LANE_BINS_FLOAT64, MAX_LANE_BINS, MIN_LANE_ROWS and
-# kernels.tree_lanes.MIN_LANE_ROWS (tests/test_lanes.py checks they agree)
+# kernels.chain_lanes.MIN_LANE_BINS_FLOAT64, MAX_LANE_BINS, MIN_SUMS_BINS, MIN_LANE_ROWS
+# and kernels.tree_lanes.MIN_LANE_ROWS (tests/test_lanes.py checks they agree)
 CHAIN_LANES_MIN_BINS_FLOAT64 = 256
 CHAIN_LANES_MAX_BINS = 4096
+CHAIN_SUMS_MIN_BINS = 64
 LANES_MIN_ROWS = 2 * LANES
 SPACE_KINDS = ("chain", "tree", "ground")
 FORMS = ("plain", "log")
@@ -179,7 +180,8 @@ def _serial_points(space_kind, dtype, *, metric, form, gradient, kernel, rows, i
             if softmax and not wide and not few:
                 out.append(("chain_lanes", "_softmax_runs", None))
             elif lanes and not narrow and not wide and not few:
-                _sums_in_lanes(out, dtype, input_dtype, normalize)
+                if bins is None or bins >= CHAIN_SUMS_MIN_BINS:
+                    _sums_in_lanes(out, dtype, input_dtype, normalize)
                 out.append(("chain_lanes", "_lanes_runs", None))
             else:
                 out.append(("chain", "_runs", None))

@@ -186,10 +186,11 @@ def test_warmup_knows_the_lane_dispatch():
     assert warmup.LANES_MIN_ROWS == chain_lanes.MIN_LANE_ROWS == tree_lanes.MIN_LANE_ROWS
     assert warmup.CHAIN_LANES_MIN_BINS_FLOAT64 == chain_lanes.MIN_LANE_BINS_FLOAT64
     assert warmup.CHAIN_LANES_MAX_BINS == chain_lanes.MAX_LANE_BINS
+    assert warmup.CHAIN_SUMS_MIN_BINS == chain_lanes.MIN_SUMS_BINS
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("b, n, space", [(2100, 40, "chain"), (2131, 300, "chain"),
+@pytest.mark.parametrize("b, n, space", [(2100, 64, "chain"), (2131, 300, "chain"),
                                          (300, 1000, "chain"), (2100, 40, "tree"),
                                          (1111, 60, "tree")])
 def test_the_l1_check_read_in_the_lanes_kernel_gives_the_same_bits(b, n, space, dtype):
@@ -205,6 +206,8 @@ def test_the_l1_check_read_in_the_lanes_kernel_gives_the_same_bits(b, n, space, 
         sp = emdcli.Chain.from_positions(np.concatenate([[0.0], np.cumsum(d)]))
     if n >= 256 or dtype == np.float32 or space == "tree":
         assert api._sums_in_kernel(x, sp, 2.0, "l1", np.dtype(np.float64))
+    if space == "chain":  # narrower chains sum their rows in a pass of their own
+        assert not api._sums_in_kernel(x[:, :63], None, 2.0, "l1", np.dtype(np.float64))
     for target in (t, c):
         for rho, grad_wrt in ((1.0, "distribution"), (2.0, "input")):
             kw = dict(space=sp, rho=rho, gradient=True, grad_wrt=grad_wrt)
@@ -222,10 +225,12 @@ def test_the_l1_check_read_in_the_lanes_kernel_gives_the_same_bits(b, n, space, 
 @pytest.mark.parametrize("space", ["chain", "tree"])
 @pytest.mark.parametrize("row", [5, 2048, 2099])  # in a full block, the last, the tail
 def test_the_l1_check_read_in_the_lanes_kernel_names_the_bad_element(row, space):
+    from emdcli import api
     from emdcli.errors import EMDInputError
 
-    x, _, c, _, _, _ = case(3, 2100, 40, np.float32, near=False)
-    sp = random_tree(40, 40) if space == "tree" else None
+    x, _, c, _, _, _ = case(3, 2100, 64, np.float32, near=False)
+    sp = random_tree(64, 64) if space == "tree" else None
+    assert api._sums_in_kernel(x, sp, 1.0, "l1", np.dtype(np.float64))
     for value, words in ((-0.5, "negative mass -0.5"), (np.nan, "value is nan"),
                          (np.inf, "value is inf"), (0.0, "row sums to zero")):
         y = x.copy()

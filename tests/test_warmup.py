@@ -75,6 +75,9 @@ def test_entry_points_follow_the_dispatch(monkeypatch):
     assert [f for _, f, _ in ep("chain", "float64")] == ["_sums_mins", "_runs"]
     lanes = ("chain_lanes", "_lanes_runs", None)  # LANES rows side by side: rho 1, 2
     assert ep("chain", "float32") == [lanes]  # the l1 check's row sums: in the lanes kernel
+    assert ep("chain", "float32", rows=4096, bins=64) == [lanes]
+    assert ep("chain", "float32", rows=4096, bins=32) == [  # narrow: a pass of their own
+        ("rowstats", "_sums_mins", None), lanes]
     assert ep("chain", "float32", normalize="none")[0] == ("rowstats", "_sums_mins", None)
     assert ep("chain", "float64", rows=512, bins=1000)[-1] == lanes
     assert ep("chain", "float64", metric="emd-rho", rho=1.5)[-1] == ("chain", "_runs", None)

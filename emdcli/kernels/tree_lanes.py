@@ -210,7 +210,7 @@ def _scatter(A, X, bin_node, first, has_bin):
         _add_row(A, bin_node[k], X, k, first[k])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
     """Rows ``lo … lo+LANES−1`` of ``kernels.tree.tree_value(_grad)``'s first pass, rho
     1 or 2; tree: (parent, weight, bin_node, count, depth, first: a node's first bin (N,),
@@ -276,7 +276,7 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
                 G[lo + j, k] = A[bin_node[k], j] - mean[j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _softmax_block(Z, Q, c, SQ, tree, rho, out, G, lo, scratch, logits, chain_rule):
     """Rows ``lo … lo+LANES−1`` of Z, ``logits`` (``p = softmax(z)`` in the tile T, which
     :func:`_block` uses only for scales) or a softmax's output p: its pass on p and the
