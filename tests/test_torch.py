@@ -400,7 +400,9 @@ def test_torch_compile_fullgraph_matches_eager():
     criterion = et.EMDLoss(tree=tree, ce_weight=0.3, label_smoothing=0.1)
 
     def step(x, t):
-        return criterion(model(x), t) + et.emd_loss(model(x), t, ignore_index=1)
+        return (criterion(model(x), t) + et.emd_loss(model(x), t, ignore_index=1)
+                + 0.5 * et.emd_loss(model(x), t, reduction="none", ignore_index=2).sum()
+                + et.emd_loss(model(x), t, reduction="sum", ce_weight=0.2))
 
     x, t = torch.randn(6, 3), torch.tensor([0, 1, 4, 2, 3, 1])
     eager = step(x, t)

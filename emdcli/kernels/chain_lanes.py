@@ -35,10 +35,9 @@ from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
 from .rowstats import RowSums, sums_mins_lanes
 from .scalars import lane_sum, needs_residual_fix, unit_diff
-from .softmax import (Softmax, chain_rule_lanes, copy_tile, offsets_tile, softmax_lanes,
-                      target_differences)
+from .softmax import Softmax, offsets_dots, softmax_lanes, target_differences
 from .tiles import (LANES, LaneRows, differences_to_lanes, from_lanes,  # noqa: F401
-                    gradient_from_lanes, lane_scan, tail_block, to_lanes)
+                    gradient_from_lanes, lane_scan, rule_from_lanes, tail_block, to_lanes)
 
 MAX_LANE_BINS = 4096  # wider rows go one at a time: the tiles would leave the L2 cache
 MIN_LANE_BINS_FLOAT64 = 256
@@ -153,16 +152,21 @@ def _softmax_block(Z, Q, C, SQ, d, rho, out, G, lo, scratch, logits, chain_rule)
     to_lanes(Z, lo, PT)
     if logits:
         softmax_lanes(PT, state[0], state[1])
-    if C.shape[0] > 0:
-        copy_tile(PT, X)
-        for j in range(LANES):  # each row's class bin: p_c − 1, rounded once
+    classes = C.shape[0] > 0
+    if classes:  # the differences are p but in each row's class bin, p_c − 1 (rounded
+        X = PT  # once): scanned in PT itself, p_c kept aside (state[5]) and put back
+        for j in range(LANES):
             c = C[lo + j]
-            X[c, j] = unit_diff(1.0, PT[c, j])
+            state[5, j] = PT[c, j]
+            PT[c, j] = unit_diff(1.0, state[5, j])
     else:
         to_lanes(Q, lo, X)
         target_differences(X, PT, SQ[lo:lo + LANES])
     want_grad = G.shape[1] > 0
     lane_scan(X, T, d, rho, want_grad, state)
+    if classes:
+        for j in range(LANES):
+            PT[C[lo + j], j] = state[5, j]
     total, weighted, prefix = state[1], state[2], state[3]
     for j in range(LANES):
         out[lo + j] = total[j]
@@ -178,9 +182,8 @@ def _softmax_block(Z, Q, C, SQ, d, rho, out, G, lo, scratch, logits, chain_rule)
         return
     for j in range(LANES):
         weighted[j] = -weighted[j]  # g_{N−1} = −mean
-    offsets_tile(T, prefix, weighted)
-    chain_rule_lanes(T, PT, state[4])
-    from_lanes(T, G, lo)
+    offsets_dots(T, PT, prefix, weighted, state[4])  # g, and ⟨g, p⟩
+    rule_from_lanes(T, PT, state[4], G, lo)  # p ⊙ (g − ⟨g, p⟩), on the way out
 
 
 @njit(cache=True, inline="always")

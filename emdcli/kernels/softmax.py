@@ -11,7 +11,9 @@ the sums run over the bins in order, per row. ``exp`` is written out (:func:`exp
 within an ulp of libm's) because LLVM can vectorise it where it cannot vectorise calls
 into libm; it runs once per logit, fused into the lanes kernels
 (``kernels.chain_lanes``, ``kernels.tree_lanes``), so the distributions never go
-through memory.
+through memory. The chain rule's ⟨g, p⟩ is summed as g is formed (:func:`offsets_dots`,
+:func:`gather_dots`) and its update written as the tile goes out
+(``kernels.tiles.rule_from_lanes``): two passes over the tile, not four.
 
 NaN propagates: a NaN or +inf logit, or a row of only −inf, makes the row's p all NaN
 (so its value is NaN); −inf alone is a masked class (p = 0).
@@ -106,39 +108,36 @@ def softmax_lanes(PT, m, s):
 
 
 @njit(cache=True, inline="always")
-def copy_tile(src, dst):
-    """dst ← src, tiles (N, LANES)."""
-    n, lanes = src.shape
-    for i in range(n):
-        for j in range(lanes):
-            dst[i, j] = src[i, j]
-
-
-@njit(cache=True, inline="always")
-def chain_rule_lanes(GT, PT, dots):
-    """GT (N, LANES) ← ``p ⊙ (g − ⟨g, p⟩)`` per column, g = GT, p = PT; dots (LANES,)
-    scratch."""
-    n, lanes = GT.shape
+def offsets_dots(T, PT, base, last, dots):
+    """T (N, LANES) ← ``base − T`` in rows 0 … N−2 and ``last`` in row N−1 (the chain's
+    gradient g, as :func:`~.tiles.gradient_from_lanes` writes it; base, last (LANES,)),
+    and dots (LANES,) ← ⟨g, p⟩ per column, p = PT, summed over the bins in order."""
+    n, lanes = T.shape
     for j in range(lanes):
         dots[j] = 0.0
-    for i in range(n):
+    for i in range(n - 1):
         for j in range(lanes):
-            dots[j] += GT[i, j] * PT[i, j]
-    for i in range(n):
-        for j in range(lanes):
-            GT[i, j] = PT[i, j] * (GT[i, j] - dots[j])
+            t = base[j] - T[i, j]
+            T[i, j] = t
+            dots[j] += t * PT[i, j]
+    for j in range(lanes):
+        T[n - 1, j] = last[j]
+        dots[j] += last[j] * PT[n - 1, j]
 
 
 @njit(cache=True, inline="always")
-def offsets_tile(T, base, last):
-    """T (N, LANES) ← ``base − T`` in rows 0 … N−2 and ``last`` in row N−1 (the chain's
-    gradient, as :func:`~.tiles.gradient_from_lanes` writes it); base, last (LANES,)."""
-    n, lanes = T.shape
-    for i in range(n - 1):
-        for j in range(lanes):
-            T[i, j] = base[j] - T[i, j]
+def gather_dots(X, A, rows, base, PT, dots):
+    """:func:`gather_tile` (the tree's gradient g), and dots (LANES,) ← ⟨g, p⟩ per column,
+    p = PT, summed over the bins in order."""
+    n, lanes = X.shape
     for j in range(lanes):
-        T[n - 1, j] = last[j]
+        dots[j] = 0.0
+    for k in range(n):
+        a = A[rows[k]]
+        for j in range(lanes):
+            x = a[j] - base[j]
+            X[k, j] = x
+            dots[j] += x * PT[k, j]
 
 
 @njit(cache=True, inline="always")

@@ -244,6 +244,39 @@ def _block_out_sub(typingctx, X, x0, base, A, r0):
     return sig, codegen
 
 
+@intrinsic
+def _block_out_rule(typingctx, X, PT, dots, x0, A, r0):
+    """``A[r0 + r, x0 + k] = PT[x0 + k, j] · (X[x0 + k, j] − dots[j])``, j = r0 % LANES + r
+    (cast to A's dtype) for r, k < 8: the softmax's chain rule on the way out."""
+    if not (check_tiles(A, X, PT) and X.dtype == PT.dtype == types.float64):
+        return None
+    sig = types.none(X, PT, dots, types.intp, A, types.intp)
+
+    def codegen(context, builder, signature, args):
+        x = context.make_array(X)(context, builder, args[0])
+        pt = context.make_array(PT)(context, builder, args[1])
+        dv_ary = context.make_array(dots)(context, builder, args[2])
+        a = context.make_array(A)(context, builder, args[4])
+        x0, r0 = args[3], args[5]
+        lane = builder.srem(r0, r0.type(LANES))
+        dv = _lane_vector(context, builder, dots, dv_ary, [lane])
+        cols = []
+        for k in range(_W):
+            row = builder.add(x0, x0.type(k))
+            g = builder.load(_row_pointer(context, builder, X, x, row, lane), align=8)
+            p = builder.load(_row_pointer(context, builder, PT, pt, row, lane), align=8)
+            cols.append(builder.fmul(p, builder.fsub(g, dv)))
+        f32 = ir.VectorType(ir.FloatType(), _W)
+        for r, out in enumerate(_transpose(builder, cols)):
+            if A.dtype == types.float32:
+                out = builder.fptrunc(out, f32)
+            ptr = _row_pointer(context, builder, A, a, builder.add(r0, r0.type(r)), x0)
+            builder.store(out, ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True, inline="always")
 def differences_to_lanes(P, Q, lo, X, scales, rows):
     """X (N, LANES) ← the differences s of rows lo … lo+LANES−1 (see
@@ -274,6 +307,22 @@ def gradient_from_lanes(T, base, A, lo):
     for i in range(full, n):
         for j in range(LANES):
             A[lo + j, i] = base[j] - T[i, j]
+
+
+@njit(cache=True, inline="always")
+def rule_from_lanes(GT, PT, dots, A, lo):
+    """Rows lo … lo+LANES−1 of A (B, N) ← ``PT[i, j] · (GT[i, j] − dots[j])`` transposed,
+    in A's dtype: the softmax's chain rule ``p ⊙ (g − ⟨g, p⟩)`` with g = GT, p = PT and
+    dots = ⟨g, p⟩ (:func:`.softmax.offsets_dots`, :func:`.softmax.gather_dots`), computed
+    on the way out."""
+    n = A.shape[1]
+    full = n - n % _W
+    for r in range(0, LANES, _W):
+        for c0 in range(0, full, _W):
+            _block_out_rule(GT, PT, dots, c0, A, lo + r)
+    for i in range(full, n):
+        for j in range(LANES):
+            A[lo + j, i] = PT[i, j] * (GT[i, j] - dots[j])
 
 
 @njit(cache=True, inline="always")

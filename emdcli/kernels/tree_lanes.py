@@ -34,9 +34,10 @@ from . import jit  # noqa: F401 (before any kernel loads)
 from . import threads
 from .rowstats import RowSums, sums_mins_lanes
 from .scalars import needs_residual_fix, unit_diff
-from .softmax import Softmax, chain_rule_lanes, gather_tile, softmax_lanes, target_differences
+from .softmax import Softmax, gather_dots, gather_tile, softmax_lanes, target_differences
 from .tiles import (LANES, LaneRows, _row_pointer, _transpose, check_tiles, differences_to_lanes,  # noqa: F401
-                    from_lanes, row_pointers, sign_bits, splat, tail_block, to_lanes)
+                    from_lanes, row_pointers, rule_from_lanes, sign_bits, splat, tail_block,
+                    to_lanes)
 from .tree import _fix_rows, path_lengths
 
 _STATE = 6  # rows of the state tile: total, mean, m, sp, sq, rsp
@@ -310,10 +311,12 @@ def _softmax_block(Z, Q, c, SQ, tree, rho, out, G, lo, scratch, logits, chain_ru
         A[0, j] = 0.0
     for v in range(1, parent.shape[0]):  # r at node v: the path sum to the root
         _add_row(A, v, A, parent[v], False)
-    gather_tile(X, A, bin_node, mean)  # g_k = r(bin_node k) − mean, as a tile
-    if chain_rule:
-        chain_rule_lanes(X, PT, state[2])
-    from_lanes(X, G, lo)
+    if not chain_rule:
+        gather_tile(X, A, bin_node, mean)  # g_k = r(bin_node k) − mean, as a tile
+        from_lanes(X, G, lo)
+        return
+    gather_dots(X, A, bin_node, mean, PT, state[2])  # g, and ⟨g, p⟩
+    rule_from_lanes(X, PT, state[2], G, lo)  # p ⊙ (g − ⟨g, p⟩), on the way out
 
 
 _NO_STATS = np.empty((2, 0), dtype=np.float64)

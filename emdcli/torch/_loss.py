@@ -11,6 +11,7 @@ import torch
 from ..errors import EMDInputError
 from ..rows import NORMALIZE
 from ..spaces import Chain, Ground, Tree
+from ._eager import ReducedEMD, reduce_rows
 from ._ops import emd_value_grad
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -208,13 +209,18 @@ def loss(input, target, space, opts):
         if eps > 0.0:  # (1 − ε) q + ε/N, at q's mass
             t = (1.0 - eps) * t + (eps / n) * t.sum(dim=1, keepdim=True)
         t, smoothing = t.contiguous(), 0.0
-    rows, _ = emd_value_grad(x, t, tensors, kind, opts.rho, opts.normalize, smoothing)
+    keep = keep if classes else None
+    op = (tensors, kind, opts.rho, opts.normalize, smoothing)
+    if torch.compiler.is_compiling():  # the custom operators: one opaque node in the graph
+        rows, _ = emd_value_grad(x, t, *op)
+        if keep is not None:
+            rows = torch.where(keep, rows, 0.0)
+        total = reduce_rows(rows, keep, opts.reduction)
+    else:  # eager: one autograd node (emdcli.torch._eager)
+        total = ReducedEMD.apply(x, t, keep, op, opts.reduction)
     if opts.ce_weight > 0.0:
-        rows = rows + opts.ce_weight * _cross_entropy(x, t, classes, opts)
-    if classes:
-        rows = torch.where(keep, rows, 0.0)
-    if opts.reduction == "sum":
-        rows = rows.sum()
-    elif opts.reduction == "mean":
-        rows = rows.sum() / keep.sum() if classes else rows.mean()
-    return rows.to(input.dtype)
+        ce = _cross_entropy(x, t, classes, opts)
+        if keep is not None:
+            ce = torch.where(keep, ce, 0.0)
+        total = total + opts.ce_weight * reduce_rows(ce, keep, opts.reduction)
+    return total.to(input.dtype)

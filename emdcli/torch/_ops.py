@@ -117,13 +117,11 @@ def _raise_bad_logits(x):
                         hint="logits must be finite (−inf masks a class, but not all of a row)")
 
 
-@torch.library.custom_op("emdcli::emd_value_grad", mutates_args=())
-def emd_value_grad(input: torch.Tensor, target: torch.Tensor, space: list[torch.Tensor],
-                   kind: str, rho: float, normalize: str,
-                   smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values (B,), d values / d input (B, N)) of EMD^rho on the space; ``target`` (B,)
-    int64 class indices (smoothed into rows when ``smoothing`` > 0) or (B, N) rows of
-    input's dtype. input float32/float64, C-contiguous."""
+def value_grad(input, target, space, kind, rho, normalize, smoothing):
+    """(values (B,), d values / d input (B, N)) of EMD^rho on the space (``kind`` and its
+    tensors); ``target`` (B,) int64 class indices (smoothed into rows when ``smoothing``
+    > 0) or (B, N) rows of input's dtype. input float32/float64, C-contiguous. The body of
+    :func:`emd_value_grad`, which eager callers call directly (``emdcli.torch._eager``)."""
     sp = space_from(kind, space)
     if input.device.type == "cpu":
         return _cpu_value_grad(input, target, sp, rho, normalize, smoothing)
@@ -132,6 +130,14 @@ def emd_value_grad(input: torch.Tensor, target: torch.Tensor, space: list[torch.
 
         return cuda_value_grad(input, target, sp, rho, normalize, smoothing)
     raise ValueError(f"emd_loss runs on CPU and CUDA tensors, not on {input.device.type}")
+
+
+@torch.library.custom_op("emdcli::emd_value_grad", mutates_args=())
+def emd_value_grad(input: torch.Tensor, target: torch.Tensor, space: list[torch.Tensor],
+                   kind: str, rho: float, normalize: str,
+                   smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`value_grad` as an operator (what ``torch.compile`` graphs call)."""
+    return value_grad(input, target, space, kind, rho, normalize, smoothing)
 
 
 @emd_value_grad.register_fake
@@ -156,14 +162,19 @@ torch.library.register_autograd("emdcli::emd_value_grad", _backward_value_grad,
                                 setup_context=_setup_value_grad)
 
 
-@torch.library.custom_op("emdcli::emd_scale_grad", mutates_args=())
-def emd_scale_grad(grad_values: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """``grad_values[:, None] · grad`` (B, N): the backward of ``emd_value_grad`` (on the
-    CPU into a reused buffer, :mod:`emdcli.torch._buffers`)."""
+def scale_grad(grad_values, grad):
+    """``grad_values[:, None] · grad`` (B, N) (on the CPU into a reused buffer,
+    :mod:`emdcli.torch._buffers`)."""
     if grad.device.type != "cpu" or grad_values.dtype != grad.dtype:
         return grad * grad_values.unsqueeze(1)
     out = torch.from_numpy(_buffers.empty(grad.shape, grad.detach().numpy().dtype))
     return torch.mul(grad, grad_values.unsqueeze(1), out=out)
+
+
+@torch.library.custom_op("emdcli::emd_scale_grad", mutates_args=())
+def emd_scale_grad(grad_values: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """:func:`scale_grad` as an operator: the backward of ``emd_value_grad``."""
+    return scale_grad(grad_values, grad)
 
 
 @emd_scale_grad.register_fake
@@ -171,11 +182,12 @@ def _(grad_values, grad):
     return torch.empty_like(grad)
 
 
+ONCE = ("emd_loss is differentiable once: its backward saves the gradient, not the "
+        "Hessian, so double backward (create_graph=True through the loss) is not supported")
+
+
 def _no_double_backward(ctx, grad):
-    raise RuntimeError(
-        "emd_loss is differentiable once: its backward saves the gradient, not the "
-        "Hessian, so double backward (create_graph=True through the loss) is not supported"
-    )
+    raise RuntimeError(ONCE)
 
 
 torch.library.register_autograd("emdcli::emd_scale_grad", _no_double_backward)

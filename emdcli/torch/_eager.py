@@ -1,0 +1,70 @@
+"""The EMD part of :func:`emdcli.torch.emd_loss` outside ``torch.compile``: one autograd node.
+
+Per row ``v_b = EMD^rho(p_b, q_b)`` with its input gradient ``g_b`` (one kernel call,
+:func:`._ops.value_grad`), the ignored rows masked (``keep``, class targets) and the
+reduction applied::
+
+    mean  Σ_b keep_b v_b / Σ_b keep_b      sum  Σ_b keep_b v_b      none  keep_b v_b
+
+and backward ``∂L/∂input_b = s_b · g_b`` with ``s_b = keep_b · grad_output (/ Σ keep)``.
+The same values and gradients as the custom operators (:mod:`._ops`) and the torch ops
+around them, which graphs traced by ``torch.compile`` keep; in eager mode their Python
+dispatch and the mask's and reduction's own nodes cost about a millisecond a step (a
+third of a 512 × 1000 chain step on one core), so the loss calls this Function there.
+"""
+
+import torch
+
+from ._ops import ONCE, scale_grad, value_grad
+
+
+def reduce_rows(rows, keep, reduction):
+    """The rows' values (B,), masked already, reduced: ``mean`` over the kept rows (all
+    rows when ``keep`` is None), ``sum``, or ``none``."""
+    if reduction == "sum":
+        return rows.sum()
+    if reduction == "mean":
+        return rows.sum() / keep.sum() if keep is not None else rows.mean()
+    return rows
+
+
+class ReducedEMD(torch.autograd.Function):
+    """``apply(input (B, N), target, keep (B,) bool or None, op, reduction)``: the reduced
+    EMD^rho loss; op = (space tensors, kind, rho, normalize, smoothing) of
+    :func:`._ops.value_grad`."""
+
+    @staticmethod
+    def forward(ctx, input, target, keep, op, reduction):
+        values, g = value_grad(input, target, *op)
+        if keep is not None:
+            values = torch.where(keep, values, 0.0)
+        ctx.save_for_backward(g, keep, input)
+        ctx.reduction = reduction
+        ctx.count = (keep.sum() if keep is not None else values.shape[0]) \
+            if reduction == "mean" else None
+        return reduce_rows(values, keep, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        g, keep, input = ctx.saved_tensors
+        scale = grad_output.expand(g.shape[0]) if grad_output.dim() == 0 else grad_output
+        if ctx.count is not None:
+            scale = scale / ctx.count
+        if keep is not None:
+            scale = torch.where(keep, scale, 0.0)
+        if torch.is_grad_enabled():  # create_graph: a product whose own backward raises
+            return _Once.apply(scale, g, input), None, None, None, None
+        return scale_grad(scale, g), None, None, None, None
+
+
+class _Once(torch.autograd.Function):
+    """``scale[:, None] · g``, recorded under ``create_graph`` (linked to ``input``, which
+    it does not read) so that differentiating the gradient raises instead of giving 0."""
+
+    @staticmethod
+    def forward(ctx, scale, g, input):
+        return scale_grad(scale, g)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(ONCE)
