@@ -248,9 +248,10 @@ def _chain(batch, chain, rho, values, g, reads=None):
 
         if exact_products(x, sx, st, *(() if q is None else (q,))):
             v, grad = chain_small(x, q, c, sx, st, chain.gaps, rho, g is not None)
-            values[:] = v
-            if g is not None:
-                g[:] = grad
+            with np.errstate(over="ignore"):  # into float32 as the kernels round: inf
+                values[:] = v
+                if g is not None:
+                    g[:] = grad
             return
     classes = c if c is not None else np.empty(0, dtype=np.int64)
     grads = g if g is not None else np.empty((b, 0), dtype=x.dtype)

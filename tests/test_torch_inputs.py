@@ -107,6 +107,16 @@ def test_non_finite_and_negative_data():
     assert torch.isfinite(et.emd_loss(X, C))  # nothing left broken
 
 
+def test_a_loss_that_overflows_its_dtype_names_the_row():
+    x = torch.zeros(40, 300)
+    x[:, 0] = 30.0
+    far = torch.arange(300, dtype=torch.float64) * 1e37  # EMD² ~ 3e39 > float32's max
+    with pytest.raises(EMDInputError, match="the loss is inf: it overflows float32") as e:
+        et.emd_loss(x, torch.full((40,), 299), positions=far)
+    assert (e.value.source, e.value.row) == ("input", 0)
+    assert torch.isfinite(et.emd_loss(x.double(), torch.full((40,), 299), positions=far))
+
+
 def test_empty_batch():
     x = torch.zeros(0, 4, requires_grad=True)
     assert et.emd_loss(x, torch.zeros(0, dtype=torch.long), reduction="sum").item() == 0.0

@@ -47,7 +47,7 @@ class ReducedEMD(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         g, keep, input = ctx.saved_tensors
-        scale = grad_output.expand(g.shape[0]) if grad_output.dim() == 0 else grad_output
+        scale = grad_output  # 0-d (mean, sum: one scale for every row) or (B,)
         if ctx.count is not None:
             scale = scale / ctx.count
         if keep is not None:

@@ -202,14 +202,18 @@ def loss(input, target, space, opts):
     if classes:
         t = target.long()
         keep = t != opts.ignore_index
-        t = torch.where(keep, t, 0).contiguous()
+        if (not torch.compiler.is_compiling() and input.device.type == "cpu"
+                and bool(keep.all())):
+            keep = None  # nothing ignored: no masks (each a (B,) temporary)
+        else:  # (on CUDA and in graphs: masked, no data-dependent branch)
+            t = torch.where(keep, t, 0)
+        t = t.contiguous()
         smoothing = eps
     else:
         t = target.to(x.dtype)
         if eps > 0.0:  # (1 − ε) q + ε/N, at q's mass
             t = (1.0 - eps) * t + (eps / n) * t.sum(dim=1, keepdim=True)
-        t, smoothing = t.contiguous(), 0.0
-    keep = keep if classes else None
+        t, smoothing, keep = t.contiguous(), 0.0, None
     op = (tensors, kind, opts.rho, opts.normalize, smoothing)
     if torch.compiler.is_compiling():  # the custom operators: one opaque node in the graph
         rows, _ = emd_value_grad(x, t, *op)

@@ -13,6 +13,8 @@ CPU tensors are read by the Numba kernels through zero-copy numpy views, CUDA te
 go to the numba.cuda kernels (:mod:`emdcli.torch._device`).
 """
 
+import math
+
 import numpy as np
 import torch
 
@@ -74,10 +76,10 @@ def _cpu_value_grad(x, t, sp, rho, normalize, smoothing):
 
 
 def _outputs(x):
-    """(values (B,), gradient (B, N)) arrays of x's dtype, the gradient reused
-    (:mod:`emdcli.torch._buffers`)."""
+    """(values (B,), gradient (B, N)) arrays of x's dtype, reused (:mod:`emdcli.torch.
+    _buffers`: a (B,) array is 400 KB at B = 100 000, fresh pages each step)."""
     dtype = x.detach().numpy().dtype
-    return np.empty(x.shape[0], dtype=dtype), _buffers.empty(x.shape, dtype)
+    return _buffers.empty((x.shape[0],), dtype), _buffers.empty(x.shape, dtype)
 
 
 def _softmax_classes(x, c, sp, rho, dtype):
@@ -102,16 +104,21 @@ def _softmax_classes(x, c, sp, rho, dtype):
         values, g = api.emd(x.detach().numpy(), c, space=sp, rho=rho, normalize="softmax",
                             dtype=dtype, gradient=True, grad_wrt="input", check=False,
                             out=_outputs(x))
-    values = torch.from_numpy(values)
-    if not bool(torch.isfinite(values).all()):
-        _raise_bad_logits(x)
-    return values, torch.from_numpy(g)
+    if not math.isfinite(values.sum(dtype=np.float64)) and not np.isfinite(values).all():
+        _raise_bad_logits(x, values)  # (one pass, the sum, when all is well)
+    return torch.from_numpy(values), torch.from_numpy(g)
 
 
-def _raise_bad_logits(x):
-    """The error for the first logit that is NaN or +inf (or a row of only −inf)."""
+def _raise_bad_logits(x, values):
+    """The error for the first logit that is NaN or +inf (or a row of only −inf); with
+    finite logits, for the first row whose value overflowed."""
     bad = torch.isnan(x) | (x == float("inf"))
     bad |= (x == float("-inf")).all(dim=1, keepdim=True)
+    if not bool(bad.any()):
+        r = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise EMDInputError(f"the loss is {values[r]}: it overflows {values.dtype}",
+                            source="input", row=r,
+                            hint="the positions or tree weights are too large for this dtype")
     r, col = (int(i) for i in bad.nonzero()[0])
     raise EMDInputError(f"value is {float(x[r, col])}", source="input", row=r, column=col,
                         hint="logits must be finite (−inf masks a class, but not all of a row)")
@@ -163,12 +170,13 @@ torch.library.register_autograd("emdcli::emd_value_grad", _backward_value_grad,
 
 
 def scale_grad(grad_values, grad):
-    """``grad_values[:, None] · grad`` (B, N) (on the CPU into a reused buffer,
-    :mod:`emdcli.torch._buffers`)."""
+    """``grad_values[:, None] · grad`` (B, N), or ``grad_values · grad`` for a scalar
+    (0-d) one (on the CPU into a reused buffer, :mod:`emdcli.torch._buffers`)."""
+    scale = grad_values if grad_values.dim() == 0 else grad_values.unsqueeze(1)
     if grad.device.type != "cpu" or grad_values.dtype != grad.dtype:
-        return grad * grad_values.unsqueeze(1)
+        return grad * scale
     out = torch.from_numpy(_buffers.empty(grad.shape, grad.detach().numpy().dtype))
-    return torch.mul(grad, grad_values.unsqueeze(1), out=out)
+    return torch.mul(grad, scale, out=out)
 
 
 @torch.library.custom_op("emdcli::emd_scale_grad", mutates_args=())
