@@ -176,7 +176,7 @@ def _softmax_mode(sp, x, rho, logits, chain_rule):
     x), None where they do not (small batches, other rho, other widths: the caller then
     takes the distributions to them). (Narrow float64 chains too: the softmax is the
     work there.)"""
-    if x.size <= rows.SMALL_ELEMENTS or not _lanes_take(sp, *x.shape, rho, 4):
+    if rows.numpy_twins(x.size) or not _lanes_take(sp, *x.shape, rho, 4):
         return None
     from .kernels.softmax import Softmax
 
@@ -238,12 +238,13 @@ def _chunk_scratch(width, runs=None):
 def _chain(batch, chain, rho, values, g, reads=None):
     """EMD^rho of a :class:`rows.Batch` on a chain, into values (B,) and g (B, N) or None.
     Small batches (rho 1 or 2) go through the numpy twin of the kernel, which gives the
-    same bits without loading Numba. ``reads``: x under a softmax (:func:`_softmax_mode`)
-    or its l1 sums left to the kernel (``kernels.rowstats.RowSums``)."""
+    same bits without loading Numba (:func:`rows.numpy_twins`). ``reads``: x under a
+    softmax (:func:`_softmax_mode`) or its l1 sums left to the kernel
+    (``kernels.rowstats.RowSums``)."""
     x, sx, kind, t, st = batch
     b, n = x.shape
     q, c = (t, None) if kind == "rows" else (None, t)
-    if rho in (1.0, 2.0) and x.size <= rows.SMALL_ELEMENTS and reads is None:
+    if rho in (1.0, 2.0) and reads is None and rows.numpy_twins(x.size):
         from .kernels.small import chain_small, exact_products
 
         if exact_products(x, sx, st, *(() if q is None else (q,))):

@@ -4,6 +4,7 @@ Every check raises :class:`EMDInputError` naming the first offending row and col
 (0-based, relative to the batch; callers streaming a file shift it).
 """
 
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -16,8 +17,13 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 # Relative tolerance for "equal mass" under normalize="none".
 MASS_RTOL = {np.float64: 1e-9, np.float32: 1e-5}
 # Batches of at most this many values are reduced with numpy (the same bits as the Numba
-# kernels), so a small job never loads Numba.
+# kernels), so a small job never loads Numba (:func:`numpy_twins`).
 SMALL_ELEMENTS = 1 << 16
+# Values the numpy twins take in a process before the kernels take over: ~0.3 s of their
+# work, what loading Numba costs; past it (a loop of small batches: a training loop, a
+# stream) the kernels, 5-20x faster once loaded, pay for themselves.
+SMALL_BUDGET = 1 << 22
+_SMALL_SEEN = [0]
 
 
 class Batch(NamedTuple):
@@ -93,9 +99,20 @@ def unit_scale():
     return np.empty(0, dtype=np.float64)
 
 
+def numpy_twins(size):
+    """Whether a batch of ``size`` values goes through the numpy twins of the kernels
+    (``kernels.small``: the same bits): it is small (``SMALL_ELEMENTS``), Numba is not
+    loaded in this process yet, and the twins have not yet been asked about
+    ``SMALL_BUDGET`` values here."""
+    if size > SMALL_ELEMENTS or "numba" in sys.modules or _SMALL_SEEN[0] >= SMALL_BUDGET:
+        return False
+    _SMALL_SEEN[0] += size
+    return True
+
+
 def row_sums_min(a):
     """(Σ_i a[b, i], min_i a[b, i]) per row of a 2-D array, float64, in one parallel pass."""
-    if a.size <= SMALL_ELEMENTS and a.shape[1]:  # numpy, same bits: no Numba to load
+    if a.shape[1] and numpy_twins(a.size):  # numpy, same bits: no Numba to load
         from .kernels.small import row_sums_min as small
 
         return small(a)

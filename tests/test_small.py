@@ -90,11 +90,33 @@ def test_row_sums_twin(dtype):
 
 def test_public_function_same_bits_either_side_of_the_threshold(monkeypatch):
     x, t, c, sp, sq, d = cases(5, 64, 24, np.float64, False)
+    calls = []
+    monkeypatch.setattr(rows, "numpy_twins", lambda size: calls.append(size) or True)
     got = emdcli.emd(x, c, rho=2.0, gradient=True)
-    monkeypatch.setattr(rows, "SMALL_ELEMENTS", 0)  # force the Numba kernels
+    assert calls  # the numpy twins ran
+    monkeypatch.setattr(rows, "numpy_twins", lambda size: False)  # the Numba kernels
     want = emdcli.emd(x, c, rho=2.0, gradient=True)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_small_batches_go_to_the_kernels_once_numba_pays():
+    """The numpy twins serve small batches until Numba is loaded or they have taken
+    SMALL_BUDGET values: then the kernels, 5-20x faster, take every batch."""
+    code = (
+        "import sys, numpy as np, emdcli\n"
+        "from emdcli import rows\n"
+        "x, c = np.random.default_rng(0).random((1000, 32)), np.zeros(1000, dtype=int)\n"
+        "v = emdcli.emd2(x, c)\n"
+        "print('numba' in sys.modules)\n"
+        "calls = 0\n"
+        "while 'numba' not in sys.modules and calls < 1000:\n"
+        "    assert (emdcli.emd2(x, c) == v).all()\n"
+        "    calls += 1\n"
+        "print(calls * x.size >= rows.SMALL_BUDGET // 3, calls < 1000, rows.numpy_twins(10))\n"
+        "assert (emdcli.emd2(x, c) == v).all()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.split() == ["False", "True", "True", "False"], (r.stdout, r.stderr)
 
 
 def test_out_of_range_values_use_the_kernel():

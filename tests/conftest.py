@@ -1,0 +1,21 @@
+"""The suite keeps small batches on the kernels' numpy twins, as a fresh process does.
+
+In a process where Numba is loaded, ``emdcli.rows.numpy_twins`` sends small batches to
+the kernels (5-20x faster there). This process loads Numba early, and would then compile
+a kernel for every small input's dtypes and layouts. The twins give the kernels' bits
+(``tests/test_small.py``, which also tests the switch itself, in a subprocess).
+"""
+
+import pytest
+
+from emdcli import rows
+
+
+@pytest.fixture(autouse=True)
+def _small_batches_on_the_numpy_twins():
+    # (not through ``monkeypatch``: requested here first, it would be undone after the
+    # tests' own environment fixtures, not before them)
+    real = rows.numpy_twins
+    rows.numpy_twins = lambda size: size <= rows.SMALL_ELEMENTS
+    yield
+    rows.numpy_twins = real
