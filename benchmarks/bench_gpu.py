@@ -227,7 +227,7 @@ def bench_emd(torch, cuda, name, space, B, reps, out):
 
 def bench_sinkhorn(torch, cuda, tree, B, reps, out):
     from emdcli.kernels.gpu_sinkhorn import cublas, dense_arrays, sinkhorn_batch_cuda
-    from emdcli.gibbs import gibbs_for
+    from emdcli.gibbs import Solve, gibbs_for
 
     rng = np.random.default_rng(1)
     N = tree.n
@@ -239,16 +239,16 @@ def bench_sinkhorn(torch, cuda, tree, B, reps, out):
     dense = dense_arrays(g_dense, np.float32)
     outs = [cuda.device_array(B), cuda.device_array(B, np.int64), cuda.device_array(B),
             cuda.device_array((B, N), np.float32)]
+    plain, plain_dense = (Solve(LAM, ITERS, 0.0, False, d, True) for d in (False, True))
 
     def ours_tree():
-        sinkhorn_batch_cuda(dP, dQ, g_tree, LAM, ITERS, 0.0, False, True, *outs)
+        sinkhorn_batch_cuda(dP, dQ, g_tree, plain, outs)
 
     def ours_dense():  # cuBLAS products through CuPy where it is installed
-        sinkhorn_batch_cuda(dP, dQ, g_dense, LAM, ITERS, 0.0, False, True, *outs, dense=dense)
+        sinkhorn_batch_cuda(dP, dQ, g_dense, plain_dense, outs, dense=dense)
 
     def ours_dense_numba():
-        sinkhorn_batch_cuda(dP, dQ, g_dense, LAM, ITERS, 0.0, False, True, *outs, dense=dense,
-                            blas=False)
+        sinkhorn_batch_cuda(dP, dQ, g_dense, plain_dense, outs, dense=dense, blas=False)
 
     M = tree.ground_matrix()
     K = torch.exp(torch.from_numpy(-LAM * M - 1.0)).float().cuda()
@@ -300,7 +300,7 @@ def shape_cases(cuda, tree, B, B1):
     from emdcli.kernels.gpu_common import SHARED_BYTES
     from emdcli.kernels.gpu_sinkhorn import sinkhorn_batch_cuda
     from emdcli.kernels.gpu_tree import tree_value_grad_cuda
-    from emdcli.gibbs import gibbs_for
+    from emdcli.gibbs import Solve, gibbs_for
     from emdcli.spaces import Chain
 
     rng = np.random.default_rng(2)
@@ -315,10 +315,11 @@ def shape_cases(cuda, tree, B, B1):
             outs = [cuda.device_array(b), cuda.device_array(b, np.int64),
                     cuda.device_array(b), cuda.device_array((b, n), np.float32)]
 
+            run = Solve(LAM, ITERS, 0.0, False, False, True)
+
             def call(t, w, shared, p=dP, q=dQ, g=g, o=outs):
-                return lambda: sinkhorn_batch_cuda(p, q, g, LAM, ITERS, 0.0, False, True, *o,
-                                                   threads_per_block=t, width=w,
-                                                   max_shared=shared)
+                return lambda: sinkhorn_batch_cuda(p, q, g, run, o, threads_per_block=t,
+                                                   width=w, max_shared=shared)
             shapes = [(t, w) for t in (64, 128, 256) for w in (None, 32, 64, 128, 256)
                       if w is None or w <= t]
             compared = (outs[0], outs[3])

@@ -53,7 +53,7 @@ def record_launches():
         cannot(exc)
     from emdcli.kernels import gpu_chain, gpu_sinkhorn, gpu_tree
     from emdcli.kernels.gpu_common import MAX_BLOCK
-    from emdcli.gibbs import gibbs_for
+    from emdcli.gibbs import Solve, gibbs_for
     from emdcli.spaces import Chain, Tree
 
     # host arrays stand in for device arrays; launches are recorded
@@ -100,8 +100,9 @@ def record_launches():
                 for shared in (0, 1 << 20):
                     form = "log" if log_form else "plain"
                     label[0] = f"Sinkhorn {kind} {form} {np.dtype(dt)}"
-                    gpu_sinkhorn.sinkhorn_batch_cuda(q, q, g, 1.0, 3, 0.0, log_form, True,
-                                                     blas=False, max_shared=shared)
+                    gpu_sinkhorn.sinkhorn_batch_cuda(
+                        q, q, g, Solve(1.0, 3, 0.0, log_form, dense, True), blas=False,
+                        max_shared=shared)
     return seen
 
 

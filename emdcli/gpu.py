@@ -133,8 +133,7 @@ def sinkhorn_cuda(p, q, sp, run, dt, threads_per_block=THREADS_PER_BLOCK):
     from .kernels.gpu_sinkhorn import sinkhorn_batch_cuda
 
     g = gibbs_for(sp, run.lam, dt, run.log_form, dense=run.dense)
-    return sinkhorn_batch_cuda(p, q, g, run.lam, run.iters, run.tol, run.log_form, run.gradient,
-                               threads_per_block=threads_per_block)
+    return sinkhorn_batch_cuda(p, q, g, run, threads_per_block=threads_per_block)
 
 
 def emd_on_device(pred, target, space, rho=1.0, gradient=False,

@@ -229,6 +229,11 @@ def space_for(kind, rng):
     return Ground.from_matrix(m), True
 
 
+def solve(lam, iters, tol, log_form, g):
+    """The :class:`Solve` of a run on g's kernel, with the gradient."""
+    return Solve(lam, iters, tol, log_form, g.kind == DENSE, True)
+
+
 def cpu_sinkhorn(P, Q, g, lam, iters, tol, log_form, width):
     """What the CPU runs: the batched BLAS form for dense plain, the row solver otherwise."""
     if g.kind == DENSE and not log_form:
@@ -266,7 +271,7 @@ def test_sinkhorn_matches_cpu(kind, log_form, dt):
     g = gibbs_for(sp, lam, dt, log_form, dense=dense)
     width = max(n, getattr(sp, "n_nodes", n))
     want = cpu_sinkhorn(P, Q, g, lam, 3, 0.0, log_form, width)
-    got = sinkhorn_batch_cuda(P, Q, g, lam, 3, 0.0, log_form, True, threads_per_block=TPB,
+    got = sinkhorn_batch_cuda(P, Q, g, solve(lam, 3, 0.0, log_form, g), threads_per_block=TPB,
                               blas=False)  # the Numba kernel, also where CuPy is installed
     assert_same_sinkhorn(got, want, dt)
 
@@ -313,15 +318,15 @@ def test_dense_plain_as_cublas_products(monkeypatch, dt, tol):
     want = cpu_sinkhorn(P, Q, g, lam, 8, tol, False, n)
     real = gpu_sinkhorn.cublas()
     if real is not None:
-        assert_same_sinkhorn(sinkhorn_batch_cuda(P, Q, g, lam, 8, tol, False, True, blas=True),
+        assert_same_sinkhorn(sinkhorn_batch_cuda(P, Q, g, solve(lam, 8, tol, False, g), blas=True),
                              want, dt)
     monkeypatch.setattr(gpu_sinkhorn, "cublas", lambda: _FakeCupy())
-    got = sinkhorn_batch_cuda(P, Q, g, lam, 8, tol, False, True, blas=True)
+    got = sinkhorn_batch_cuda(P, Q, g, solve(lam, 8, tol, False, g), blas=True)
     for x, w in zip(got, want):
         assert type(x) is np.ndarray
         np.testing.assert_array_equal(x, w)
     outs = [np.empty(b), np.empty(b, np.int64), np.empty(b), np.empty((b, n), dt)]
-    got = sinkhorn_batch_cuda(P, Q, g, lam, 8, tol, False, True, *outs, blas=True,
+    got = sinkhorn_batch_cuda(P, Q, g, solve(lam, 8, tol, False, g), outs, blas=True,
                               dense=(g.mat, g.mat.T, np.ascontiguousarray(g.mat2.T)))
     for x, o, w in zip(got, outs, want):
         assert x is o
@@ -329,7 +334,7 @@ def test_dense_plain_as_cublas_products(monkeypatch, dt, tol):
     if SIM:
         monkeypatch.undo()
         with pytest.raises(RuntimeError, match="CuPy"):
-            sinkhorn_batch_cuda(P, Q, g, lam, 8, tol, False, True, blas=True)
+            sinkhorn_batch_cuda(P, Q, g, solve(lam, 8, tol, False, g), blas=True)
 
 
 @pytest.mark.parametrize("kind,width,lam", [("chain", 2, 0.5), ("tree", 2, 0.5), ("dense", 1, 2.0)])
@@ -346,7 +351,7 @@ def test_sinkhorn_rows_stop_on_their_own(kind, width, lam):
     assert len(set(want[1].tolist())) > 1
     for max_shared in (None, 0):  # work rows in shared memory, then in global memory
         kw = {} if max_shared is None else {"max_shared": max_shared}
-        got = sinkhorn_batch_cuda(P, Q, g, lam, 8, 1e-3, False, True, threads_per_block=TPB,
+        got = sinkhorn_batch_cuda(P, Q, g, solve(lam, 8, 1e-3, False, g), threads_per_block=TPB,
                                   width=width, blas=False, **kw)
         assert_same_sinkhorn(got, want, np.float64)
 
@@ -406,7 +411,7 @@ def test_production_launch_shapes_match_cpu(dt):
         for kind_dense in (False, True):
             g = gibbs_for(tree, 3.0, dt, log_form, dense=kind_dense)
             want = cpu_sinkhorn(P, Q, g, 3.0, iters, 0.0, log_form, tree.n_nodes)
-            got = sinkhorn_batch_cuda(P, Q, g, 3.0, iters, 0.0, log_form, True)
+            got = sinkhorn_batch_cuda(P, Q, g, solve(3.0, iters, 0.0, log_form, g))
             assert_same_sinkhorn(got, want, dt)
 
 
@@ -447,12 +452,13 @@ def test_device_arrays_in_device_arrays_out():
     np.testing.assert_allclose(out.copy_to_host(), vals, **close(np.float32))
     np.testing.assert_allclose(G.copy_to_host(), grads, **close(np.float32))
     g = gibbs_for(chain, 2.0, np.float32, True)
-    got = sinkhorn_batch_cuda(dP, dQ, g, 2.0, 3, 0.0, True, True, threads_per_block=TPB)
+    got = sinkhorn_batch_cuda(dP, dQ, g, solve(2.0, 3, 0.0, True, g), threads_per_block=TPB)
     assert all(on_device(x) for x in got)
     assert_same_sinkhorn(got, cpu_sinkhorn(P, Q, g, 2.0, 3, 0.0, True, n), np.float32)
     g = gibbs_for(chain, 2.0, np.float32, False, dense=True)  # dense plain: CuPy where present
     outs = [cuda.device_array(b), None, None, cuda.device_array((b, n), np.float32)]
-    got = sinkhorn_batch_cuda(dP, dQ, g, 2.0, 3, 0.0, False, True, *outs, threads_per_block=TPB)
+    got = sinkhorn_batch_cuda(dP, dQ, g, solve(2.0, 3, 0.0, False, g), outs,
+                              threads_per_block=TPB)
     assert all(on_device(x) for x in got) and got[0] is outs[0] and got[3] is outs[3]
     assert_same_sinkhorn(got, cpu_sinkhorn(P, Q, g, 2.0, 3, 0.0, False, n), np.float32)
 

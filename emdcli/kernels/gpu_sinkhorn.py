@@ -279,13 +279,13 @@ def _deliver(cp, x, dest, like_device):
     return dest
 
 
-def _dense_plain_cublas(cp, P, Q, g, lam, iters, tol, want_grad, values, iterations, errors,
-                        G, dense):
+def _dense_plain_cublas(cp, P, Q, g, run, outs, dense):
     """The dense plain form as ``kernels.sinkhorn.dense_plain_batch`` (the CPU's BLAS
     batch) on CuPy arrays: the same code, cuBLAS products. Arguments and results as
     :func:`sinkhorn_batch_cuda`."""
-    from ..gibbs import Solve
     from .sinkhorn import dense_plain_batch
+
+    values, iterations, errors, G = outs
 
     dev_in = on_device(P)
     with CLOCK.phase("to_device"):
@@ -295,37 +295,39 @@ def _dense_plain_cublas(cp, P, Q, g, lam, iters, tol, want_grad, values, iterati
         else:
             K, KM = cp.asarray(g.mat, dtype=cP.dtype), cp.asarray(g.mat2, dtype=cP.dtype)
     with CLOCK.phase("kernel"):
-        out = dense_plain_batch(cP, cQ, K, KM, Solve(lam, iters, tol, False, True, want_grad),
-                                xp=cp)
+        out = dense_plain_batch(cP, cQ, K, KM, run._replace(log_form=False, dense=True), xp=cp)
     with CLOCK.phase("to_host"):
         got = [_deliver(cp, x, d, dev_in) for x, d in zip(out[:3], (values, iterations, errors))]
-        got.append(_deliver(cp, out[3], G, dev_in) if want_grad else None)
+        got.append(_deliver(cp, out[3], G, dev_in) if run.gradient else None)
     return tuple(got)
 
 
-def sinkhorn_batch_cuda(P, Q, g, lam, iters, tol, log_form, want_grad, values=None,
-                        iterations=None, errors=None, G=None, threads_per_block=128,
-                        width=None, dense=None, blas=None, max_shared=SHARED_BYTES):
+def sinkhorn_batch_cuda(P, Q, g, run, outs=None, *, threads_per_block=128, width=None,
+                        dense=None, blas=None, max_shared=SHARED_BYTES):
     """Sinkhorn for every row of P, Q (B, N) on the GPU over the space ``g`` (a
     ``gibbs.Gibbs`` of any kind, as built by ``emdcli.gibbs.gibbs_for`` for P's dtype;
-    host arrays; the small ones are copied once per distinct space and reused).
+    host arrays; the small ones are copied once per distinct space and reused), with the
+    :class:`~emdcli.gibbs.Solve` ``run`` (λ, iterations, tolerance, form, gradient; the
+    kernel's kind is g's), as ``kernels.sinkhorn.sinkhorn_batch`` on the CPU.
 
-    values, errors (B,) float64, iterations (B,) int64, G (B, N): host or device arrays
-    to fill, or None to allocate like P. width: lanes per row (default: 1 for a chain,
-    else up to the block). dense: :func:`dense_arrays` of g, made once (else per call).
-    blas: for the dense plain form, True runs it as cuBLAS products through CuPy (as the
-    CPU runs it as BLAS products), False as the Numba kernel here; None (default): CuPy
-    when :func:`cublas` finds it. max_shared: dynamic shared memory allowed for the
-    work rows (at most SHARED_BYTES; 0 keeps them in global memory). Returns (values, iterations, errors, G or
-    None).
+    outs: (values, iterations, errors, G): values, errors (B,) float64, iterations (B,)
+    int64, G (B, N), host or device arrays to fill, each or all None to allocate like P.
+    width: lanes per row (default: 1 for a chain, else up to the block). dense:
+    :func:`dense_arrays` of g, made once (else per call). blas: for the dense plain form,
+    True runs it as cuBLAS products through CuPy (as the CPU runs it as BLAS products),
+    False as the Numba kernel here; None (default): CuPy when :func:`cublas` finds it.
+    max_shared: dynamic shared memory allowed for the work rows (at most SHARED_BYTES; 0
+    keeps them in global memory). Returns (values, iterations, errors, G or None).
     """
-    if g.kind == DENSE and not log_form and blas is not False:
+    outs = (None,) * 4 if outs is None else tuple(outs)
+    if g.kind == DENSE and not run.log_form and blas is not False:
         cp = cublas()
         if cp is None and blas:
             raise RuntimeError("the cuBLAS path needs CuPy on a real GPU")
         if cp is not None:
-            return _dense_plain_cublas(cp, P, Q, g, lam, iters, tol, want_grad, values,
-                                       iterations, errors, G, dense)
+            return _dense_plain_cublas(cp, P, Q, g, run, outs, dense)
+    lam, iters, tol, log_form, want_grad = run.lam, run.iters, run.tol, run.log_form, run.gradient
+    values, iterations, errors, G = outs
     dev_in = on_device(P)
     with CLOCK.phase("to_device"):
         dP = to_device(P)
