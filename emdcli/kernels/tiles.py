@@ -93,6 +93,17 @@ def _row_pointer(context, builder, aryty, ary, r, c):
     return builder.inttoptr(builder.add(data, offset), vec.as_pointer())
 
 
+def store_rows(context, builder, aty, ary, cols, r0, c0):
+    """Eight <8 x double> columns (column k holds rows r0 … r0+7 at column c0 + k of A),
+    transposed and stored as A[r0 + r, c0 … c0+7], cast to A's dtype."""
+    f32 = ir.VectorType(ir.FloatType(), _W)
+    for r, row in enumerate(_transpose(builder, cols)):
+        if aty.dtype == types.float32:
+            row = builder.fptrunc(row, f32)
+        ptr = _row_pointer(context, builder, aty, ary, builder.add(r0, r0.type(r)), c0)
+        builder.store(row, ptr, align=4)
+
+
 def check_tiles(*arrays):
     return all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"
                and a.dtype in (types.float32, types.float64) for a in arrays)
@@ -134,16 +145,11 @@ def _block_out(typingctx, X, x0, xj, A, r0, c0):
         x = context.make_array(X)(context, builder, args[0])
         a = context.make_array(A)(context, builder, args[3])
         x0, xj, r0, c0 = args[1], args[2], args[4], args[5]
-        rows = []
+        cols = []
         for k in range(_W):
             ptr = _row_pointer(context, builder, X, x, builder.add(x0, x0.type(k)), xj)
-            rows.append(builder.load(ptr, align=8))
-        f32 = ir.VectorType(ir.FloatType(), _W)
-        for r, col in enumerate(_transpose(builder, rows)):
-            if A.dtype == types.float32:
-                col = builder.fptrunc(col, f32)
-            ptr = _row_pointer(context, builder, A, a, builder.add(r0, r0.type(r)), c0)
-            builder.store(col, ptr, align=4)
+            cols.append(builder.load(ptr, align=8))
+        store_rows(context, builder, A, a, cols, r0, c0)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -233,12 +239,7 @@ def _block_out_sub(typingctx, X, x0, base, A, r0):
         for k in range(_W):
             ptr = _row_pointer(context, builder, X, x, builder.add(x0, x0.type(k)), lane)
             cols.append(builder.fsub(bv, builder.load(ptr, align=8)))
-        f32 = ir.VectorType(ir.FloatType(), _W)
-        for r, row in enumerate(_transpose(builder, cols)):
-            if A.dtype == types.float32:
-                row = builder.fptrunc(row, f32)
-            ptr = _row_pointer(context, builder, A, a, builder.add(r0, r0.type(r)), x0)
-            builder.store(row, ptr, align=4)
+        store_rows(context, builder, A, a, cols, r0, x0)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -266,12 +267,7 @@ def _block_out_rule(typingctx, X, PT, dots, x0, A, r0):
             g = builder.load(_row_pointer(context, builder, X, x, row, lane), align=8)
             p = builder.load(_row_pointer(context, builder, PT, pt, row, lane), align=8)
             cols.append(builder.fmul(p, builder.fsub(g, dv)))
-        f32 = ir.VectorType(ir.FloatType(), _W)
-        for r, out in enumerate(_transpose(builder, cols)):
-            if A.dtype == types.float32:
-                out = builder.fptrunc(out, f32)
-            ptr = _row_pointer(context, builder, A, a, builder.add(r0, r0.type(r)), x0)
-            builder.store(out, ptr, align=4)
+        store_rows(context, builder, A, a, cols, r0, x0)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -35,9 +35,9 @@ from . import threads
 from .rowstats import RowSums, sums_mins_lanes
 from .scalars import needs_residual_fix, unit_diff
 from .softmax import Softmax, gather_dots, gather_tile, softmax_lanes, target_differences
-from .tiles import (LANES, LaneRows, _row_pointer, _transpose, check_tiles, differences_to_lanes,  # noqa: F401
-                    from_lanes, row_pointers, rule_from_lanes, sign_bits, splat, tail_block,
-                    to_lanes)
+from .tiles import (LANES, LaneRows, _row_pointer, check_tiles, differences_to_lanes,  # noqa: F401
+                    from_lanes, row_pointers, rule_from_lanes, sign_bits, splat, store_rows,
+                    tail_block, to_lanes)
 from .tree import _fix_rows, path_lengths
 
 _STATE = 6  # rows of the state tile: total, mean, m, sp, sq, rsp
@@ -113,12 +113,7 @@ def _gradient_block(typingctx, A, bin_node, k0, S, G, r0):
             node = context.cast(builder, node, bin_node.dtype, types.intp)
             ptr = _row_pointer(context, builder, A, a, node, lane)
             cols.append(builder.fsub(builder.load(ptr, align=8), mean))
-        f32 = ir.VectorType(ir.FloatType(), 8)
-        for r, row in enumerate(_transpose(builder, cols)):
-            if G.dtype == types.float32:
-                row = builder.fptrunc(row, f32)
-            ptr = _row_pointer(context, builder, G, g, builder.add(r0, r0.type(r)), k0)
-            builder.store(row, ptr, align=4)
+        store_rows(context, builder, G, g, cols, r0, k0)
         return context.get_dummy_value()
 
     return sig, codegen

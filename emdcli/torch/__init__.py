@@ -22,8 +22,10 @@ the gradient with respect to ``input``; backward multiplies it by ``grad_output`
 CPU tensors are read in place by the Numba kernels (validated: NaN logits, a class out
 of range raise :class:`emdcli.EMDInputError`, a ValueError); CUDA tensors are computed
 by the numba.cuda kernels in torch's stream order, with no host synchronisation (and so
-no data checks: such rows give NaN losses). float16/bfloat16 compute in float32. Both
-are ``torch.library`` custom operators, so ``torch.compile(fullgraph=True)`` keeps them.
+no data checks: such rows give NaN losses). float16/bfloat16 compute in float32. Under
+``torch.compile`` the loss calls ``torch.library`` custom operators, so
+``torch.compile(fullgraph=True)`` keeps them; in eager mode the same kernel call is one
+autograd node with the mask and the reduction (:mod:`emdcli.torch._eager`).
 """
 
 import torch

@@ -7,7 +7,9 @@ the raw ``input`` (the chain rule through the normalisation), one kernel call fo
 is its backward; differentiating that raises (the loss is once differentiable).
 
 Both are ``torch.library.custom_op`` operators with fake implementations, so
-``torch.compile`` graphs keep them as single opaque nodes. The space travels as a
+``torch.compile`` graphs keep them as single opaque nodes; eager steps call their bodies,
+:func:`value_grad` and :func:`scale_grad`, from one autograd node
+(:mod:`emdcli.torch._eager`). The space travels as a
 ``kind`` ("chain", "tree", "ground") and a list of CPU tensors (:func:`space_from`).
 CPU tensors are read by the Numba kernels through zero-copy numpy views, CUDA tensors
 go to the numba.cuda kernels (:mod:`emdcli.torch._device`).
