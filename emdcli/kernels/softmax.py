@@ -25,10 +25,12 @@ from typing import NamedTuple
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import jit  # noqa: F401 (before any kernel loads)
 from .scalars import diff
+from .tiles import _W, LANES, _lane_vector, _row_pointer, check_tiles
 
 
 class Softmax(NamedTuple):
@@ -107,37 +109,103 @@ def softmax_lanes(PT, m, s):
             PT[i, j] *= s[j]
 
 
-@njit(cache=True, inline="always")
-def offsets_dots(T, PT, base, last, dots):
+def _is_vector(a):
+    return (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+            and a.dtype == types.float64)
+
+
+def _dots_step(context, builder, tiles, i, values, acc):
+    """Row i of a gradient tile: ``X[i] = values(v, ptr)`` for each vector v of 8 lanes
+    (ptr: its place in X), and ``acc[v] += X[i] · PT[i]`` (no FMA)."""
+    (x, X), (pt, PT) = tiles
+    for v in range(len(acc)):
+        col = i.type(v * _W)
+        ptr = _row_pointer(context, builder, X, x, i, col)
+        g = values(v, ptr)
+        builder.store(g, ptr, align=8)
+        p = builder.load(_row_pointer(context, builder, PT, pt, i, col), align=8)
+        builder.store(builder.fadd(builder.load(acc[v]), builder.fmul(g, p)), acc[v])
+
+
+def _dots_start(context, builder, base, ba):
+    """(the first lane of each vector of 8, base's vectors, zeroed accumulators)."""
+    vec = ir.VectorType(ir.DoubleType(), _W)
+    groups = [ir.Constant(ir.IntType(64), v * _W) for v in range(LANES // _W)]
+    bases = [_lane_vector(context, builder, base, ba, [c]) for c in groups]
+    return groups, bases, [cgutils.alloca_once_value(builder, ir.Constant(vec, None))
+                           for _ in groups]
+
+
+def _dots_store(context, builder, dots, da, groups, acc):
+    vec = ir.VectorType(ir.DoubleType(), _W)
+    for v, col in enumerate(groups):
+        ptr = cgutils.get_item_pointer(context, builder, dots, da, [col])
+        builder.store(builder.load(acc[v]), builder.bitcast(ptr, vec.as_pointer()), align=8)
+
+
+@intrinsic
+def offsets_dots(typingctx, T, PT, base, last, dots):
     """T (N, LANES) ← ``base − T`` in rows 0 … N−2 and ``last`` in row N−1 (the chain's
     gradient g, as :func:`~.tiles.gradient_from_lanes` writes it; base, last (LANES,)),
-    and dots (LANES,) ← ⟨g, p⟩ per column, p = PT, summed over the bins in order."""
-    n, lanes = T.shape
-    for j in range(lanes):
-        dots[j] = 0.0
-    for i in range(n - 1):
-        for j in range(lanes):
-            t = base[j] - T[i, j]
-            T[i, j] = t
-            dots[j] += t * PT[i, j]
-    for j in range(lanes):
-        T[n - 1, j] = last[j]
-        dots[j] += last[j] * PT[n - 1, j]
+    and dots (LANES,) ← ⟨g, p⟩ per column, p = PT, summed over the bins in order from 0
+    (no FMA). In LLVM IR, the sums in registers (a Numba loop keeps them in memory)."""
+    if not (check_tiles(T, PT) and T.dtype == PT.dtype == types.float64
+            and all(_is_vector(a) for a in (base, last, dots))):
+        return None
+    sig = types.none(T, PT, base, last, dots)
+
+    def codegen(context, builder, signature, args):
+        t = context.make_array(T)(context, builder, args[0])
+        pt = context.make_array(PT)(context, builder, args[1])
+        ba, la, da = (context.make_array(ty)(context, builder, a)
+                      for ty, a in zip((base, last, dots), args[2:]))
+        n = cgutils.unpack_tuple(builder, t.shape, 2)[0]
+        steps = builder.select(builder.icmp_signed(">", n, n.type(0)),
+                               builder.sub(n, n.type(1)), n.type(0))
+        groups, bases, acc = _dots_start(context, builder, base, ba)
+        tiles = ((t, T), (pt, PT))
+        with cgutils.for_range(builder, steps) as loop:
+            _dots_step(context, builder, tiles, loop.index,
+                       lambda v, ptr: builder.fsub(bases[v], builder.load(ptr, align=8)), acc)
+        with builder.if_then(builder.icmp_signed(">", n, n.type(0))):
+            _dots_step(context, builder, tiles, steps,
+                       lambda v, ptr: _lane_vector(context, builder, last, la, [groups[v]]), acc)
+        _dots_store(context, builder, dots, da, groups, acc)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
-@njit(cache=True, inline="always")
-def gather_dots(X, A, rows, base, PT, dots):
-    """:func:`gather_tile` (the tree's gradient g), and dots (LANES,) ← ⟨g, p⟩ per column,
-    p = PT, summed over the bins in order."""
-    n, lanes = X.shape
-    for j in range(lanes):
-        dots[j] = 0.0
-    for k in range(n):
-        a = A[rows[k]]
-        for j in range(lanes):
-            x = a[j] - base[j]
-            X[k, j] = x
-            dots[j] += x * PT[k, j]
+@intrinsic
+def gather_dots(typingctx, X, A, rows, base, PT, dots):
+    """X (N, LANES) ← ``A[rows[k]] − base`` for k < N (:func:`gather_tile`: the tree's
+    gradient g; A (nodes, LANES)), and dots (LANES,) ← ⟨g, p⟩ per column, p = PT, summed
+    over the bins in order from 0 (no FMA), in LLVM IR as :func:`offsets_dots`."""
+    if not (check_tiles(X, A, PT) and X.dtype == A.dtype == PT.dtype == types.float64
+            and isinstance(rows, types.Array) and rows.ndim == 1
+            and isinstance(rows.dtype, types.Integer) and _is_vector(base) and _is_vector(dots)):
+        return None
+    sig = types.none(X, A, rows, base, PT, dots)
+
+    def codegen(context, builder, signature, args):
+        x, a, ra, ba, pt, da = (context.make_array(ty)(context, builder, v)
+                                for ty, v in zip((X, A, rows, base, PT, dots), args))
+        n = cgutils.unpack_tuple(builder, x.shape, 2)[0]
+        groups, bases, acc = _dots_start(context, builder, base, ba)
+        with cgutils.for_range(builder, n) as loop:
+            k = loop.index
+            node = builder.load(cgutils.get_item_pointer(context, builder, rows, ra, [k]))
+            node = context.cast(builder, node, rows.dtype, types.intp)
+
+            def values(v, ptr):
+                src = _row_pointer(context, builder, A, a, node, groups[v])
+                return builder.fsub(builder.load(src, align=8), bases[v])
+
+            _dots_step(context, builder, ((x, X), (pt, PT)), k, values, acc)
+        _dots_store(context, builder, dots, da, groups, acc)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(cache=True, inline="always")
