@@ -21,7 +21,7 @@ MASS_RTOL = {np.float64: 1e-9, np.float32: 1e-5}
 SMALL_ELEMENTS = 1 << 16
 # Values the numpy twins take in a process before the kernels take over: ~0.3 s of their
 # work, what loading Numba costs; past it (a loop of small batches: a training loop, a
-# stream) the kernels, 5-20x faster once loaded, pay for themselves.
+# stream) the kernels, 1.7-20x faster once loaded, pay for themselves.
 SMALL_BUDGET = 1 << 22
 _SMALL_SEEN = [0]
 

@@ -1,7 +1,7 @@
 """The suite keeps small batches on the kernels' numpy twins, as a fresh process does.
 
 In a process where Numba is loaded, ``emdcli.rows.numpy_twins`` sends small batches to
-the kernels (5-20x faster there). This process loads Numba early, and would then compile
+the kernels (1.7-20x faster there). This process loads Numba early, and would then compile
 a kernel for every small input's dtypes and layouts. The twins give the kernels' bits
 (``tests/test_small.py``, which also tests the switch itself, in a subprocess).
 """

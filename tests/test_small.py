@@ -102,7 +102,7 @@ def test_public_function_same_bits_either_side_of_the_threshold(monkeypatch):
 
 def test_small_batches_go_to_the_kernels_once_numba_pays():
     """The numpy twins serve small batches until Numba is loaded or they have taken
-    SMALL_BUDGET values: then the kernels, 5-20x faster, take every batch."""
+    SMALL_BUDGET values: then the kernels, 1.7-20x faster, take every batch."""
     code = (
         "import sys, numpy as np, emdcli\n"
         "from emdcli import rows\n"
