@@ -155,11 +155,13 @@ def _lanes_take(space, b, n, rho, itemsize):
 def _sums_in_kernel(pred, space, rho, normalize, dt):
     """Whether the l1 check of ``pred`` can take its row sums and minima from the lanes
     kernels as they read the rows (one pass over them, not two): C-contiguous float rows,
-    stored as the kernels read them, a batch the chain's or tree's lanes kernel takes (a
-    chain's rows wide enough: ``kernels.chain_lanes.takes_sums``)."""
+    stored as the kernels read them, a batch for the kernels (not the numpy twins,
+    :func:`rows.numpy_twins`) that the chain's or tree's lanes kernel takes (a chain's rows
+    wide enough: ``kernels.chain_lanes.takes_sums``)."""
     if not (normalize == "l1" and isinstance(pred, np.ndarray) and pred.ndim == 2
             and pred.dtype in (np.float32, np.float64) and pred.flags.c_contiguous
-            and pred.dtype.itemsize <= np.dtype(dt).itemsize and pred.size > rows.SMALL_ELEMENTS
+            and pred.dtype.itemsize <= np.dtype(dt).itemsize
+            and not rows.numpy_twins(pred.size)  # (first: the lanes modules load Numba)
             and _lanes_take(space, *pred.shape, rho, pred.dtype.itemsize)):
         return False
     if isinstance(space, Tree):

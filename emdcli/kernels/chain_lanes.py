@@ -36,8 +36,8 @@ from . import threads
 from .rowstats import RowSums, sums_mins_lanes
 from .scalars import lane_sum, needs_residual_fix, unit_diff
 from .softmax import Softmax, offsets_dots, softmax_lanes, target_differences
-from .tiles import (LANES, LaneRows, differences_to_lanes, from_lanes,  # noqa: F401
-                    gradient_from_lanes, lane_scan, rule_from_lanes, tail_block, to_lanes)
+from .tiles import (LANES, LaneRows, differences_to_lanes, gradient_from_lanes,  # noqa: F401
+                    lane_scan, rule_from_lanes, tail_block, to_lanes)
 
 MAX_LANE_BINS = 4096  # wider rows go one at a time: the tiles would leave the L2 cache
 MIN_LANE_BINS_FLOAT64 = 256
