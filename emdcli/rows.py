@@ -309,9 +309,8 @@ def prepare_classes(t, n_rows, n_bins, check=True):
                     f"class index {float(t[bad[0]])!r} is not an integer", source="target",
                     row=int(bad[0]), hint="1-D targets are class indices",
                 )
-        out = (t < 0) | (t >= n_bins)
-        if out.any():
-            r = int(np.flatnonzero(out)[0])
+        if t.size and (t.min() < 0 or t.max() >= n_bins):  # (no (B,) temporaries)
+            r = int(np.flatnonzero((t < 0) | (t >= n_bins))[0])
             raise EMDInputError(
                 f"class index {t[r].item()} is out of range 0..{n_bins - 1}", source="target", row=r,
                 hint="class indices are 0-based bin numbers",

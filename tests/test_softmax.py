@@ -170,6 +170,26 @@ def test_emd_softmax_where_the_lanes_do_not_run():
         np.testing.assert_allclose(g, g0, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("case", ["chain lanes", "tree lanes", "small", "ground"])
+def test_emd_softmax_writes_its_gradient_over_p(case):
+    """out's gradient array may be p itself (what emdcli.torch passes): the same values and
+    the same bits of the gradient as into a separate array, on every path."""
+    b, n = (40, 6) if case in ("small", "ground") else (2048 + 17, 33)  # (past the twins)
+    rng, z = _softmax_rows(11, b, n, np.float32)
+    p = rows.softmax(z.astype(np.float64)).astype(np.float32)
+    c = rng.integers(0, n, b)
+    kw = {"rho": 2.0, "dtype": "float32"}
+    if case == "tree lanes":
+        kw["space"] = _random_tree(12, 50, n)[0]
+    if case == "ground":
+        kw = {"dtype": "float32",
+              "space": Ground.from_matrix(np.abs(np.subtract.outer(np.arange(n), np.arange(n))))}
+    v0, g0 = api.emd_softmax(p, c, **kw)
+    over = p.copy()
+    v, g = api.emd_softmax(over, c, out=(np.empty(b, np.float32), over), **kw)
+    assert g is over and np.array_equal(v, v0) and np.array_equal(g, g0)
+
+
 def test_nan_and_masked_logits_in_the_kernels():
     rng, z = _softmax_rows(9, 4096, 32, np.float64)
     z[3, 5] = -np.inf  # masked: p = 0 there, the row finite

@@ -243,6 +243,33 @@ def test_ignore_index_rows_add_nothing_and_are_not_counted(reduction, smoothing)
     assert (grad[~kept] == 0).all()
     custom = et.emd_loss(x.detach(), torch.where(kept, t, 3), ignore_index=3, reduction="none")
     assert (custom[~kept] == 0).all()
+    beyond = et.emd_loss(x.detach(), torch.where(kept, t, N), ignore_index=N, reduction="none")
+    assert (beyond[~kept] == 0).all() and torch.equal(beyond[kept], custom[kept])
+
+
+@pytest.mark.parametrize("shape", [(7, N), (3000, 24)])  # (the second past the twins)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_backward_scales_by_grad_output_and_a_retained_graph_accumulates(reduction, dtype,
+                                                                         shape):
+    """The CPU step's gradient comes scaled by 1/B from the forward and is returned as it
+    is for grad_output 1: any other grad_output, and a second backward through a retained
+    graph, still give the exact product and sum."""
+    rng = rng_for("scaled", reduction)
+    x, t = inputs(rng, "softmax", False, b=shape[0], n=shape[1], dtype=dtype)
+    x = x.detach().requires_grad_()
+    tol = 1e-14 if dtype == torch.float64 else 1e-6
+    ref, = torch.autograd.grad(et.emd_loss(x, t, reduction=reduction), x)
+    loss = et.emd_loss(x, t, reduction=reduction)
+    (2.5 * loss).backward(retain_graph=True)
+    torch.testing.assert_close(x.grad, 2.5 * ref, rtol=tol, atol=0.0)
+    loss.backward(retain_graph=True)
+    torch.testing.assert_close(x.grad, 3.5 * ref, rtol=tol, atol=0.0)
+    loss.backward()
+    torch.testing.assert_close(x.grad, 4.5 * ref, rtol=tol, atol=0.0)
+    x.grad = None
+    et.emd_loss(x, t, reduction=reduction).backward()
+    assert torch.equal(x.grad, ref)
 
 
 def test_all_rows_ignored_mean_is_nan_like_cross_entropy():

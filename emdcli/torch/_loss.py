@@ -3,7 +3,7 @@
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from ..errors import EMDInputError
 from ..rows import NORMALIZE
 from ..spaces import Chain, Ground, Tree
 from ._eager import ReducedEMD, reduce_rows
-from ._ops import emd_value_grad
+from ._ops import emd_value_grad, space_from
 
 REDUCTIONS = ("mean", "sum", "none")
 COMPUTED = (torch.float32, torch.float64)  # float16 / bfloat16 compute in float32
@@ -64,6 +64,7 @@ class LossSpace:
     kind: str
     tensors: tuple
     n: int | None
+    spaces: dict = field(default_factory=dict, compare=False, repr=False)
 
     def for_width(self, n):
         """The operator's (kind, tensors) for rows of ``n`` bins."""
@@ -75,6 +76,14 @@ class LossSpace:
                 source=self.kind, hint="the space needs one bin per column of input",
             )
         return self.kind, list(self.tensors)
+
+    def host(self, n):
+        """The :class:`Chain`, :class:`Tree` or :class:`Ground` for rows of ``n`` bins,
+        made once per width (eager steps; a graph traces :meth:`for_width` instead)."""
+        sp = self.spaces.get(n)
+        if sp is None:
+            sp = self.spaces[n] = space_from(*self.for_width(n))
+        return sp
 
 
 def _host(value):
@@ -170,6 +179,19 @@ def _check_tensors(input, target, space, opts):
         raise ValueError("label_smoothing makes soft targets, which a ground matrix does not take")
 
 
+def _ignores(t, ignore_index, n):
+    """Whether a class index of t (B,) int64, a CPU tensor, is ``ignore_index``: one
+    reduction and no (B,) temporary when that is below 0 (the default −100) or ≥ n."""
+    a = t.numpy()
+    if a.size == 0:
+        return False
+    if ignore_index < 0:
+        return bool(a.min() <= ignore_index)
+    if ignore_index >= n:
+        return bool(a.max() >= ignore_index)
+    return bool((a == ignore_index).any())
+
+
 def _log_probs(x, normalize):
     """log p (B, N) of the normalised rows (zero masses give a large negative, not -inf)."""
     if normalize == "softmax":
@@ -195,17 +217,16 @@ def loss(input, target, space, opts):
     """The loss of (B, N) ``input`` against ``target`` (see :func:`emdcli.torch.emd_loss`)."""
     _check_tensors(input, target, space, opts)
     n = input.shape[1]
-    kind, tensors = space.for_width(n)
+    graph = torch.compiler.is_compiling()
     x = (input if input.dtype in COMPUTED else input.float()).contiguous()
     classes = target.dim() == 1
     eps = opts.label_smoothing
     if classes:
         t = target.long()
-        keep = t != opts.ignore_index
-        if (not torch.compiler.is_compiling() and input.device.type == "cpu"
-                and bool(keep.all())):
+        if not graph and input.device.type == "cpu" and not _ignores(t, opts.ignore_index, n):
             keep = None  # nothing ignored: no masks (each a (B,) temporary)
         else:  # (on CUDA and in graphs: masked, no data-dependent branch)
+            keep = t != opts.ignore_index
             t = torch.where(keep, t, 0)
         t = t.contiguous()
         smoothing = eps
@@ -214,13 +235,14 @@ def loss(input, target, space, opts):
         if eps > 0.0:  # (1 − ε) q + ε/N, at q's mass
             t = (1.0 - eps) * t + (eps / n) * t.sum(dim=1, keepdim=True)
         t, smoothing, keep = t.contiguous(), 0.0, None
-    op = (tensors, kind, opts.rho, opts.normalize, smoothing)
-    if torch.compiler.is_compiling():  # the custom operators: one opaque node in the graph
-        rows, _ = emd_value_grad(x, t, *op)
+    if graph:  # the custom operators: one opaque node in the graph
+        kind, tensors = space.for_width(n)
+        rows, _ = emd_value_grad(x, t, tensors, kind, opts.rho, opts.normalize, smoothing)
         if keep is not None:
             rows = torch.where(keep, rows, 0.0)
         total = reduce_rows(rows, keep, opts.reduction)
     else:  # eager: one autograd node (emdcli.torch._eager)
+        op = (space.host(n), opts.rho, opts.normalize, smoothing)
         total = ReducedEMD.apply(x, t, keep, op, opts.reduction)
     if opts.ce_weight > 0.0:
         ce = _cross_entropy(x, t, classes, opts)

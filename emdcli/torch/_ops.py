@@ -84,6 +84,28 @@ def _outputs(x):
     return _buffers.empty((x.shape[0],), dtype), _buffers.empty(x.shape, dtype)
 
 
+STEPS_KEPT = 16
+_STEPS = {}  # (id(space), rho, shape, logits) → (space, api.SoftmaxStep)
+
+
+def _step(sp, rho, shape, logits):
+    """:func:`emdcli.api.softmax_step`, made once per space, rho and batch shape (the
+    space kept with it, so that its id stays its own); None, not kept, while the lanes
+    kernels do not take such rows (the numpy twins' small batches, other rho)."""
+    key = (id(sp), rho, tuple(shape), logits)
+    hit = _STEPS.get(key)
+    if hit is not None and hit[0] is sp:
+        return hit[1]
+    from .. import api
+
+    step = api.softmax_step(sp, rho, tuple(shape), logits)
+    if step is not None:
+        while len(_STEPS) >= STEPS_KEPT:
+            _STEPS.pop(next(iter(_STEPS)), None)
+        _STEPS[key] = (sp, step)
+    return step
+
+
 def _softmax_classes(x, c, sp, rho, dtype):
     """The common training case, logits against class indices: one kernel pass computes
     the values and the gradient through the softmax, ``p ⊙ (g − ⟨g, p⟩)``, in the lanes
@@ -98,14 +120,23 @@ def _softmax_classes(x, c, sp, rho, dtype):
         c = rows.prepare_classes(c, x.shape[0], x.shape[1], check=True)
     except EMDInputError as e:
         raise _renamed(e) from None
-    if dtype == "float32":
-        p = _buffers.empty(x.shape, np.float32)  # (a reused buffer: no fresh pages)
+    if dtype == "float32":  # p into a reused buffer (no fresh pages), its gradient over it
+        p = _buffers.empty(x.shape, np.float32)
         torch.ops.aten._softmax.out(x.detach(), 1, False, out=torch.from_numpy(p))
-        values, g = api.emd_softmax(p, c, space=sp, rho=rho, dtype=dtype, out=_outputs(x))
+        values, g = _buffers.empty((x.shape[0],), np.float32), p
+        step = _step(sp, rho, x.shape, False)
+        if step is not None:
+            step(p, c, values, g)
+        else:
+            api.emd_softmax(p, c, space=sp, rho=rho, dtype=dtype, out=(values, g))
     else:
-        values, g = api.emd(x.detach().numpy(), c, space=sp, rho=rho, normalize="softmax",
-                            dtype=dtype, gradient=True, grad_wrt="input", check=False,
-                            out=_outputs(x))
+        values, g = _outputs(x)
+        step = _step(sp, rho, x.shape, True)
+        if step is not None:
+            step(x.detach().numpy(), c, values, g)
+        else:
+            api.emd(x.detach().numpy(), c, space=sp, rho=rho, normalize="softmax", dtype=dtype,
+                    gradient=True, grad_wrt="input", check=False, out=(values, g))
     if not math.isfinite(values.sum(dtype=np.float64)) and not np.isfinite(values).all():
         _raise_bad_logits(x, values)  # (one pass, the sum, when all is well)
     return torch.from_numpy(values), torch.from_numpy(g)
@@ -130,8 +161,13 @@ def value_grad(input, target, space, kind, rho, normalize, smoothing):
     """(values (B,), d values / d input (B, N)) of EMD^rho on the space (``kind`` and its
     tensors); ``target`` (B,) int64 class indices (smoothed into rows when ``smoothing``
     > 0) or (B, N) rows of input's dtype. input float32/float64, C-contiguous. The body of
-    :func:`emd_value_grad`, which eager callers call directly (``emdcli.torch._eager``)."""
-    sp = space_from(kind, space)
+    :func:`emd_value_grad`."""
+    return space_value_grad(input, target, space_from(kind, space), rho, normalize, smoothing)
+
+
+def space_value_grad(input, target, sp, rho, normalize, smoothing):
+    """:func:`value_grad` on ``sp``, the :class:`Chain`, :class:`Tree` or :class:`Ground`
+    itself (what eager callers pass: ``emdcli.torch._eager``, made once per space)."""
     if input.device.type == "cpu":
         return _cpu_value_grad(input, target, sp, rho, normalize, smoothing)
     if input.device.type == "cuda":
