@@ -201,11 +201,12 @@ def _index_entries(folder, module, function):
     return found
 
 
-def cached(folder, module, function, gibbs, dtypes, out=None):
+def cached(folder, module, function, variant, dtypes, out=None):
     """Whether the index of one entry point holds a current entry compiled for this CPU
-    whose rows (the first argument) are of one of ``dtypes`` (and, for Sinkhorn, whose
-    Gibbs kernel is of class ``gibbs``; with ``out``, one of whose arguments has this type
-    name: the exact EMD's values, in the result dtype)."""
+    whose rows (the first argument) are of one of ``dtypes`` (and, with ``variant``, whose
+    argument ``variant[0]``'s type name starts with ``variant[1]``: a Sinkhorn driver's
+    Gibbs class, whether a lanes kernel takes the row sums; with ``out``, one of whose
+    arguments has this type name: the exact EMD's values, in the result dtype)."""
     entries = _index_entries(folder, module, function)
     if not entries:
         return False
@@ -216,7 +217,8 @@ def cached(folder, module, function, gibbs, dtypes, out=None):
             continue
         if not names or not any(a in str(names[0]) for a in first):
             continue
-        if gibbs is not None and not (len(names) > 2 and str(names[2]).startswith(gibbs + "(")):
+        if variant is not None and not (len(names) > variant[0]
+                                        and str(names[variant[0]]).startswith(variant[1])):
             continue
         if out is not None and out not in names:
             continue

@@ -58,6 +58,10 @@ SPACE_KINDS = ("chain", "tree", "ground")
 FORMS = ("plain", "log")
 DTYPES = ("float32", "float64")
 EMD_METRICS = ("emd", "emd2", "emd-rho", "emd_rho")
+# the chain's lanes kernels, with (ROW_SUMS) or without (NO_ROW_SUMS) the l1 check's row
+# sums: two specialisations (their stats argument, the 11th, an array or None)
+ROW_SUMS, NO_ROW_SUMS = "row sums", "no row sums"
+STATS_ARG = 10
 
 # Cold compile seconds of each entry point alone (kernels/<module>.py, function, and for
 # the Sinkhorn drivers the Gibbs class), float64, measured on the project's 2-core machine
@@ -68,13 +72,15 @@ ESTIMATE_S = {
     ("chain", "_runs", None): 2.0,
     ("tree", "_value_runs", None): 2.0,
     ("tree", "_grad_runs", None): 2.5,
-    ("chain_lanes", "_lanes_runs", None): 2.6,
+    ("chain_lanes", "_lanes_runs", ROW_SUMS): 2.6,
+    ("chain_lanes", "_lanes_runs", NO_ROW_SUMS): 2.1,
     ("tree_lanes", "_lanes_runs", None): 3.5,
     ("chain_lanes", "_softmax_runs", None): 3.0,
     ("tree_lanes", "_softmax_runs", None): 3.5,
     ("rowstats", "_sums_mins_parallel", None): 0.6,
     ("chain", "_runs_parallel", None): 1.5,
-    ("chain_lanes", "_lanes_parallel", None): 2.2,
+    ("chain_lanes", "_lanes_parallel", ROW_SUMS): 2.2,
+    ("chain_lanes", "_lanes_parallel", NO_ROW_SUMS): 1.8,
     ("tree", "_value_parallel", None): 1.5,
     ("tree", "_grad_parallel", None): 2.0,
     ("tree_lanes", "_lanes_parallel", None): 2.5,
@@ -130,10 +136,11 @@ def _threads():
 def entry_points(space_kind, dtype, *, metric="emd", form="plain", gradient=False,
                  kernel="auto", rows=None, input_dtype=None, bins=None, rho=None, extras=(),
                  normalize="l1"):
-    """The compiled functions a job calls: a list of (module, function, gibbs class or
-    None) under ``emdcli/kernels``. See :func:`notice` for the arguments. With more than
-    one Numba thread, batches of several runs also call the serial kernels' prange twins
-    (:data:`TWINS`)."""
+    """The compiled functions a job calls: a list of (module, function, variant or None)
+    under ``emdcli/kernels``, the variant a Sinkhorn driver's Gibbs class or whether the
+    chain's lanes kernel takes the row sums (:data:`ROW_SUMS`). See :func:`notice` for
+    the arguments. With more than one Numba thread, batches of several runs also call
+    the serial kernels' prange twins (:data:`TWINS`)."""
     points = _serial_points(space_kind, dtype, metric=metric, form=form, gradient=gradient,
                             kernel=kernel, rows=rows, input_dtype=input_dtype, bins=bins,
                             rho=rho, extras=extras, normalize=normalize)
@@ -180,9 +187,9 @@ def _serial_points(space_kind, dtype, *, metric, form, gradient, kernel, rows, i
             if softmax and not wide and not few:
                 out.append(("chain_lanes", "_softmax_runs", None))
             elif lanes and not narrow and not wide and not few:
-                if bins is None or bins >= CHAIN_SUMS_MIN_BINS:
-                    _sums_in_lanes(out, dtype, input_dtype, normalize)
-                out.append(("chain_lanes", "_lanes_runs", None))
+                sums = ((bins is None or bins >= CHAIN_SUMS_MIN_BINS)
+                        and _sums_in_lanes(out, dtype, input_dtype, normalize))
+                out.append(("chain_lanes", "_lanes_runs", ROW_SUMS if sums else NO_ROW_SUMS))
             else:
                 out.append(("chain", "_runs", None))
         elif space_kind == "tree":
@@ -212,11 +219,14 @@ def _serial_points(space_kind, dtype, *, metric, form, gradient, kernel, rows, i
 def _sums_in_lanes(points, dtype, input_dtype, normalize):
     """l1 rows as stored: the lanes kernels take the check's row sums themselves
     (``api._sums_in_kernel``), so the row statistics kernel leaves the points (row
-    targets still call it: a second or so, silent, the first time)."""
+    targets still call it: a second or so, silent, the first time). Returns whether
+    they take them."""
     point = ("rowstats", "_sums_mins", None)  # (absent for a small batch: numpy's sums)
     if normalize == "l1" and not (dtype == "float32" and input_dtype == "float64") \
             and point in points:
         points.remove(point)
+        return True
+    return False
 
 
 def describe(space_kind, dtype, *, metric="emd", form="plain", gradient=False, **_):
@@ -246,9 +256,21 @@ def missing(space_kind, dtype, **job):
         stored.add(job["input_dtype"])
     out = f"array({dtype}, 1d, C)"
     return [p for p in points
-            if not numba_cache.cached(folder, p[0], p[1], p[2], stored,
+            if not numba_cache.cached(folder, p[0], p[1], _variant(p), stored,
                            out if p[0] in ("chain", "tree", "chain_lanes", "tree_lanes", "flows")
                            else None)]
+
+
+
+def _variant(point):
+    """(argument index, type name prefix) that tells an entry point's specialisation in
+    Numba's index (:func:`numba_cache.cached`), or None: any."""
+    tag = point[2]
+    if tag in GIBBS_CLASS.values():
+        return 2, tag + "("
+    if tag in (ROW_SUMS, NO_ROW_SUMS):
+        return STATS_ARG, "array(" if tag == ROW_SUMS else "none"
+    return None
 
 
 def _seconds(points):
@@ -318,13 +340,13 @@ def _big_rows():
     return _small_elements() // 5 + 1
 
 
-def _tiny(n_rows, dtype_in):
+def _tiny(n_rows, dtype_in, n_bins=5):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    p = (rng.random((n_rows, 5)) + 0.1).astype(dtype_in)
-    q = (rng.random((n_rows, 5)) + 0.1).astype(dtype_in)
-    c = rng.integers(0, 5, n_rows)
+    p = (rng.random((n_rows, n_bins)) + 0.1).astype(dtype_in)
+    q = (rng.random((n_rows, n_bins)) + 0.1).astype(dtype_in)
+    c = rng.integers(0, n_bins, n_rows)
     return p, q, c
 
 
@@ -345,6 +367,7 @@ def _space(kind):
 
 def _warm_emd(kind, dtype):
     from .api import emd
+    from .spaces import Chain
 
     space = _space(kind)
     for dtype_in in DTYPES:
@@ -356,6 +379,14 @@ def _warm_emd(kind, dtype):
             for rho in (1.0, 2.0):  # logits: the lanes kernels' softmax (any batch of
                 emd(p, target, space=space, rho=rho, dtype=dtype, gradient=True,  # 64 rows)
                     normalize="softmax", grad_wrt="input")
+        if kind == "chain":  # rows wide enough for the lanes kernel to take the row sums
+            n = CHAIN_LANES_MIN_BINS_FLOAT64  # (ROW_SUMS; 256 bins: float64 rows too)
+            p, q, c = _tiny(_small_elements() // n + 1, dtype_in, n)
+            for target in (c, q):
+                for rho in (1.0, 2.0):
+                    for gradient in (False, True):
+                        emd(p, target, space=Chain.uniform(n), rho=rho, dtype=dtype,
+                            gradient=gradient)
 
 
 def _warm_sinkhorn(form, dtype):

@@ -59,6 +59,25 @@ print(json.dumps(out))
     assert all(o and o.startswith("compiling kernels for ") for o in got["other"])
 
 
+def test_the_chain_lanes_kernel_with_and_without_row_sums_are_told_apart(tmp_path):
+    """A narrow chain compiles the lanes kernel without the l1 check's row sums (its own
+    specialisation: the stats argument None); the notice then says nothing for narrow
+    chains and still says compiling for wide ones, which take the sums in the kernel."""
+    got = run_fresh("""
+import json
+import numpy as np
+import emdcli
+from emdcli import warmup
+rng = np.random.default_rng(0)
+x = rng.random((4096, 32)).astype(np.float32)
+emdcli.emd(x, rng.integers(0, 32, 4096), dtype="float32")
+print(json.dumps([warmup.notice("chain", "float32", rows=4096, bins=32),
+                  warmup.notice("chain", "float32", rows=4096, bins=64)]))
+""", tmp_path)
+    assert got[0] is None
+    assert got[1] and got[1].startswith("compiling kernels for float32 chains")
+
+
 def test_notice_on_a_kernel_folder_without_a_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(numba_cache, "numba_config",
                         lambda: (str(tmp_path / "nothing-here-yet"), None, False))
@@ -73,12 +92,13 @@ def test_entry_points_follow_the_dispatch(monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", "1")  # one thread: the serial kernels only
     ep = warmup.entry_points
     assert [f for _, f, _ in ep("chain", "float64")] == ["_sums_mins", "_runs"]
-    lanes = ("chain_lanes", "_lanes_runs", None)  # LANES rows side by side: rho 1, 2
+    lanes = ("chain_lanes", "_lanes_runs", warmup.ROW_SUMS)  # LANES rows side by side: rho
+    plain = ("chain_lanes", "_lanes_runs", warmup.NO_ROW_SUMS)  # 1, 2 (the sums: or not)
     assert ep("chain", "float32") == [lanes]  # the l1 check's row sums: in the lanes kernel
     assert ep("chain", "float32", rows=4096, bins=64) == [lanes]
     assert ep("chain", "float32", rows=4096, bins=32) == [  # narrow: a pass of their own
-        ("rowstats", "_sums_mins", None), lanes]
-    assert ep("chain", "float32", normalize="none")[0] == ("rowstats", "_sums_mins", None)
+        ("rowstats", "_sums_mins", None), plain]
+    assert ep("chain", "float32", normalize="none") == [("rowstats", "_sums_mins", None), plain]
     assert ep("chain", "float64", rows=512, bins=1000)[-1] == lanes
     assert ep("chain", "float64", metric="emd-rho", rho=1.5)[-1] == ("chain", "_runs", None)
     assert ep("tree", "float32", gradient=True) == [("tree_lanes", "_lanes_runs", None)]
@@ -175,11 +195,12 @@ def test_compute_says_once_that_it_compiles(tmp_path):
 def test_entry_points_add_the_prange_twins_with_threads(monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", "4")
     ep = warmup.entry_points
-    assert ep("chain", "float32") == [("chain_lanes", "_lanes_runs", None),  # its own l1 sums
-                                      ("chain_lanes", "_lanes_parallel", None)]
+    sums, plain = warmup.ROW_SUMS, warmup.NO_ROW_SUMS
+    assert ep("chain", "float32") == [("chain_lanes", "_lanes_runs", sums),  # its own l1 sums
+                                      ("chain_lanes", "_lanes_parallel", sums)]
     assert ep("chain", "float32", input_dtype="float64") == [  # converted: checked first
-        ("rowstats", "_sums_mins", None), ("chain_lanes", "_lanes_runs", None),
-        ("rowstats", "_sums_mins_parallel", None), ("chain_lanes", "_lanes_parallel", None)]
+        ("rowstats", "_sums_mins", None), ("chain_lanes", "_lanes_runs", plain),
+        ("rowstats", "_sums_mins_parallel", None), ("chain_lanes", "_lanes_parallel", plain)]
     assert ep("tree", "float64", rows=2000, bins=1000, gradient=True, metric="emd-rho",
               rho=1.5)[-1] == (
         "tree", "_grad_parallel", None)

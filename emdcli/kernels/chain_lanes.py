@@ -93,22 +93,27 @@ def _differences(P, Q, C, lo, X, scales, targets):
 
 
 @njit(cache=True, inline="always")
-def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, R, fixing):
+def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, R, fixing):
     """Rows ``lo … lo+LANES−1``: ``kernels.chain._rows`` for them, side by side.
     First pass: rows whose residual matters get ``out = −1`` and their residual r in R
     (B,; empty without scales); ``fixing``: those rows again, r·sp taken back. scratch:
-    a row of ``lanes_width(N)``. stats (2, B), or (2, 0): the first pass fills SP from
-    the rows' sums (:class:`.rowstats.RowSums`)."""
+    a row of ``lanes_width(N)``."""
     X, T, state = _tiles(scratch, P.shape[1])
-    n = P.shape[1]
-    scales = state[4:7]
-    sums = stats.shape[1] > 0 and not fixing
-    for j in range(LANES):  # (under sums, first sp = 1: the rows as p, no targets)
-        scales[0, j] = SP[lo + j] if SP.shape[0] > 0 and not sums else 1.0
-        scales[1, j] = SQ[lo + j] if SQ.shape[0] > 0 and C.shape[0] == 0 else 1.0
-        # rsp = r·sp, r = phi_{N−2} + s_{N−1} = Σ s_i in order (``kernels.chain._residual``)
-        scales[2, j] = R[lo + j] * scales[0, j] if fixing and out[lo + j] < 0.0 else 0.0
-    want_grad = G.shape[1] > 0
+    scales = _scales(SP, SQ, C, out, R, lo, state, False, fixing)
+    _differences(P, Q, C, lo, X, scales, True)
+    lane_scan(X, T, d, rho, G.shape[1] > 0, state)
+    _finish(SP, d, rho, out, G, lo, X, T, state, R, fixing)
+
+
+@njit(cache=True, inline="always")
+def _block_sums(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, R, fixing):
+    """:func:`_block` whose first pass fills SP from the rows' sums, stats (2, B)
+    (:class:`.rowstats.RowSums`): the block read into its tile twice, as p for the sums,
+    then as differences. (A kernel of its own: a narrow chain, which never takes them,
+    compiles in a fifth less time without this code.)"""
+    X, T, state = _tiles(scratch, P.shape[1])
+    sums = not fixing
+    scales = _scales(SP, SQ, C, out, R, lo, state, sums, fixing)
     for k in range(-1 if sums else 0, 1):  # (one call site each: the intrinsics are large)
         _differences(P, Q, C, lo, X, scales, k >= 0)
         if k < 0:  # X = p exactly: the l1 scales from the block's own rows
@@ -120,7 +125,28 @@ def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, R, fixing):
                 SP[lo + j] = 1.0 / s if s != 0.0 else np.inf  # (checked by the caller)
                 scales[0, j] = SP[lo + j]
             continue
-        lane_scan(X, T, d, rho, want_grad, state)
+        lane_scan(X, T, d, rho, G.shape[1] > 0, state)
+    _finish(SP, d, rho, out, G, lo, X, T, state, R, fixing)
+
+
+@njit(cache=True, inline="always")
+def _scales(SP, SQ, C, out, R, lo, state, sums, fixing):
+    """The block's scales (3, LANES) in state: sp (1 under ``sums``: the rows as p, no
+    targets), sq, and rsp = r·sp for the marked rows when ``fixing``."""
+    scales = state[4:7]
+    for j in range(LANES):
+        scales[0, j] = SP[lo + j] if SP.shape[0] > 0 and not sums else 1.0
+        scales[1, j] = SQ[lo + j] if SQ.shape[0] > 0 and C.shape[0] == 0 else 1.0
+        # rsp = r·sp, r = phi_{N−2} + s_{N−1} = Σ s_i in order (``kernels.chain._residual``)
+        scales[2, j] = R[lo + j] * scales[0, j] if fixing and out[lo + j] < 0.0 else 0.0
+    return scales
+
+
+@njit(cache=True, inline="always")
+def _finish(SP, d, rho, out, G, lo, X, T, state, R, fixing):
+    """The block's values into out (marking the rows whose residual matters) and, when G
+    has columns, its gradients, from the scan's tiles and state."""
+    n = X.shape[0]
     phi, total, weighted, prefix = state[0], state[1], state[2], state[3]
     length = lane_sum(d)
     for j in range(LANES):
@@ -130,7 +156,7 @@ def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, R, fixing):
             value = -1.0
             R[lo + j] = r
         out[lo + j] = value
-    if want_grad:
+    if G.shape[1] > 0:
         for j in range(LANES):
             weighted[j] /= n  # the mean: g = (A − S_k) − mean, g_{N−1} = −mean
             prefix[j] -= weighted[j]
@@ -228,9 +254,6 @@ def chain_lanes(rows, d, rho, out, G, scratch, reads=None):
         reads.stats[:, full:] = tail.stats[:, :m]
 
 
-_NO_STATS = np.empty((2, 0), dtype=np.float64)
-
-
 def _lanes_batch(rows, d, rho, out, G, scratch, reads=None):
     """:func:`chain_lanes` for B a multiple of LANES: runs of blocks on threads
     (``kernels.threads``), one scratch row each."""
@@ -243,7 +266,7 @@ def _lanes_batch(rows, d, rho, out, G, scratch, reads=None):
                     (P, Q, C, SQ, d, rho, out, G, scratch, reads.logits, reads.chain_rule),
                     slots=scratch.shape[0], min_items=each, parallel=_softmax_parallel)
         return
-    stats = reads.stats if isinstance(reads, RowSums) else _NO_STATS
+    stats = reads.stats if isinstance(reads, RowSums) else None
     R = np.empty(P.shape[0] if rows[3].shape[0] else 0)  # the marked rows' residuals
     args = (*rows, d, rho, out, G, scratch, stats, R)
     for fixing in (False, True):  # the second round only for blocks holding a marked row
@@ -260,7 +283,11 @@ def _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, R, fixing, firs
     for blk in range(first, last):
         lo = blk * LANES
         if not fixing or _marked(out, lo, lo + LANES):
-            _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], stats, R, fixing)
+            if stats is None:  # (decided as Numba compiles: one of the two is compiled)
+                _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], R, fixing)
+            else:
+                _block_sums(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], stats, R,
+                            fixing)
 
 
 @njit(cache=True, parallel=True, nogil=True)
