@@ -203,10 +203,11 @@ def _index_entries(folder, module, function):
 
 def cached(folder, module, function, variant, dtypes, out=None):
     """Whether the index of one entry point holds a current entry compiled for this CPU
-    whose rows (the first argument) are of one of ``dtypes`` (and, with ``variant``, whose
-    argument ``variant[0]``'s type name starts with ``variant[1]``: a Sinkhorn driver's
-    Gibbs class, whether a lanes kernel takes the row sums; with ``out``, one of whose
-    arguments has this type name: the exact EMD's values, in the result dtype)."""
+    whose rows (the first argument) are of one of ``dtypes`` (and, with ``variant``,
+    pairs (i, prefix), whose argument i's type name starts with prefix for each pair: a
+    Sinkhorn driver's Gibbs class, whether a lanes kernel takes the row sums or gives
+    gradients; with ``out``, one of whose arguments has this type name: the exact EMD's
+    values, in the result dtype)."""
     entries = _index_entries(folder, module, function)
     if not entries:
         return False
@@ -217,8 +218,8 @@ def cached(folder, module, function, variant, dtypes, out=None):
             continue
         if not names or not any(a in str(names[0]) for a in first):
             continue
-        if variant is not None and not (len(names) > variant[0]
-                                        and str(names[variant[0]]).startswith(variant[1])):
+        if variant is not None and not all(len(names) > i and str(names[i]).startswith(prefix)
+                                           for i, prefix in variant):
             continue
         if out is not None and out not in names:
             continue

@@ -58,10 +58,11 @@ SPACE_KINDS = ("chain", "tree", "ground")
 FORMS = ("plain", "log")
 DTYPES = ("float32", "float64")
 EMD_METRICS = ("emd", "emd2", "emd-rho", "emd_rho")
-# the chain's lanes kernels, with (ROW_SUMS) or without (NO_ROW_SUMS) the l1 check's row
-# sums: two specialisations (their stats argument, the 11th, an array or None)
-ROW_SUMS, NO_ROW_SUMS = "row sums", "no row sums"
-STATS_ARG = 10
+# the chain's lanes kernel (_lanes_runs, _lanes_parallel) is compiled in specialisations
+# with or without the l1 check's row sums (its stats argument, an array or None) and with
+# or without gradients (G): their variant tags, e.g. "row sums, gradients"
+ROW_SUMS, NO_ROW_SUMS, GRADIENTS = "row sums", "no row sums", "gradients"
+STATS_ARG, G_ARG = 10, 8
 
 # Cold compile seconds of each entry point alone (kernels/<module>.py, function, and for
 # the Sinkhorn drivers the Gibbs class), float64, measured on the project's 2-core machine
@@ -72,15 +73,13 @@ ESTIMATE_S = {
     ("chain", "_runs", None): 2.0,
     ("tree", "_value_runs", None): 2.0,
     ("tree", "_grad_runs", None): 2.5,
-    ("chain_lanes", "_lanes_runs", ROW_SUMS): 2.6,
-    ("chain_lanes", "_lanes_runs", NO_ROW_SUMS): 2.1,
+    ("chain_lanes", "_lanes_runs", None): 2.6,
     ("tree_lanes", "_lanes_runs", None): 3.5,
     ("chain_lanes", "_softmax_runs", None): 3.0,
     ("tree_lanes", "_softmax_runs", None): 3.5,
     ("rowstats", "_sums_mins_parallel", None): 0.6,
     ("chain", "_runs_parallel", None): 1.5,
-    ("chain_lanes", "_lanes_parallel", ROW_SUMS): 2.2,
-    ("chain_lanes", "_lanes_parallel", NO_ROW_SUMS): 1.8,
+    ("chain_lanes", "_lanes_parallel", None): 2.2,
     ("tree", "_value_parallel", None): 1.5,
     ("tree", "_grad_parallel", None): 2.0,
     ("tree_lanes", "_lanes_parallel", None): 2.5,
@@ -189,7 +188,7 @@ def _serial_points(space_kind, dtype, *, metric, form, gradient, kernel, rows, i
             elif lanes and not narrow and not wide and not few:
                 sums = ((bins is None or bins >= CHAIN_SUMS_MIN_BINS)
                         and _sums_in_lanes(out, dtype, input_dtype, normalize))
-                out.append(("chain_lanes", "_lanes_runs", ROW_SUMS if sums else NO_ROW_SUMS))
+                out.append(("chain_lanes", "_lanes_runs", chain_lanes_variant(sums, gradient)))
             else:
                 out.append(("chain", "_runs", None))
         elif space_kind == "tree":
@@ -262,19 +261,26 @@ def missing(space_kind, dtype, **job):
 
 
 
+def chain_lanes_variant(sums, gradient):
+    """The chain lanes kernel's variant tag: ``"row sums"`` or ``"no row sums"``, and
+    ``", gradients"``."""
+    return (ROW_SUMS if sums else NO_ROW_SUMS) + (f", {GRADIENTS}" if gradient else "")
+
+
 def _variant(point):
-    """(argument index, type name prefix) that tells an entry point's specialisation in
-    Numba's index (:func:`numba_cache.cached`), or None: any."""
+    """((argument index, type name prefix), …) that tell an entry point's specialisation
+    in Numba's index (:func:`numba_cache.cached`), or None: any."""
     tag = point[2]
     if tag in GIBBS_CLASS.values():
-        return 2, tag + "("
-    if tag in (ROW_SUMS, NO_ROW_SUMS):
-        return STATS_ARG, "array(" if tag == ROW_SUMS else "none"
+        return ((2, tag + "("),)
+    if tag is not None and tag.split(", ")[0] in (ROW_SUMS, NO_ROW_SUMS):
+        return ((STATS_ARG, "array(" if tag.startswith(ROW_SUMS) else "none"),
+                (G_ARG, "array(" if tag.endswith(GRADIENTS) else "none"))
     return None
 
 
 def _seconds(points):
-    total = sum(ESTIMATE_S.get(p, 3.0) for p in points)
+    total = sum(ESTIMATE_S.get(p, ESTIMATE_S.get((*p[:2], None), 3.0)) for p in points)
     return max(1, round(total))
 
 

@@ -61,8 +61,9 @@ print(json.dumps(out))
 
 def test_the_chain_lanes_kernel_with_and_without_row_sums_are_told_apart(tmp_path):
     """A narrow chain compiles the lanes kernel without the l1 check's row sums (its own
-    specialisation: the stats argument None); the notice then says nothing for narrow
-    chains and still says compiling for wide ones, which take the sums in the kernel."""
+    specialisation: the stats argument None), values only (G None); the notice then says
+    nothing for narrow chains and still says compiling for wide ones, which take the sums
+    in the kernel, and for gradients."""
     got = run_fresh("""
 import json
 import numpy as np
@@ -72,10 +73,11 @@ rng = np.random.default_rng(0)
 x = rng.random((4096, 32)).astype(np.float32)
 emdcli.emd(x, rng.integers(0, 32, 4096), dtype="float32")
 print(json.dumps([warmup.notice("chain", "float32", rows=4096, bins=32),
-                  warmup.notice("chain", "float32", rows=4096, bins=64)]))
+                  warmup.notice("chain", "float32", rows=4096, bins=64),
+                  warmup.notice("chain", "float32", rows=4096, bins=32, gradient=True)]))
 """, tmp_path)
     assert got[0] is None
-    assert got[1] and got[1].startswith("compiling kernels for float32 chains")
+    assert all(g and g.startswith("compiling kernels for float32 chains") for g in got[1:])
 
 
 def test_notice_on_a_kernel_folder_without_a_cache(tmp_path, monkeypatch):

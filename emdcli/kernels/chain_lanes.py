@@ -13,7 +13,11 @@ with nothing taken back, which gives their first values again. The first pass ke
 marked row's residual r (R), so the second computes a block once, not twice.
 
 ``chain_lanes`` has ``chain_batch``'s arguments and results; scratch (chunks, width)
-with ``width ≥ lanes_width(N)``. The last ``B mod LANES`` rows go through a zero-padded
+with ``width ≥ lanes_width(N)``. Its kernel ``_lanes_runs`` is compiled per job kind:
+without the row sums' code when it takes no sums (stats None) and without the gradient's
+when it gives none (G None), ``is None`` tests Numba decides as it compiles (a narrow
+chain's values: 40 % less compile time than with both in one kernel; ``emdcli.warmup``
+names these variants). The last ``B mod LANES`` rows go through a zero-padded
 block. Other rho go through ``chain_batch`` (bound by ``pow``, not by the scan).
 
 ``reads``, how the kernel reads the rows P, None (masses, scaled by SP) or:
@@ -97,56 +101,17 @@ def _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, R, fixing):
     """Rows ``lo … lo+LANES−1``: ``kernels.chain._rows`` for them, side by side.
     First pass: rows whose residual matters get ``out = −1`` and their residual r in R
     (B,; empty without scales); ``fixing``: those rows again, r·sp taken back. scratch:
-    a row of ``lanes_width(N)``."""
+    a row of ``lanes_width(N)``. G None (or without columns): values only."""
     X, T, state = _tiles(scratch, P.shape[1])
-    scales = _scales(SP, SQ, C, out, R, lo, state, False, fixing)
-    _differences(P, Q, C, lo, X, scales, True)
-    lane_scan(X, T, d, rho, G.shape[1] > 0, state)
-    _finish(SP, d, rho, out, G, lo, X, T, state, R, fixing)
-
-
-@njit(cache=True, inline="always")
-def _block_sums(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch, stats, R, fixing):
-    """:func:`_block` whose first pass fills SP from the rows' sums, stats (2, B)
-    (:class:`.rowstats.RowSums`): the block read into its tile twice, as p for the sums,
-    then as differences. (A kernel of its own: a narrow chain, which never takes them,
-    compiles in a fifth less time without this code.)"""
-    X, T, state = _tiles(scratch, P.shape[1])
-    sums = not fixing
-    scales = _scales(SP, SQ, C, out, R, lo, state, sums, fixing)
-    for k in range(-1 if sums else 0, 1):  # (one call site each: the intrinsics are large)
-        _differences(P, Q, C, lo, X, scales, k >= 0)
-        if k < 0:  # X = p exactly: the l1 scales from the block's own rows
-            sums_mins_lanes(X, state[0], state[1])
-            for j in range(LANES):
-                s = state[0, j]
-                stats[0, lo + j] = s
-                stats[1, lo + j] = state[1, j]
-                SP[lo + j] = 1.0 / s if s != 0.0 else np.inf  # (checked by the caller)
-                scales[0, j] = SP[lo + j]
-            continue
-        lane_scan(X, T, d, rho, G.shape[1] > 0, state)
-    _finish(SP, d, rho, out, G, lo, X, T, state, R, fixing)
-
-
-@njit(cache=True, inline="always")
-def _scales(SP, SQ, C, out, R, lo, state, sums, fixing):
-    """The block's scales (3, LANES) in state: sp (1 under ``sums``: the rows as p, no
-    targets), sq, and rsp = r·sp for the marked rows when ``fixing``."""
+    n = P.shape[1]
     scales = state[4:7]
     for j in range(LANES):
-        scales[0, j] = SP[lo + j] if SP.shape[0] > 0 and not sums else 1.0
+        scales[0, j] = SP[lo + j] if SP.shape[0] > 0 else 1.0
         scales[1, j] = SQ[lo + j] if SQ.shape[0] > 0 and C.shape[0] == 0 else 1.0
         # rsp = r·sp, r = phi_{N−2} + s_{N−1} = Σ s_i in order (``kernels.chain._residual``)
         scales[2, j] = R[lo + j] * scales[0, j] if fixing and out[lo + j] < 0.0 else 0.0
-    return scales
-
-
-@njit(cache=True, inline="always")
-def _finish(SP, d, rho, out, G, lo, X, T, state, R, fixing):
-    """The block's values into out (marking the rows whose residual matters) and, when G
-    has columns, its gradients, from the scan's tiles and state."""
-    n = X.shape[0]
+    _differences(P, Q, C, lo, X, scales, True)
+    lane_scan(X, T, d, rho, G is not None and G.shape[1] > 0, state)
     phi, total, weighted, prefix = state[0], state[1], state[2], state[3]
     length = lane_sum(d)
     for j in range(LANES):
@@ -156,13 +121,28 @@ def _finish(SP, d, rho, out, G, lo, X, T, state, R, fixing):
             value = -1.0
             R[lo + j] = r
         out[lo + j] = value
-    if G.shape[1] > 0:
+    if G is not None and G.shape[1] > 0:  # (G None: this code is not compiled)
         for j in range(LANES):
             weighted[j] /= n  # the mean: g = (A − S_k) − mean, g_{N−1} = −mean
             prefix[j] -= weighted[j]
         gradient_from_lanes(T, prefix, G, lo)
         for j in range(LANES):
             G[lo + j, n - 1] = -weighted[j]
+
+
+@njit(cache=True, inline="always")
+def _row_sums(P, lo, scratch, stats, SP):
+    """The l1 scales of rows ``lo … lo+LANES−1`` from the block's own tile, before
+    :func:`_block` reads it again as differences: SP ← 1 / Σ_i p_i, stats (2, B) ← the
+    sums and minima for the caller's checks (:class:`.rowstats.RowSums`)."""
+    X, _, state = _tiles(scratch, P.shape[1])
+    to_lanes(P, lo, X)
+    sums_mins_lanes(X, state[0], state[1])
+    for j in range(LANES):
+        s = state[0, j]
+        stats[0, lo + j] = s
+        stats[1, lo + j] = state[1, j]
+        SP[lo + j] = 1.0 / s if s != 0.0 else np.inf  # (checked by the caller)
 
 
 @njit(cache=True, inline="always")
@@ -268,7 +248,8 @@ def _lanes_batch(rows, d, rho, out, G, scratch, reads=None):
         return
     stats = reads.stats if isinstance(reads, RowSums) else None
     R = np.empty(P.shape[0] if rows[3].shape[0] else 0)  # the marked rows' residuals
-    args = (*rows, d, rho, out, G, scratch, stats, R)
+    grads = G if G.shape[1] else None  # (values only: a specialisation without their code)
+    args = (*rows, d, rho, out, grads, scratch, stats, R)
     for fixing in (False, True):  # the second round only for blocks holding a marked row
         if fixing and not (out[:P.shape[0]] < 0.0).any():
             break
@@ -283,11 +264,9 @@ def _lanes_runs(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, R, fixing, firs
     for blk in range(first, last):
         lo = blk * LANES
         if not fixing or _marked(out, lo, lo + LANES):
-            if stats is None:  # (decided as Numba compiles: one of the two is compiled)
-                _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], R, fixing)
-            else:
-                _block_sums(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], stats, R,
-                            fixing)
+            if stats is not None and not fixing:  # (stats None: not compiled at all)
+                _row_sums(P, lo, scratch[slot], stats, SP)
+            _block(P, Q, C, SP, SQ, d, rho, out, G, lo, scratch[slot], R, fixing)
 
 
 @njit(cache=True, parallel=True, nogil=True)
