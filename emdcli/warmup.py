@@ -260,7 +260,6 @@ def missing(space_kind, dtype, **job):
                            else None)]
 
 
-
 def chain_lanes_variant(sums, gradient):
     """The chain lanes kernel's variant tag: ``"row sums"`` or ``"no row sums"``, and
     ``", gradients"``."""
