@@ -63,6 +63,10 @@ EMD_METRICS = ("emd", "emd2", "emd-rho", "emd_rho")
 # or without gradients (G): their variant tags, e.g. "row sums, gradients"
 ROW_SUMS, NO_ROW_SUMS, GRADIENTS = "row sums", "no row sums", "gradients"
 STATS_ARG, G_ARG = 10, 8
+# and the tree's (_lanes_runs, _lanes_parallel) with or without gradients (G) and flows
+# (F, the 10th): "tree values", "tree gradients", "tree values, flows"
+TREE_VALUES, TREE_GRADIENTS, FLOWS = "tree values", "tree gradients", "flows"
+F_ARG = 9
 
 # Cold compile seconds of each entry point alone (kernels/<module>.py, function, and for
 # the Sinkhorn drivers the Gibbs class), float64, measured on the project's 2-core machine
@@ -174,7 +178,8 @@ def _serial_points(space_kind, dtype, *, metric, form, gradient, kernel, rows, i
             # ``emd warmup --all`` compiles them); a tree's values-only batches: its lanes
             many = rows is None or rows >= LANES_MIN_ROWS
             if space_kind == "tree" and lanes and many and not gradient:
-                return [("rowstats", "_sums_mins", None), ("tree_lanes", "_lanes_runs", None)]
+                return [("rowstats", "_sums_mins", None),
+                        ("tree_lanes", "_lanes_runs", f"{TREE_VALUES}, {FLOWS}")]
             return [("rowstats", "_sums_mins", None), ("flows", f"_{space_kind}_runs", None)]
         # logits (softmax) of large enough batches: the lanes kernels compute the softmax
         softmax = normalize == "softmax" and not small and lanes
@@ -195,7 +200,8 @@ def _serial_points(space_kind, dtype, *, metric, form, gradient, kernel, rows, i
             if lanes and (rows is None or rows >= LANES_MIN_ROWS):
                 if not softmax:
                     _sums_in_lanes(out, dtype, input_dtype, normalize)
-                out.append(("tree_lanes", "_softmax_runs" if softmax else "_lanes_runs", None))
+                out.append(("tree_lanes", "_softmax_runs", None) if softmax else
+                           ("tree_lanes", "_lanes_runs", TREE_GRADIENTS if gradient else TREE_VALUES))
             else:
                 out.append(("tree", "_grad_runs" if gradient else "_value_runs", None))
         return out  # a ground matrix: numpy (class targets) or POT (soft targets)
@@ -275,6 +281,9 @@ def _variant(point):
     if tag is not None and tag.split(", ")[0] in (ROW_SUMS, NO_ROW_SUMS):
         return ((STATS_ARG, "array(" if tag.startswith(ROW_SUMS) else "none"),
                 (G_ARG, "array(" if tag.endswith(GRADIENTS) else "none"))
+    if tag is not None and tag.split(", ")[0] in (TREE_VALUES, TREE_GRADIENTS):
+        return ((G_ARG, "array(" if tag.startswith(TREE_GRADIENTS) else "none"),
+                (F_ARG, "array(" if tag.endswith(FLOWS) else "none"))
     return None
 
 

@@ -281,8 +281,8 @@ def test_compile_notice_names_the_flows_kernels(monkeypatch):
 
     points = warmup.entry_points("tree", "float32", extras=("flows", "plan"), gradient=True)
     assert points[-1] == ("flows", "_tree_runs", None)
-    assert warmup.entry_points("tree", "float32", extras=("flows",))[-1] == (
-        "tree_lanes", "_lanes_runs", None)  # values only: the lanes kernel gives the flows
+    assert warmup.entry_points("tree", "float32", extras=("flows",))[-1] == (  # values only:
+        "tree_lanes", "_lanes_runs", f"{warmup.TREE_VALUES}, {warmup.FLOWS}")  # lanes' flows
     assert warmup.entry_points("chain", "float64", extras=("flows",))[-1] == (
         "flows", "_chain_runs", None)
     assert warmup.describe("tree", "float64", extras=("flows", "plan")) == \

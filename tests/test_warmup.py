@@ -61,9 +61,10 @@ print(json.dumps(out))
 
 def test_the_chain_lanes_kernel_with_and_without_row_sums_are_told_apart(tmp_path):
     """A narrow chain compiles the lanes kernel without the l1 check's row sums (its own
-    specialisation: the stats argument None), values only (G None); the notice then says
-    nothing for narrow chains and still says compiling for wide ones, which take the sums
-    in the kernel, and for gradients."""
+    specialisation: the stats argument None), values only (G None), and a tree's values
+    its lanes kernel without gradients; the notice then says nothing for those jobs and
+    still says compiling for wide chains, which take the sums in the kernel, and for
+    gradients."""
     got = run_fresh("""
 import json
 import numpy as np
@@ -72,12 +73,16 @@ from emdcli import warmup
 rng = np.random.default_rng(0)
 x = rng.random((4096, 32)).astype(np.float32)
 emdcli.emd(x, rng.integers(0, 32, 4096), dtype="float32")
+p, _, c = warmup._tiny(warmup._big_rows(), "float32")
+emdcli.emd(p, c, space=warmup._space("tree"), dtype="float32")  # a tree's values
 print(json.dumps([warmup.notice("chain", "float32", rows=4096, bins=32),
+                  warmup.notice("tree", "float32", rows=len(p), bins=5),
                   warmup.notice("chain", "float32", rows=4096, bins=64),
-                  warmup.notice("chain", "float32", rows=4096, bins=32, gradient=True)]))
+                  warmup.notice("chain", "float32", rows=4096, bins=32, gradient=True),
+                  warmup.notice("tree", "float32", rows=len(p), bins=5, gradient=True)]))
 """, tmp_path)
-    assert got[0] is None
-    assert all(g and g.startswith("compiling kernels for float32 chains") for g in got[1:])
+    assert got[:2] == [None, None]
+    assert all(g and g.startswith("compiling kernels for float32 ") for g in got[2:])
 
 
 def test_notice_on_a_kernel_folder_without_a_cache(tmp_path, monkeypatch):
@@ -103,7 +108,9 @@ def test_entry_points_follow_the_dispatch(monkeypatch):
     assert ep("chain", "float32", normalize="none") == [("rowstats", "_sums_mins", None), plain]
     assert ep("chain", "float64", rows=512, bins=1000)[-1] == lanes
     assert ep("chain", "float64", metric="emd-rho", rho=1.5)[-1] == ("chain", "_runs", None)
-    assert ep("tree", "float32", gradient=True) == [("tree_lanes", "_lanes_runs", None)]
+    assert ep("tree", "float32", gradient=True) == [
+        ("tree_lanes", "_lanes_runs", warmup.TREE_GRADIENTS)]
+    assert ep("tree", "float32")[-1] == ("tree_lanes", "_lanes_runs", warmup.TREE_VALUES)
     assert ep("tree", "float32", rows=3, gradient=True)[-1][1] == "_grad_runs"
     assert ep("tree", "float32", rows=3)[-1][1] == "_value_runs"
     assert ep("tree", "float32", metric="emd-rho", rho=1.5)[-1][1] == "_value_runs"

@@ -212,7 +212,8 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
     1 or 2; tree: (parent, weight, bin_node, count, depth, first: a node's first bin (N,),
     has_bin (nodes,)). F (B, nodes−1) with columns (and G without): the flows ``phi_v``,
     which the post-order pass leaves in the node tile, transposed out. stats (2, B), or
-    (2, 0): SP filled from the rows' sums first (:class:`.rowstats.RowSums`)."""
+    (2, 0): SP filled from the rows' sums first (:class:`.rowstats.RowSums`). G or F None
+    (or without columns): no gradients, no flows (None: their code not compiled)."""
     parent, weight, bin_node, count, depth, first, has_bin = tree
     n = P.shape[1]
     nodes = parent.shape[0]
@@ -247,9 +248,9 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
             dk, t = depth[bin_node[k]], T[k]
             for j in range(A.shape[1]):  # (a run-time width: see _scatter)
                 m[j] += t[j] * dk
-    grad = G.shape[1] > 0
-    _up_pass(A, parent, weight, count, rho, grad, state)
-    if F.shape[1] > 0 and nodes > 1:  # rows 1 … nodes−1 of A: phi of the edges, as a tile
+    _up_pass(A, parent, weight, count, rho, G is not None and G.shape[1] > 0, state)
+    if F is not None and F.shape[1] > 0 and nodes > 1:  # rows 1 … nodes−1 of A: phi of
+        # the edges, as a tile (F None, no flows asked: this code is not compiled)
         at = (2 * n + 1) * LANES
         from_lanes(scratch[at:at + (nodes - 1) * LANES].reshape((nodes - 1, LANES)), F, lo)
     for j in range(LANES):
@@ -257,7 +258,7 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
         if scaled and needs_residual_fix(A[0, j], value, scales[0, j] * m[j], rho):
             value = -1.0
         out[lo + j] = value
-    if grad:
+    if G is not None and G.shape[1] > 0:  # (G None, values only: not compiled)
         for j in range(LANES):
             mean[j] /= n
             A[0, j] = 0.0
@@ -335,8 +336,10 @@ def _lanes_batch(rows, tree, rho, out, G, scratch, F, reads=None):
                     slots=scratch.shape[0], min_items=each, parallel=_softmax_parallel)
         return
     stats = reads.stats if isinstance(reads, RowSums) else _NO_STATS
+    # no gradients or no flows asked: None, a specialisation without their code
+    grads, flows = (G if G.shape[1] else None), (F if F.shape[1] else None)
     threads.run(_lanes_runs, rows[0].shape[0] // LANES,
-                (*rows, flat, rho, out, G, F, scratch, stats), slots=scratch.shape[0],
+                (*rows, flat, rho, out, grads, flows, scratch, stats), slots=scratch.shape[0],
                 min_items=each, parallel=_lanes_parallel)
 
 
