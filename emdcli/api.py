@@ -220,42 +220,36 @@ def emd_softmax(p, target, *, space=None, rho=1.0, dtype="float64", out=None):
     return values, g
 
 
-class SoftmaxStep(NamedTuple):
-    """:func:`emd_softmax` (or :func:`emd` of logits, ``normalize="softmax"``, the gradient
-    with respect to them) against class indices, for one space, rho and batch shape,
-    resolved once by :func:`softmax_step`. ``step(z, c, values, g)``: z (B, N) the
-    softmax's output p (or the logits), c (B,) int64 class indices in range, values (B,)
-    and g (B, N), C-contiguous, all float32 or all float64, unchecked; g may be z, which is
-    then overwritten. The same bits as those functions, with none of their per-call
-    argument handling (about 0.2 ms a call, a third of a 512 × 1000 step, when a model's
-    step has just evicted the caches)."""
+class LanesStep(NamedTuple):
+    """The chain's or tree's lanes kernel for one space, rho, batch shape and way of
+    reading the rows, resolved once (:func:`_lanes_step`). ``run(lane_rows, values, g)``:
+    the kernel on a :class:`~.kernels.tiles.LaneRows` into values (B,) and g (B, N, or no
+    columns). Called as ``step(z, c, values, g)`` (:func:`softmax_step`): rows z (B, N),
+    a softmax's output p (or the logits), c (B,) int64 class indices in range, all
+    C-contiguous, float32 or float64 throughout, unchecked; g may be z, then overwritten.
+    The same bits as :func:`emd_softmax` (or :func:`emd` of logits) with none of their
+    per-call argument handling (about 0.2 ms a call, a third of a 512 × 1000 step, when
+    a model's step has just evicted the caches)."""
 
     kernel: object  # kernels.chain_lanes.chain_lanes or kernels.tree_lanes.tree_lanes
     geometry: object  # the chain's gaps, or the tree's (parent, weight, bin_node, count)
     rho: float
-    reads: object  # kernels.softmax.Softmax
+    reads: object  # None, kernels.softmax.Softmax or kernels.rowstats.RowSums
     width: int  # of a scratch row
     runs: int  # blocks of rows
 
-    def __call__(self, z, c, values, g):
-        one = rows.unit_scale()
-        lane_rows = (z, z, c, one, one)  # (a kernels.tiles.LaneRows)
+    def run(self, lane_rows, values, g):
         self.kernel(lane_rows, self.geometry, self.rho, values, g,
                     _chunk_scratch(self.width, self.runs), reads=self.reads)
 
+    def __call__(self, z, c, values, g):
+        one = rows.unit_scale()
+        self.run((z, z, c, one, one), values, g)
 
-def softmax_step(space, rho, shape, logits=False):
-    """The :class:`SoftmaxStep` for (B, N) = ``shape`` float rows on ``space`` (a
-    :class:`Chain` or :class:`Tree` of N bins; None: the unit chain), the rows a softmax's
-    output (or, with ``logits``, its logits), or None where the lanes kernels do not take
-    them (a ground matrix, other rho, a batch for the numpy twins: call
-    :func:`emd_softmax` or :func:`emd` then)."""
-    rho = _check_rho(rho)
+
+def _lanes_step(sp, shape, rho, reads):
+    """The :class:`LanesStep` of b rows of n bins (``shape``) on sp, a Chain or Tree."""
     b, n = shape
-    sp = space_for(space, None, n)
-    reads = _softmax_mode(sp, (b, n), rho, logits, True) if b else None
-    if reads is None:
-        return None
     if isinstance(sp, Chain):
         from .kernels import chain_lanes as lanes
 
@@ -265,7 +259,19 @@ def softmax_step(space, rho, shape, logits=False):
 
         kernel, width = lanes.tree_lanes, lanes.lanes_width(sp.n, sp.n_nodes)
         geometry = (sp.parent, sp.weight, sp.bin_node, sp.count)
-    return SoftmaxStep(kernel, geometry, rho, reads, width, -(-b // lanes.LANES))
+    return LanesStep(kernel, geometry, rho, reads, width, -(-b // lanes.LANES))
+
+
+def softmax_step(space, rho, shape, logits=False):
+    """The :class:`LanesStep` for (B, N) = ``shape`` float rows on ``space`` (a
+    :class:`Chain` or :class:`Tree` of N bins; None: the unit chain), the rows a softmax's
+    output (or, with ``logits``, its logits), against class indices; or None where the
+    lanes kernels do not take them (a ground matrix, other rho, a batch for the numpy
+    twins: call :func:`emd_softmax` or :func:`emd` then)."""
+    rho = _check_rho(rho)
+    sp = space_for(space, None, shape[1])
+    reads = _softmax_mode(sp, shape, rho, logits, True) if shape[0] else None
+    return None if reads is None else _lanes_step(sp, shape, rho, reads)
 
 
 def prepare(pred, target, normalize, dt, check, as_stored=True, logits=False):
@@ -328,9 +334,7 @@ def _chain(batch, chain, rho, values, g, reads=None):
 
     lane_rows = lanes.LaneRows(x, x if q is None else q, classes, sx, st)
     if reads is not None or lanes.use_lanes(b, n, rho, x.dtype.itemsize):
-        # LANES rows side by side (the same bits)
-        scratch = _chunk_scratch(lanes.lanes_width(n, reads), -(-b // lanes.LANES))
-        lanes.chain_lanes(lane_rows, chain.gaps, rho, values, grads, scratch, reads)
+        _lanes_step(chain, x.shape, rho, reads).run(lane_rows, values, grads)  # (same bits)
         return
     from .kernels.chain import chain_batch
 
@@ -352,9 +356,7 @@ def _tree(batch, tree, rho, values, g, reads=None):
     arrays = (tree.parent, tree.weight, tree.bin_node, tree.count)
     if reads is not None or lanes.use_lanes(x.shape[0], rho):  # LANES rows side by side
         grads = g if g is not None else np.empty((x.shape[0], 0), dtype=x.dtype)
-        lanes.tree_lanes(lane_rows, arrays, rho, values, grads,
-                         _chunk_scratch(lanes.lanes_width(tree.n, tree.n_nodes),
-                                        -(-x.shape[0] // lanes.LANES)), reads=reads)
+        _lanes_step(tree, x.shape, rho, reads).run(lane_rows, values, grads)
         return
     scratch = _chunk_scratch(tree.n_nodes)
     if g is None:

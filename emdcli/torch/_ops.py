@@ -85,7 +85,7 @@ def _outputs(x):
 
 
 STEPS_KEPT = 16
-_STEPS = {}  # (id(space), rho, shape, logits) → (space, api.SoftmaxStep)
+_STEPS = {}  # (id(space), rho, shape, logits) → (space, api.LanesStep)
 
 
 def _step(sp, rho, shape, logits):
