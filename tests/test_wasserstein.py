@@ -37,6 +37,62 @@ def test_equals_pot(power, zeros):
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+def _walk_reference(a, b, x, power):
+    """The merge of the two CDFs in plain Python, one row: W_p^p and the projected
+    potentials of a (the kernels' operations in the kernels' order)."""
+    n = len(x)
+    cost = lambda i, j: abs(x[i] - x[j]) ** power
+    i = j = 0
+    fa, fb, t, total = a[0], b[0], 0.0, 0.0
+    c = cost(0, 0)
+    phi, psi, g = 0.0, c, np.zeros(n)
+    while True:
+        top = min(fa, fb)
+        if top > t:
+            total += (top - t) * c
+            t = top
+        if i == n - 1 and j == n - 1:
+            break
+        if j == n - 1 or (i < n - 1 and fa <= fb):
+            i += 1
+            fa += a[i]
+            c = cost(i, j)
+            phi = g[i] = c - psi
+        else:
+            j += 1
+            fb += b[j]
+            c = cost(i, j)
+            psi = c - phi
+    return total, g - g[1:].sum() / n
+
+
+@pytest.mark.parametrize("power", [1.0, 1.5, 2.0, 3.0])
+@pytest.mark.parametrize("n", [1, 2, 7, 40])
+def test_rows_side_by_side_and_costs_table(power, n):
+    """Four rows merged side by side, the rest one at a time, the N × N cost table (other
+    p, enough rows) or pow at each step (too few rows): W_p^p and the potentials are
+    those of a plain walk, to rounding, whatever the batch; and each row's values do not
+    depend on the rows beside it (the same bits alone)."""
+    rng = np.random.default_rng(n)
+    b = 4 * 5 + 3
+    x = np.cumsum(rng.random(n) + 0.1)
+    p, q = rng.random((b, n)), rng.random((b, n))
+    if n > 2:  # zero masses, rows still with mass
+        p[:, ::4] = 0.0
+    p, q = p / p.sum(1, keepdims=True), q / q.sum(1, keepdims=True)
+    v, g = wasserstein(p, q, positions=x, p=power, gradient=True, normalize="none")
+    for r in range(b):
+        want_v, want_g = _walk_reference(p[r], q[r], x, power)
+        np.testing.assert_allclose(v[r], want_v, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(g[r], want_g, rtol=1e-12, atol=1e-13 * max(1.0, abs(want_g).max()))
+    for r in (0, 5, b - 1):  # alone: one row at a time, and (other p) no table
+        v1, g1 = wasserstein(p[r:r + 1], q[r:r + 1], positions=x, p=power, gradient=True,
+                             normalize="none")
+        np.testing.assert_array_equal(v1, v[r:r + 1])
+        np.testing.assert_array_equal(g1, g[r:r + 1])
+    np.testing.assert_array_equal(wasserstein(p, q, positions=x, p=power, normalize="none"), v)
+
+
 def test_p1_is_the_emd_and_scipy():
     scipy_stats = pytest.importorskip("scipy.stats")
     x, p, q, c = _case(3)
