@@ -16,6 +16,9 @@ order (the same bits as one at a time, whatever the batch), about 2× faster on 
 32 float64 rows. For p other than 1 and 2 the costs come from an (N, N) table made once
 a batch (:func:`cost_table`) where that takes fewer powers than the walk would; without
 one, a row at a time with branches, which lets the core run ahead of its ``pow`` calls.
+:func:`_start`, :func:`_step` and :func:`_finish` are jitted functions of their own, which
+LLVM inlines: as Numba ``inline="always"`` helpers, copied into every call site of the
+three p variants, one signature took 45 s to compile (4–5 s now).
 """
 
 import numpy as np
@@ -123,7 +126,7 @@ def _merge_rows(sides, x, C, power, out, G, S, lo, hi):
         r += 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def _walk(sides, x, power, out, G, r):
     """Row r's merge, the running sums formed as it walks (the same steps and bits as
     :func:`_start`, :func:`_step` and :func:`_finish`, with branches)."""
@@ -192,7 +195,7 @@ def _merge_four(sides, x, C, power, out, G, S, r):
     _finish(A3, B3, s3, out, G, r + 3)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def _start(sides, r, FA, FB, x, C, power, G):
     """Row r's running sums FA, FB (N,) float64 of a and b, and the merge's first state
     ``(i, j, t, total, cost, phi, psi)`` at the pair (0, 0): φ_0 = 0, ψ_0 = c(x_0, x_0)."""
@@ -213,7 +216,7 @@ def _start(sides, r, FA, FB, x, C, power, G):
     return 0, 0, 0.0, 0.0, cost, 0.0, cost
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def _step(FA, FB, x, C, power, state, G, r):
     """One step of the merge, without branches: the segment up to ``min(A_i, B_j)`` at
     the current pair's cost, then the side whose running sum is the smaller moves on
@@ -241,7 +244,7 @@ def _step(FA, FB, x, C, power, state, G, r):
     return i, j, t, total, cost, phi, psi
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True)
 def _finish(FA, FB, state, out, G, r):
     """The last segment, at the pair (N−1, N−1), into out[r]; G[r] ← φ minus its mean
     (the sum in the order the merge met the φ_i)."""
