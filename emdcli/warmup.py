@@ -89,6 +89,7 @@ ESTIMATE_S = {
     ("tree_lanes", "_lanes_parallel", None): 2.5,
     ("chain_lanes", "_softmax_parallel", None): 2.2,
     ("tree_lanes", "_softmax_parallel", None): 2.5,
+    ("quantile", "_runs", None): 4.5,
     ("quantile", "_runs_parallel", None): 1.0,
     ("lanes", "_lanes_batch", "ChainGibbs"): 5.0,
     ("lanes", "_lanes_batch", "TreeGibbs"): 8.5,
