@@ -5,6 +5,7 @@ Every check raises :class:`EMDInputError` naming the first offending row and col
 """
 
 import sys
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -24,6 +25,14 @@ SMALL_ELEMENTS = 1 << 16
 # stream) the kernels, 1.7-20x faster once loaded, pay for themselves.
 SMALL_BUDGET = 1 << 22
 _SMALL_SEEN = [0]
+# A whole job (``emd compute``: :func:`numpy_twins_job`) of at most this many values runs
+# on the numpy twins, whatever its batches: ~0.4 s of their work (20-50 ns a value),
+# less than loading Numba and its cached kernels (0.5-1 s a process)...
+JOB_ELEMENTS = 1 << 24
+# ... or of at most this many when its kernels are not compiled yet: ~1.5-3 s of their
+# work, less than compiling them (4-5 s on a 2-core machine, `emd warmup`)
+COLD_JOB_ELEMENTS = 1 << 26
+_JOB_TWINS = [False]
 
 
 class Batch(NamedTuple):
@@ -103,11 +112,29 @@ def numpy_twins(size):
     """Whether a batch of ``size`` values goes through the numpy twins of the kernels
     (``kernels.small``: the same bits): it is small (``SMALL_ELEMENTS``), Numba is not
     loaded in this process yet, and the twins have not yet been asked about
-    ``SMALL_BUDGET`` values here."""
-    if size > SMALL_ELEMENTS or "numba" in sys.modules or _SMALL_SEEN[0] >= SMALL_BUDGET:
+    ``SMALL_BUDGET`` values here, or it is a batch of a job that runs on the twins
+    whole (:func:`numpy_twins_job`)."""
+    if "numba" in sys.modules:
+        return False
+    if _JOB_TWINS[0]:
+        return True
+    if size > SMALL_ELEMENTS or _SMALL_SEEN[0] >= SMALL_BUDGET:
         return False
     _SMALL_SEEN[0] += size
     return True
+
+
+@contextmanager
+def numpy_twins_job(on=True):
+    """Within this context (when ``on``), every batch, whatever its size, goes through the
+    numpy twins of the kernels (the same bits) while Numba is not loaded: a job that
+    would cost less on them than loading or compiling the kernels (``jobs.run``)."""
+    before = _JOB_TWINS[0]
+    _JOB_TWINS[0] = bool(on) or before
+    try:
+        yield
+    finally:
+        _JOB_TWINS[0] = before
 
 
 def row_sums_min(a):

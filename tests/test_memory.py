@@ -4,7 +4,9 @@ Each case runs a real process on an input of K and of 8·K parts (Parquet row gr
 row blocks, the same through standard input) and compares the child's peak RSS, taken
 with ``os.wait4`` from a small launcher process (a child's ``ru_maxrss`` starts from its
 parent's high-water mark at exec, so the launcher is kept tiny). Very wide rows must
-also stay under a fixed bound.
+also stay under a fixed bound. Each runs twice: the whole job on the kernels' numpy twins
+and on the Numba kernels (``jobs.startup``: which one a job takes depends on its size and
+on Numba's cache; here the size limits are set for the child).
 """
 
 import subprocess
@@ -32,9 +34,20 @@ LAUNCHER = textwrap.dedent("""
 """)
 
 
-def peak_rss_mib(args, stdin="-"):
-    """(exit code, peak RSS in MiB) of ``python -m emdcli.cli ARGS`` (stdin from a file)."""
-    cmd = [sys.executable, "-c", LAUNCHER, stdin, sys.executable, "-m", "emdcli.cli", *map(str, args)]
+# `emd ARGS` with the twins' job size limits (rows.JOB_ELEMENTS, COLD_JOB_ELEMENTS) set
+LIMITS = {"twins": 1 << 60, "kernels": 0}
+CLI = ("import sys, emdcli.rows as r\n"
+       "r.JOB_ELEMENTS = r.COLD_JOB_ELEMENTS = int(sys.argv.pop(1))\n"
+       "sys.argv[0] = 'emd'\n"
+       "from emdcli.cli.root import main\n"
+       "main()\n")
+
+
+def peak_rss_mib(args, stdin="-", path="kernels"):
+    """(exit code, peak RSS in MiB) of ``emd ARGS`` (stdin from a file), the job on the
+    numpy twins or the kernels (``path``)."""
+    cmd = [sys.executable, "-c", LAUNCHER, stdin, sys.executable, "-c", CLI, str(LIMITS[path]),
+           *map(str, args)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     code, kib = r.stdout.split()
     assert int(code) == 0, r.stderr
@@ -72,35 +85,40 @@ def _grows_little(small, large):
     assert large < 1.10 * small, f"peak RSS {small:.0f} MiB -> {large:.0f} MiB"
 
 
-def test_parquet_memory_does_not_grow_with_row_groups(files):
+@pytest.mark.parametrize("path", LIMITS)
+def test_parquet_memory_does_not_grow_with_row_groups(files, path):
     d, made = files
-    small = peak_rss_mib(["compute", made[4][0], "-q", "-o", d / "a.parquet"])
-    large = peak_rss_mib(["compute", made[32][0], "-q", "-o", d / "b.parquet"])
+    small = peak_rss_mib(["compute", made[4][0], "-q", "-o", d / "a.parquet"], path=path)
+    large = peak_rss_mib(["compute", made[32][0], "-q", "-o", d / "b.parquet"], path=path)
     _grows_little(small, large)
 
 
-def test_npy_memory_does_not_grow_with_rows(files):
+@pytest.mark.parametrize("path", LIMITS)
+def test_npy_memory_does_not_grow_with_rows(files, path):
     d, made = files
-    small = peak_rss_mib(["compute", made[4][1], made[4][2], "-q", "-o", d / "a.npy"])
-    large = peak_rss_mib(["compute", made[32][1], made[32][2], "-q", "-o", d / "b.npy"])
+    small = peak_rss_mib(["compute", made[4][1], made[4][2], "-q", "-o", d / "a.npy"], path=path)
+    large = peak_rss_mib(["compute", made[32][1], made[32][2], "-q", "-o", d / "b.npy"], path=path)
     _grows_little(small, large)
 
 
+@pytest.mark.parametrize("path", LIMITS)
 @pytest.mark.parametrize("kind", [1, 0])
-def test_stdin_memory_does_not_grow_with_rows(files, kind):
+def test_stdin_memory_does_not_grow_with_rows(files, kind, path):
     """NPY and Parquet on standard input (Parquet is spooled to disk, not to memory)."""
     d, made = files
     args = (lambda k: ["compute", "-", made[k][2], "-q", "-o", d / "s.csv"]) if kind else (
         lambda k: ["compute", "-", "-q", "-o", d / "s.csv"])
-    small = peak_rss_mib(args(4), stdin=made[4][kind])
-    large = peak_rss_mib(args(32), stdin=made[32][kind])
+    small = peak_rss_mib(args(4), stdin=made[4][kind], path=path)
+    large = peak_rss_mib(args(32), stdin=made[32][kind], path=path)
     _grows_little(small, large)
 
 
+@pytest.mark.parametrize("path", LIMITS)
 @pytest.mark.parametrize("shape", [(1, 2_000_000), (64, 250_000)])
-def test_very_wide_rows_stay_bounded(tmp_path, shape):
+def test_very_wide_rows_stay_bounded(tmp_path, shape, path):
     rng = np.random.default_rng(1)
     np.save(tmp_path / "w.npy", rng.random(shape, dtype=np.float32) + 0.01)
     np.save(tmp_path / "c.npy", rng.integers(0, shape[1], shape[0]))
-    peak = peak_rss_mib(["compute", tmp_path / "w.npy", tmp_path / "c.npy", "-q", "--metric", "emd2"])
+    peak = peak_rss_mib(["compute", tmp_path / "w.npy", tmp_path / "c.npy", "-q", "--metric", "emd2"],
+                        path=path)
     assert peak < 400, f"peak RSS {peak:.0f} MiB for {shape}"

@@ -88,6 +88,26 @@ def test_row_sums_twin(dtype):
     np.testing.assert_array_equal(m, m2)
 
 
+@pytest.mark.parametrize("chunk", [1, 50, 333])
+@pytest.mark.parametrize("classes", [True, False])
+def test_the_twin_taken_in_chunks_of_rows_gives_the_same_bits(monkeypatch, chunk, classes):
+    """The twins take rows ``CHUNK`` values at a time (one row at least); the chunks'
+    rows, scales and classes are the batch's, the residual pass's rows too."""
+    from emdcli.kernels import small
+
+    monkeypatch.setattr(small, "CHUNK", chunk)
+    for seed, near in [(1, False), (2, True)]:
+        x, t, c, sp, sq, d = cases(seed, 37, 24, np.float32, near)
+        args = (x, None if classes else t, c if classes else None, sp, sq, d, 2.0, True)
+        v1, g1 = kernel(*args)
+        v2, g2 = chain_small(*args)
+        np.testing.assert_array_equal(v1, v2)
+        np.testing.assert_array_equal(g1, g2)
+        s2, m2 = small_sums(x)
+        np.testing.assert_array_equal(s2, np.cumsum(x.astype(np.float64), axis=1)[:, -1])
+        np.testing.assert_array_equal(m2, x.min(axis=1))
+
+
 def test_public_function_same_bits_either_side_of_the_threshold(monkeypatch):
     x, t, c, sp, sq, d = cases(5, 64, 24, np.float64, False)
     calls = []

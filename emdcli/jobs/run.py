@@ -15,7 +15,9 @@ from .. import report
 from ..errors import EMDInputError
 from ..io import open_input, read_positions, sinks
 from ..io.atomic import OutputError
+from ..rows import numpy_twins_job
 from ..spaces import Chain, Ground
+from .startup import compile_notice, numpy_job
 
 BATCH_BYTES = 1 << 24  # a batch holds about 16 MiB per (B, N) float64 array
 
@@ -318,16 +320,17 @@ def run(plan, *, stdout=None, console=None, progress=None, warn=print, clock_gpu
             job.sinks = open_sinks(plan, metric, n_rows, stdout, console, lambda: job.space)
             size = batch_rows(*sources, plan.inputs.batch_rows)
             width = sources[0].width or (job.space.n if job.space is not None else 0)
-            line = (compile_notice(plan, sources[0], min(size, n_rows), width)
-                    if progress else None)
+            twins, line = numpy_job(plan, sources[0], min(size, n_rows), width, n_rows)
+            if progress and not twins:
+                line = compile_notice(plan, sources[0], min(size, n_rows), width)
         except BaseException:
             close_pair(*sources)
             raise
-        if line:
+        if line and progress:
             progress.note(line)
         if progress:
             progress.start(n_rows)
-        with clock as gpu_seconds:
+        with clock as gpu_seconds, numpy_twins_job(twins):
             offset = 0
             for k, (_, inputs) in enumerate(work):
                 offset = _run_part(job, inputs, sources if k == 0 else None, offset)
@@ -464,22 +467,6 @@ def align_bins(tree, pred, target):
         layout = src.roles.get(role, (None,))[0]
         if layout == "columns" and set(src.bin_names) & set(tree.names):
             src.order_bins(role, tree.bin_names)
-
-
-def compile_notice(plan, pred, rows, width):
-    """The line saying that this job's kernels are about to compile (once per install),
-    or None when Numba's cache has them (:func:`emdcli.warmup.notice`)."""
-    from ..warmup import notice
-
-    m = plan.metric
-    if m.device != "cpu" or not pred.n_rows:
-        return None
-    s = m.sinkhorn
-    return notice(plan.space.kind, m.dtype, metric=m.metric, form=s.get("form", "plain"),
-                  gradient=m.gradient, kernel=s.get("kernel", "auto"), rows=rows,
-                  input_dtype=getattr(pred, "dtype", None), bins=width or None, rho=m.rho,
-                  extras=[e for e, on in (("flows", m.flows), ("plan", m.transport)) if on],
-                  normalize=m.normalize)
 
 
 def _gpu_clock(device, clock_gpu):
