@@ -8,6 +8,7 @@ Jobs (float32 rows, EMD², random positive rows, seeded):
   gradient  100 000 × 32 against rows, -g gradient.npy → CSV
   million   1 000 000 × 32 against labels → Parquet
   wide      30 000 × 1000 against labels → Parquet
+  wordnet   4000 × 1000 on the WordNet tree (sample_data) against labels, -g → CSV
 
 Each round runs, per job and side: a cold process (an empty NUMBA_CACHE_DIR of its own)
 then a warm one (the same cache), sides and jobs interleaved; medians over the rounds.
@@ -29,13 +30,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_e2e import Launcher  # noqa: E402
+from bench_e2e import SAMPLES, Launcher  # noqa: E402
 
 JOBS = {  # name → (rows, bins, target: "classes" or "rows", extra arguments, output)
     "classes": (100_000, 32, "classes", [], "out.csv"),
     "gradient": (100_000, 32, "rows", ["-g", "grad.npy"], "out.csv"),
     "million": (1_000_000, 32, "classes", [], "out.parquet"),
     "wide": (30_000, 1000, "classes", [], "out.parquet"),
+    "wordnet": (4000, 1000, "classes", ["--tree", str(SAMPLES / "imagenet_wordnet_tree.csv"),
+                                        "--bins", str(SAMPLES / "imagenet_bins.txt"),
+                                        "-g", "grad.npy"], "out.csv"),
 }
 CLI = ("import sys, emdcli.rows as r\n"
        "r.JOB_ELEMENTS = r.COLD_JOB_ELEMENTS = int(sys.argv.pop(1))\n"

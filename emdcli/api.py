@@ -322,11 +322,7 @@ def _chain(batch, chain, rho, values, g, reads=None):
         from .kernels.small import chain_small, exact_products
 
         if exact_products(x, sx, st, *(() if q is None else (q,))):
-            v, grad = chain_small(x, q, c, sx, st, chain.gaps, rho, g is not None)
-            with np.errstate(over="ignore"):  # into float32 as the kernels round: inf
-                values[:] = v
-                if g is not None:
-                    g[:] = grad
+            _into(values, g, *chain_small(x, q, c, sx, st, chain.gaps, rho, g is not None))
             return
     classes = c if c is not None else np.empty(0, dtype=np.int64)
     grads = g if g is not None else np.empty((b, 0), dtype=x.dtype)
@@ -341,23 +337,40 @@ def _chain(batch, chain, rho, values, g, reads=None):
     chain_batch(lane_rows, chain.gaps, rho, values, grads, _chunk_scratch(n))
 
 
-def _tree(batch, tree, rho, values, g, reads=None):
-    """:func:`_chain` on a tree."""
-    from .kernels import tree as kernels
+def _into(values, g, v, grad):
+    """A numpy twin's float64 results into the outputs (float32 rounds as the kernels':
+    inf past its range)."""
+    with np.errstate(over="ignore"):
+        values[:] = v
+        if g is not None:
+            g[:] = grad
 
+
+def _tree(batch, tree, rho, values, g, reads=None):
+    """:func:`_chain` on a tree (the numpy twin, ``kernels.small_tree``, for whole jobs
+    only: :func:`rows.job_twins`)."""
     x, sx, kind, t, st = batch
     if kind == "classes":
         c, t = t, x  # t is not read for class targets
     else:
         c = np.full(x.shape[0], -1, dtype=np.int64)
+    arrays = (tree.parent, tree.weight, tree.bin_node, tree.count)
+    if rho in (1.0, 2.0) and reads is None and rows.job_twins():
+        from .kernels.small import exact_products
+        from .kernels.small_tree import tree_small
+
+        if exact_products(x, sx, st, *(() if kind == "classes" else (t,))):
+            _into(values, g, *tree_small(x, t, c, sx, st, arrays, rho, g is not None))
+            return
     from .kernels import tree_lanes as lanes
 
     lane_rows = lanes.LaneRows(x, t, c, sx, st)
-    arrays = (tree.parent, tree.weight, tree.bin_node, tree.count)
     if reads is not None or lanes.use_lanes(x.shape[0], rho):  # LANES rows side by side
         grads = g if g is not None else np.empty((x.shape[0], 0), dtype=x.dtype)
         _lanes_step(tree, x.shape, rho, reads).run(lane_rows, values, grads)
         return
+    from .kernels import tree as kernels
+
     scratch = _chunk_scratch(tree.n_nodes)
     if g is None:
         kernels.tree_value(lane_rows, arrays, rho, values, scratch)

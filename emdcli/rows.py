@@ -32,6 +32,9 @@ JOB_ELEMENTS = 1 << 24
 # ... or of at most this many when its kernels are not compiled yet: ~1.5-3 s of their
 # work, less than compiling them (4-5 s on a 2-core machine, `emd warmup`)
 COLD_JOB_ELEMENTS = 1 << 26
+# what a value costs the twins of a space's kernel, in chain values (the tree's twin:
+# 37-75 ns a value on WordNet, ``kernels.small_tree``)
+TWIN_COST = {"chain": 1, "tree": 4}
 _JOB_TWINS = [False]
 
 
@@ -122,6 +125,13 @@ def numpy_twins(size):
         return False
     _SMALL_SEEN[0] += size
     return True
+
+
+def job_twins():
+    """Whether this batch is a job's that runs on the numpy twins whole
+    (:func:`numpy_twins_job`): the tree's twin (a numpy operation a bin and a node,
+    milliseconds a call at any batch size) serves such jobs only."""
+    return _JOB_TWINS[0] and "numba" not in sys.modules
 
 
 @contextmanager

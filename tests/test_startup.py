@@ -70,6 +70,27 @@ def test_a_job_on_the_twins_compiles_nothing_and_gives_the_kernels_bits(tmp_path
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
 
 
+@pytest.mark.parametrize("target", ["classes", "rows"])
+def test_a_tree_job_on_the_twin_gives_the_kernels_bits(tmp_path, target):
+    """WordNet (1000 bins), a cold cache: nothing compiles, the kernels' bits."""
+    from common import IMAGENET_BINS, WORDNET
+
+    from emdcli.treefiles import load_tree, read_bins
+
+    p, c = _files(tmp_path, b=300, n=1000)
+    q = np.random.default_rng(4).random((300, 1000)).astype(np.float32)
+    if target == "rows":
+        np.save(tmp_path / "c.npy", q)
+    r = _emd(tmp_path, (1 << 24, 1 << 26), "--tree", WORDNET, "--bins", IMAGENET_BINS)
+    assert r.returncode == 0, r.stderr
+    assert "compiling" not in r.stderr and _compiled(tmp_path / "cache") == [], r.stderr
+    values, g = _results(tmp_path)
+    tree = load_tree(WORDNET, bins=read_bins(IMAGENET_BINS))
+    want, want_g = emdcli.emd2(p, c if target == "classes" else q, space=tree, gradient=True)
+    assert values.tobytes() == want.tobytes()
+    assert g.tobytes() == want_g.tobytes()
+
+
 def test_past_the_limits_the_kernels_compile_and_say_so(tmp_path):
     p, c = _files(tmp_path)
     r = _emd(tmp_path, (0, 0))
@@ -98,7 +119,8 @@ PRED = SimpleNamespace(n_rows=1000, dtype="float32")
     (_plan(normalize="none"), True), (_plan(gradient=True), True),
     (_plan("emd-rho", 1.5), False),  # |phi|^rho through pow: the kernels' own
     (_plan(normalize="softmax"), False),  # numpy's exp need not round as the kernels'
-    (_plan(tree="t.nwk"), False), (_plan(ground="g.npy"), False),  # no twins
+    (_plan(tree="t.nwk"), True), (_plan(tree="t.nwk", gradient=True), True),
+    (_plan(ground="g.npy"), False),  # no twin
     (_plan(device="auto"), False), (_plan("sinkhorn", sinkhorn={"lam": 10.0}), False),
 ])
 def test_which_jobs_the_twins_take(plan, twins):

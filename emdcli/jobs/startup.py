@@ -4,9 +4,9 @@ less (:func:`numpy_job`). Reads the cache's index files only; loads no Numba."""
 
 from .. import rows
 
-# the twins' jobs: a chain's EMD^rho, rho 1 or 2 (``kernels.small``), of rows taken as
-# masses (an l1 normalisation or none: the twins give the kernels' bits; a softmax's exp
-# need not round as the kernels' does)
+# the twins' jobs: a chain's or a tree's EMD^rho, rho 1 or 2 (``kernels.small``,
+# ``small_tree``), of rows taken as masses (an l1 normalisation or none: the twins give
+# the kernels' bits; a softmax's exp need not round as the kernels' does)
 _TWIN_METRICS = ("emd", "emd2", "emd-rho")
 
 
@@ -37,11 +37,13 @@ def numpy_job(plan, pred, rows_, width, n_rows):
     """Whether the whole job goes through the kernels' numpy twins
     (:func:`emdcli.rows.numpy_twins_job`), and the line to say so or None: a twins' job
     (above) on the CPU of at most ``rows.JOB_ELEMENTS`` values, or of at most
-    ``rows.COLD_JOB_ELEMENTS`` when its kernels are not compiled yet (then it says so).
-    The job's size: ``n_rows`` (every file's) × ``width``; its batches: ``rows_`` rows."""
+    ``rows.COLD_JOB_ELEMENTS`` when its kernels are not compiled yet (then it says so),
+    a tree's values counted ``rows.TWIN_COST`` times. The job's size: ``n_rows`` (every
+    file's) × ``width``; its batches: ``rows_`` rows."""
     m = plan.metric
-    values = (n_rows or 0) * (width or 0)
-    if not (m.device == "cpu" and plan.space.kind == "chain" and m.metric in _TWIN_METRICS
+    kind = plan.space.kind
+    values = (n_rows or 0) * (width or 0) * rows.TWIN_COST.get(kind, 0)
+    if not (m.device == "cpu" and m.metric in _TWIN_METRICS
             and m.rho in (1.0, 2.0) and m.normalize != "softmax" and not m.flows
             and not m.transport and 0 < values <= rows.COLD_JOB_ELEMENTS):
         return False, None
