@@ -16,33 +16,16 @@ from emdcli.kernels import small_tree
 from emdcli.kernels.small import exact_products
 from emdcli.kernels.small_tree import tree_small
 from emdcli.kernels.tree import tree_value_grad
-from emdcli.spaces import Tree
 from emdcli.treefiles import load_tree, read_bins
 
 from common import IMAGENET_BINS, WORDNET
-
-
-def random_tree(seed, n_nodes):
-    """Bins on every node, in a shuffled order (internal nodes carry bins too)."""
-    rng = np.random.default_rng(seed)
-    names = [f"n{i}" for i in range(n_nodes)]
-    parents = [""] + [names[int(rng.integers(0, i))] for i in range(1, n_nodes)]
-    weights = [0.0] + [float(rng.uniform(0.05, 3.0)) for _ in range(1, n_nodes)]
-    bins = [names[i] for i in rng.permutation(n_nodes)]
-    return Tree.from_edges(names, parents, weights, bins=bins)
+from test_lanes import random_tree  # bins on every node, internal ones too
+from test_small import cases as chain_cases
 
 
 def cases(seed, b, n, dtype, near):
-    rng = np.random.default_rng(seed)
-    x = (rng.random((b, n)) ** 3 + 1e-3).astype(dtype)
-    t = (rng.random((b, n)) + 1e-3).astype(dtype)
-    if near:  # targets that nearly cancel the predictions: the residual matters
-        t = (x.astype(np.float64) * (1 + 1e-9 * rng.standard_normal((b, n)))).astype(dtype)
-        t *= 3.0
-    c = rng.integers(0, n, b)
-    sp = 1.0 / x.sum(axis=1, dtype=np.float64)
-    sq = 1.0 / t.sum(axis=1, dtype=np.float64)
-    return x, t, c, sp, sq
+    """``test_small``'s rows (predictions, targets, classes, scales), without the gaps."""
+    return chain_cases(seed, b, n, dtype, near)[:5]
 
 
 def kernel(tree, x, t, c, sp, sq, rho, want_grad):
