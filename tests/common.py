@@ -10,6 +10,14 @@ WORDNET = os.path.join(SAMPLE, "imagenet_wordnet_tree.csv")
 IMAGENET_BINS = os.path.join(SAMPLE, "imagenet_bins.txt")
 IMAGENET_PRED = os.path.join(SAMPLE, "imagenet_pred.parquet")
 
+# ``python -c LIMITED_EMD JOB COLD ARGS``: ``emd ARGS`` with the numpy twins' job size
+# limits (``rows.JOB_ELEMENTS``, ``COLD_JOB_ELEMENTS``) set to JOB and COLD
+LIMITED_EMD = ("import sys, emdcli.rows as r\n"
+               "r.JOB_ELEMENTS, r.COLD_JOB_ELEMENTS = int(sys.argv.pop(1)), int(sys.argv.pop(1))\n"
+               "sys.argv[0] = 'emd'\n"
+               "from emdcli.cli.root import main\n"
+               "main()\n")
+
 
 def dists(rng, b, n):
     """(b, n) strictly positive rows summing to one (continuous, so no exact kinks)."""

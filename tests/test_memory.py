@@ -15,6 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from common import LIMITED_EMD
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB, Linux")
 
@@ -34,20 +35,14 @@ LAUNCHER = textwrap.dedent("""
 """)
 
 
-# `emd ARGS` with the twins' job size limits (rows.JOB_ELEMENTS, COLD_JOB_ELEMENTS) set
-LIMITS = {"twins": 1 << 60, "kernels": 0}
-CLI = ("import sys, emdcli.rows as r\n"
-       "r.JOB_ELEMENTS = r.COLD_JOB_ELEMENTS = int(sys.argv.pop(1))\n"
-       "sys.argv[0] = 'emd'\n"
-       "from emdcli.cli.root import main\n"
-       "main()\n")
+LIMITS = {"twins": 1 << 60, "kernels": 0}  # the twins' job size limits, both
 
 
 def peak_rss_mib(args, stdin="-", path="kernels"):
     """(exit code, peak RSS in MiB) of ``emd ARGS`` (stdin from a file), the job on the
     numpy twins or the kernels (``path``)."""
-    cmd = [sys.executable, "-c", LAUNCHER, stdin, sys.executable, "-c", CLI, str(LIMITS[path]),
-           *map(str, args)]
+    cmd = [sys.executable, "-c", LAUNCHER, stdin, sys.executable, "-c", LIMITED_EMD,
+           str(LIMITS[path]), str(LIMITS[path]), *map(str, args)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     code, kib = r.stdout.split()
     assert int(code) == 0, r.stderr

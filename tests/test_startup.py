@@ -11,19 +11,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from common import LIMITED_EMD
 
 import emdcli
 from emdcli import rows
 from emdcli.jobs import startup
 from emdcli.jobs.plan import metric_spec, space_spec
-
-# `emd compute` with the twins' size limits given on the command line's first two words
-RUN = ("import sys, emdcli.rows as r\n"
-       "r.JOB_ELEMENTS, r.COLD_JOB_ELEMENTS = int(sys.argv.pop(1)), int(sys.argv.pop(1))\n"
-       "sys.argv[0] = 'emd'\n"
-       "from emdcli.cli.root import main\n"
-       "main()\n")
-
 
 def _files(tmp_path, b=3000, n=40):
     rng = np.random.default_rng(3)
@@ -34,7 +27,7 @@ def _files(tmp_path, b=3000, n=40):
 
 def _emd(tmp_path, limits, *args, cache="cache"):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / cache)}
-    cmd = [sys.executable, "-c", RUN, *map(str, limits), "compute", str(tmp_path / "p.npy"),
+    cmd = [sys.executable, "-c", LIMITED_EMD, *map(str, limits), "compute", str(tmp_path / "p.npy"),
            str(tmp_path / "c.npy"), "--metric", "emd2", "-o", str(tmp_path / "r.csv"),
            "-g", str(tmp_path / "g.npy"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

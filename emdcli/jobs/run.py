@@ -17,7 +17,7 @@ from ..io import open_input, read_positions, sinks
 from ..io.atomic import OutputError
 from ..rows import numpy_twins_job
 from ..spaces import Chain, Ground
-from .startup import compile_notice, numpy_job
+from .startup import numpy_job
 
 BATCH_BYTES = 1 << 24  # a batch holds about 16 MiB per (B, N) float64 array
 
@@ -320,13 +320,12 @@ def run(plan, *, stdout=None, console=None, progress=None, warn=print, clock_gpu
             job.sinks = open_sinks(plan, metric, n_rows, stdout, console, lambda: job.space)
             size = batch_rows(*sources, plan.inputs.batch_rows)
             width = sources[0].width or (job.space.n if job.space is not None else 0)
-            twins, line = numpy_job(plan, sources[0], min(size, n_rows), width, n_rows)
-            if progress and not twins:
-                line = compile_notice(plan, sources[0], min(size, n_rows), width)
+            twins, line = numpy_job(plan, sources[0], min(size, n_rows), width, n_rows,
+                                    notice=progress is not None)
         except BaseException:
             close_pair(*sources)
             raise
-        if line and progress:
+        if line and progress:  # (-q: no progress, nothing said)
             progress.note(line)
         if progress:
             progress.start(n_rows)

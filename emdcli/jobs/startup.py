@@ -33,12 +33,13 @@ def compile_notice(plan, pred, rows_, width):
     return notice_jobs([_job(plan, pred, rows_, width)])
 
 
-def numpy_job(plan, pred, rows_, width, n_rows):
+def numpy_job(plan, pred, rows_, width, n_rows, notice=False):
     """Whether the whole job goes through the kernels' numpy twins
-    (:func:`emdcli.rows.numpy_twins_job`), and the line to say so or None: a twins' job
-    (above) on the CPU of at most ``rows.JOB_ELEMENTS`` values, or of at most
-    ``rows.COLD_JOB_ELEMENTS`` when its kernels are not compiled yet (then it says so),
-    a tree's values counted ``rows.TWIN_COST`` times. The job's size: ``n_rows`` (every
+    (:func:`emdcli.rows.numpy_twins_job`), and the line to say before it starts, or None
+    (with ``notice``: the compile notice of a job for the kernels). A twins' job (above)
+    on the CPU of at most ``rows.JOB_ELEMENTS`` values goes to them, and one of at most
+    ``rows.COLD_JOB_ELEMENTS`` when its kernels are not compiled yet (then it says so), a
+    tree's values counted ``rows.TWIN_COST`` times. The job's size: ``n_rows`` (every
     file's) × ``width``; its batches: ``rows_`` rows."""
     m = plan.metric
     kind = plan.space.kind
@@ -46,13 +47,13 @@ def numpy_job(plan, pred, rows_, width, n_rows):
     if not (m.device == "cpu" and m.metric in _TWIN_METRICS
             and m.rho in (1.0, 2.0) and m.normalize != "softmax" and not m.flows
             and not m.transport and 0 < values <= rows.COLD_JOB_ELEMENTS):
-        return False, None
+        return False, compile_notice(plan, pred, rows_, width) if notice else None
     if values <= rows.JOB_ELEMENTS:
         return True, None
     from ..warmup import missing
 
     job = _job(plan, pred, rows_, width)
     if not missing(job.pop("space_kind"), job.pop("dtype"), **job):
-        return False, None
+        return False, None  # cached: the kernels load, nothing to say
     return True, ("numpy computes this job, with the same results as the kernels, which are "
                   "not compiled yet (`emd warmup` compiles them once, in seconds)")

@@ -86,23 +86,22 @@ def _value_grad(acc, tree, rho, want_grad):
     return total, residual, (acc[bin_node] - mean).T
 
 
-def _block(p, q, c, sp, sq, scaled, tree, rho, want_grad):
-    b = p.shape[0]
-    acc, m = _scatter(p, q, c, sp, sq, np.zeros(b), tree)
+def _block(rows, scaled, tree, rho, want_grad):
+    """One block's values and gradients: rows = (p, q, c, sp, sq) as :func:`_scatter`
+    takes them; ``scaled``: the residual pass (``kernels.tree._fix_rows``) applies."""
+    b = rows[0].shape[0]
+    acc, m = _scatter(*rows, np.zeros(b), tree)
     values, r, g = _value_grad(acc, tree, rho, want_grad)
     e = rho * np.abs(r) / RESIDUAL_RTOL
     fix = values < (e if rho == 1.0 else e * e) * m
     if scaled and fix.any():  # ``_fix_rows``: the residual taken back along p's mass
-        rows = np.flatnonzero(fix)
-        cr = None if c is None else c[rows]
-        s0 = _differences(p[rows], None if q is None else q[rows], cr, sp[rows], sq[rows],
-                          np.zeros(rows.shape[0]))
-        rsp = _running(s0.T) * sp[rows]
-        acc, _ = _scatter(p[rows], None if q is None else q[rows], cr, sp[rows], sq[rows],
-                          rsp, tree)
-        values[rows], _, g_fix = _value_grad(acc, tree, rho, want_grad)
+        k = np.flatnonzero(fix)
+        p, q, c, sp, sq = (None if a is None else a[k] for a in rows)
+        s0 = _differences(p, q, c, sp, sq, np.zeros(k.shape[0]))
+        acc, _ = _scatter(p, q, c, sp, sq, _running(s0.T) * sp, tree)
+        values[k], _, g_fix = _value_grad(acc, tree, rho, want_grad)
         if want_grad:
-            g[rows] = g_fix
+            g[k] = g_fix
     return values, g
 
 
@@ -131,8 +130,8 @@ def tree_small(x, t, c, sp, sq, arrays, rho, want_grad):
             hi = min(b, lo + step)
             p = np.asarray(x[lo:hi], dtype=np.float64)
             q = None if classes else np.asarray(t[lo:hi], dtype=np.float64)
-            v, gb = _block(p, q, c[lo:hi] if classes else None, sp[lo:hi], sq[lo:hi],
-                           scaled, tree, rho, want_grad)
+            rows = (p, q, c[lo:hi] if classes else None, sp[lo:hi], sq[lo:hi])
+            v, gb = _block(rows, scaled, tree, rho, want_grad)
             values[lo:hi] = v
             if want_grad:
                 g[lo:hi] = gb
