@@ -144,6 +144,21 @@ def output_format(output, fmt, stdout_is_tty):
     return "table" if stdout_is_tty else "csv"
 
 
+def quantile(values, q):
+    """``np.quantile(values, q)``, the same bits (its linear method, Hyndman and Fan's 7th):
+    with h = (n − 1)·q and x sorted, x_⌊h⌋ + (h − ⌊h⌋)·(x_⌊h⌋+1 − x_⌊h⌋), evaluated as
+    numpy's ``_lerp``; without numpy's ``np.unique`` call, which imports ``numpy.ma``
+    (20 ms of a small job's 0.3 s). ``values``: 1-D, finite, not empty."""
+    n = values.size
+    h = (n - 1) * q
+    lo = min(math.floor(h), n - 1)
+    hi = min(lo + 1, n - 1)
+    part = np.partition(values, [lo, hi])
+    a, b = float(part[lo]), float(part[hi])
+    t, d = h - math.floor(h), b - a
+    return b - d * (1 - t) if t >= 0.5 else a + d * t
+
+
 class Summary:
     """Running statistics of one value column: count, mean, std, min, p50, p95, max.
 
@@ -229,7 +244,7 @@ class Summary:
             finite = np.concatenate(self.parts)
             out.update(
                 mean=float(finite.mean()), std=float(finite.std()), min=float(finite.min()),
-                p50=float(np.quantile(finite, 0.5)), p95=float(np.quantile(finite, 0.95)),
+                p50=quantile(finite, 0.5), p95=quantile(finite, 0.95),
                 max=float(finite.max()),
             )
         return out

@@ -157,6 +157,56 @@ def test_help_and_completion_import_no_numba():
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stderr
 
 
+@pytest.mark.parametrize("words, not_imported", [
+    ([], ["markdown_it", "pygments"]),
+    (["compute"], ["markdown_it", "pygments", "emdcli.cli.studies", "emdcli.cli.bench"]),
+])
+def test_the_entry_point_imports_only_what_it_shows(words, not_imported):
+    """``main`` imports the module of the command it runs alone, and Typer's Markdown and
+    traceback modules only when they are used."""
+    code = ("import sys\nfrom emdcli.cli.root import main\n"
+            f"sys.argv = ['emd', *{words!r}, '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {not_imported!r} + ['numba', 'numpy', 'pyarrow'] "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stderr
+
+
+@pytest.mark.parametrize("words", [[], ["compute"], ["tree"], ["tree", "build"],
+                                   ["ground", "learn"], ["compare"], ["warmup"], ["report"]])
+def test_the_entry_point_helps_as_the_whole_app(words):
+    r = subprocess.run([*EMD, *words, "--help"], capture_output=True, text=True,
+                       env=_env(COLUMNS="100"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == _help(words, 100)
+
+
+def test_stand_ins_become_the_real_modules():
+    code = """
+import sys
+from emdcli.cli import deferred
+deferred.defer_all()
+import typer.rich_utils
+assert 'markdown_it' not in sys.modules and 'pygments' not in sys.modules
+from rich.markdown import Markdown
+from rich.traceback import Traceback
+import rich.markdown
+assert type(Markdown('# a')).__module__ == 'rich.markdown' and 'markdown_it' in sys.modules
+try:
+    1 / 0
+except ZeroDivisionError as e:
+    tb = Traceback.from_exception(type(e), e, e.__traceback__)
+assert type(tb).__module__ == 'rich.traceback'
+assert sys.modules['rich.markdown'].Markdown is type(Markdown('b'))
+import rich
+assert rich.markdown is sys.modules['rich.markdown'] and callable(rich.traceback.install)
+print('ok')
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "ok", r.stderr
+
+
 # ----------------------------------------------------------------------------- completion
 
 

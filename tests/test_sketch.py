@@ -1,5 +1,6 @@
 """Bounded-memory statistics: merged moments against numpy, sketch quantiles within
-their relative error of numpy's exact order statistics, merging equals adding."""
+their relative error of numpy's exact order statistics, merging equals adding; the exact
+summary's quantiles are numpy's, bit for bit."""
 
 import numpy as np
 import pytest
@@ -26,6 +27,16 @@ def test_sketch_quantile_within_alpha_of_the_exact_rank(values, parts, q):
     assert s.count == v.size
     want = exact_rank(v, q)
     assert abs(s.quantile(q) - want) <= 1e-4 * abs(want) * (1 + 1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e12, 1e12, allow_nan=False), min_size=1, max_size=300),
+       st.one_of(st.sampled_from([0.0, 0.05, 0.5, 0.95, 1.0]), st.floats(0, 1)))
+def test_exact_quantile_is_numpys_bit_for_bit(values, q):
+    v = np.array(values)
+    got = report.quantile(v.copy(), q)
+    assert type(got) is float
+    assert got == float(np.quantile(v, q))
 
 
 def test_sketch_merge_is_adding_everything():

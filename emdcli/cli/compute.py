@@ -79,8 +79,6 @@ def compute(
 
     Rows go to stdout (or --output), the summary and messages to stderr. Bad input exits with code 2.
     """
-    from rich.console import Console
-
     from .. import report
     from ..errors import EMDInputError
     from ..io.sinks import StdoutClosed
@@ -91,8 +89,7 @@ def compute(
     if quiet and verbose:
         fail("--quiet and --verbose contradict each other; give one")
     stdout = sys.stdout
-    err = Console(stderr=True)
-    progress = None if quiet else Progress(err)
+    progress = None if quiet else Progress()
     with all_or_nothing():
         try:
             if stdout is None and (not output or output == "-"):
@@ -116,14 +113,19 @@ def compute(
             how = engines.Engine(engine.value, scheduler, workers, engines.parse_size(task_size))
             warn = lambda m: typer.echo(f"emd: warning: {m}", err=True)  # noqa: E731
             if plan.outputs.folder:
-                progress = progress and Progress(err, "files", 2)
+                progress = progress and Progress("files", 2)
                 summary = engines.run_dataset(plan, how, progress=progress, warn=warn)
             elif how.kind != "local":
                 raise EMDInputError("--engine dask writes a dataset: give --output DIR/",
                                     source="--engine")
             else:
+                console = None
+                if plan.outputs.fmt == "table" and stdout is not None:  # Rich: 30 ms
+                    from rich.console import Console
+
+                    console = Console()
                 summary = jobs.run(
-                    plan, stdout=stdout, console=Console() if stdout is not None else None,
+                    plan, stdout=stdout, console=console,
                     progress=progress, warn=warn, clock_gpu=verbose,
                 )
                 if plan.outputs.summary:

@@ -57,16 +57,13 @@ def report_command(
 
     The report goes to standard output (or --output): HTML with inline plots, Markdown or JSON with the same content. Bad input exits with code 2.
     """
-    from rich.console import Console
-
     from ..diagnose import content, job, render
     from ..errors import EMDInputError
     from ..io import atomic
     from ..jobs import plan as plans
 
     stdout = sys.stdout
-    err = Console(stderr=True)
-    progress = None if quiet else Progress(err)
+    progress = None if quiet else Progress()
     loading = None
     with all_or_nothing():
         try:
