@@ -160,6 +160,50 @@ def test_tree_lanes_give_the_row_kernels_bits(dtype, rho, classes, b, nodes):
             np.testing.assert_array_equal(g1, g2)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rho", [1.0, 2.0])
+@pytest.mark.parametrize("classes", [False, True])
+def test_tree_lanes_redo_marked_rows_in_their_block_with_the_row_kernels_bits(
+        dtype, rho, classes, monkeypatch):
+    """Most rows nearly on their targets (soft: within 1e-9; classes: 1e-12 of mass off the
+    class), so that most blocks hold rows the residual pass takes, and some blocks only
+    unmarked ones: the lanes kernel redoes a block at once, the row kernel each marked row
+    (counted: the case must mark rows)."""
+    from emdcli.kernels import tree as K
+
+    tree = random_tree(7, 60)
+    b, n = 77, tree.n
+    rng = np.random.default_rng(5)
+    c = rng.integers(0, n, b)
+    if classes:
+        x = 1e-12 * rng.random((b, n))
+        x[np.arange(b), c] = 1.0
+        x[40:48] = rng.random((8, n))  # a block of rows far from their class
+        t = None
+    else:
+        x = rng.random((b, n)) + 0.1
+        t = x * (1 + 1e-9 * rng.standard_normal((b, n))) * 3.0
+        t[40:48] = rng.random((8, n))
+    x = x.astype(dtype)
+    t = None if t is None else t.astype(dtype)
+    sp = 1.0 / x.sum(axis=1, dtype=np.float64)
+    sq = np.empty(0) if classes else 1.0 / t.sum(axis=1, dtype=np.float64)
+    marked = []
+    fix = K._fix_rows
+
+    def counting(P, Q, cc, SP, SQ, parent, weight, bin_node, count, rho, out, *rest):
+        marked.append(int((out < 0).sum()))
+        return fix(P, Q, cc, SP, SQ, parent, weight, bin_node, count, rho, out, *rest)
+
+    monkeypatch.setattr(K, "_fix_rows", counting)
+    for grad in (True, False):
+        v1, g1 = tree_run(tree, x, t, c if classes else None, sp, sq, rho, grad, lanes=False)
+        v2, g2 = tree_run(tree, x, t, c if classes else None, sp, sq, rho, grad, lanes=True)
+        np.testing.assert_array_equal(v1, v2)
+        np.testing.assert_array_equal(g1, g2)
+    assert len(marked) == 2 and min(marked) > b // 2, marked
+
+
 def test_public_emd_on_wordnet_uses_tree_lanes():
     import os
 
