@@ -258,7 +258,14 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
     for again in range(2):  # again: the residual pass (rsp 0 in the unmarked rows)
         for j in range(LANES):
             total[j] = mean[j] = m[j] = 0.0
-        differences_to_lanes(P, Q, lo, X, scales, not classes)
+        if again:  # s − rsp·p from the differences in X (P's tile in T): as read again
+            rsp = scales[2]
+            for k in range(n):
+                x, t = X[k], T[k]
+                for j in range(X.shape[1]):  # (a run-time width: see _scatter)
+                    x[j] -= rsp[j] * t[j]
+        else:
+            differences_to_lanes(P, Q, lo, X, scales, not classes)
         _scatter(A, X, bin_node, first, has_bin)
         if classes:
             for j in range(LANES):
