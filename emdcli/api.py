@@ -224,9 +224,11 @@ class LanesStep(NamedTuple):
     """The chain's or tree's lanes kernel for one space, rho, batch shape and way of
     reading the rows, resolved once (:func:`_lanes_step`). ``run(lane_rows, values, g)``:
     the kernel on a :class:`~.kernels.tiles.LaneRows` into values (B,) and g (B, N, or no
-    columns). Called as ``step(z, c, values, g)`` (:func:`softmax_step`): rows z (B, N),
-    a softmax's output p (or the logits), c (B,) int64 class indices in range, all
-    C-contiguous, float32 or float64 throughout, unchecked; g may be z, then overwritten.
+    columns). Called as ``step(z, c, values, g, scale=1.0)`` (:func:`softmax_step`): rows
+    z (B, N), a softmax's output p (or the logits), c (B,) int64 class indices in range,
+    all C-contiguous, float32 or float64 throughout, unchecked; g may be z, then
+    overwritten; g is the gradient times ``scale`` (a loss's mean 1/B, in the kernel's
+    write before rounding: no pass of its own).
     The same bits as :func:`emd_softmax` (or :func:`emd` of logits) with none of their
     per-call argument handling (about 0.2 ms a call, a third of a 512 × 1000 step, when
     a model's step has just evicted the caches)."""
@@ -242,9 +244,11 @@ class LanesStep(NamedTuple):
         self.kernel(lane_rows, self.geometry, self.rho, values, g,
                     _chunk_scratch(self.width, self.runs), reads=self.reads)
 
-    def __call__(self, z, c, values, g):
+    def __call__(self, z, c, values, g, scale=1.0):
         one = rows.unit_scale()
-        self.run((z, z, c, one, one), values, g)
+        reads = self.reads if scale == 1.0 else self.reads._replace(scale=float(scale))
+        self.kernel((z, z, c, one, one), self.geometry, self.rho, values, g,
+                    _chunk_scratch(self.width, self.runs), reads=reads)
 
 
 def _lanes_step(sp, shape, rho, reads):

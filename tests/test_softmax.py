@@ -48,6 +48,59 @@ def test_exp_special_values():
     assert out[6] == 1.0
 
 
+@njit(cache=True, fastmath={"contract"})
+def _softmax_loop(PT, m, s):
+    """The tile softmax as a Numba loop over exp_le0 (FMA contraction inside the
+    exponential only): what kernels.softmax.softmax_lanes computes in LLVM IR."""
+    n, lanes = PT.shape
+    for j in range(lanes):
+        m[j] = PT[0, j]
+        s[j] = 0.0
+    for i in range(1, n):
+        for j in range(lanes):
+            z = PT[i, j]
+            m[j] = z if z > m[j] else m[j]
+    for i in range(n):
+        for j in range(lanes):
+            e = sm.exp_le0(PT[i, j] - m[j])
+            PT[i, j] = e
+            s[j] += e
+    for j in range(lanes):
+        s[j] = 1.0 / s[j]
+    for i in range(n):
+        for j in range(lanes):
+            PT[i, j] *= s[j]
+
+
+@njit(cache=True)
+def _softmax_tile(PT, m, s):
+    sm.softmax_lanes(PT, m, s)
+
+
+def test_tile_softmax_gives_the_scalar_loops_bits():
+    """softmax_lanes (vectors of 8 in IR) == the loop over exp_le0, bit for bit: logits of
+    every scale, −inf (masked classes, a whole column), NaN and +inf (NaN columns)."""
+    rng = np.random.default_rng(7)
+    for trial in range(120):
+        n = int(rng.integers(1, 700)) if trial else 1
+        z = rng.standard_normal((n, 32)) * rng.choice([1e-3, 1.0, 10.0, 300.0, 2000.0])
+        for every, value in ((4, -np.inf), (7, np.nan), (9, np.inf)):
+            if trial % every == 1:
+                z[rng.integers(0, n, 3), rng.integers(0, 32, 3)] = value
+        if trial % 10 == 3:
+            z[:, 5] = -np.inf
+        a, b = z.copy(), z.copy()
+        m1, s1, m2, s2 = (np.full(32, 7.0) for _ in range(4))
+        _softmax_loop(a, m1, s1)
+        _softmax_tile(b, m2, s2)
+        for x, y in ((a, b), (m1, m2), (s1, s2)):
+            np.testing.assert_array_equal(x.view(np.int64), y.view(np.int64))
+    rows_ = rng.standard_normal((50, 32))
+    p = rows_.copy()
+    _softmax_tile(p, np.empty(32), np.empty(32))
+    np.testing.assert_allclose(p, rows.softmax(rows_.T).T, rtol=1e-15, atol=0)
+
+
 def _softmax_rows(seed, b, n, dtype, scale=3.0):
     rng = np.random.default_rng(seed)
     z = (scale * rng.standard_normal((b, n))).astype(dtype)

@@ -272,6 +272,34 @@ def test_backward_scales_by_grad_output_and_a_retained_graph_accumulates(reducti
     assert torch.equal(x.grad, ref)
 
 
+@pytest.mark.parametrize("space", ["chain", "tree"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mean_gradient_scaled_in_the_kernels_write_is_the_rows_gradient_over_b(space, dtype,
+                                                                              monkeypatch):
+    """Batches the lanes kernels take (here 3001 × 40) get the mean's 1/B inside the
+    kernel's write of the gradient: the same gradient as the rows' (reduction none, no
+    scale) over B."""
+    from emdcli import api
+
+    rng = rng_for("fused", space, str(dtype))
+    b, n = 3001, 40
+    kwargs = {"tree": random_tree(rng, nodes=60, n_bins=n)} if space == "tree" else {}
+    x, t = inputs(rng, "softmax", False, b=b, n=n, dtype=dtype)
+    scales, call = [], api.LanesStep.__call__
+
+    def spy(self, z, c, values, g, scale=1.0):
+        scales.append(scale)
+        return call(self, z, c, values, g, scale)
+
+    monkeypatch.setattr(api.LanesStep, "__call__", spy)
+    mean, = torch.autograd.grad(et.emd_loss(x, t, **kwargs), x)
+    rows_, = torch.autograd.grad(et.emd_loss(x, t, reduction="none", **kwargs), x,
+                                 torch.ones(b, dtype=dtype))
+    assert scales == [1.0 / b, 1.0]
+    tol = 1e-15 if dtype == torch.float64 else 1e-7
+    torch.testing.assert_close(mean, rows_ / b, rtol=tol, atol=tol * float(rows_.abs().max()) / b)
+
+
 def test_all_rows_ignored_mean_is_nan_like_cross_entropy():
     x = torch.zeros(2, 3, requires_grad=True)
     t = torch.tensor([-100, -100])

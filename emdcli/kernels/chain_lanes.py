@@ -146,11 +146,11 @@ def _row_sums(P, lo, scratch, stats, SP):
 
 
 @njit(cache=True, inline="always")
-def _softmax_block(Z, Q, C, SQ, d, rho, out, G, lo, scratch, logits, chain_rule):
+def _softmax_block(Z, Q, C, SQ, d, rho, out, G, lo, scratch, logits, chain_rule, scale):
     """Rows ``lo … lo+LANES−1`` of Z, ``logits`` (``p = softmax(z)`` in a tile, PT) or a
     softmax's output p: :func:`_block`'s pass on p (no scales, so no residual pass) and
-    the gradient with respect to p, or with ``chain_rule`` to z: ``p ⊙ (g − ⟨g, p⟩)``
-    before rounding."""
+    the gradient with respect to p, or with ``chain_rule`` to z: ``p ⊙ (g − ⟨g, p⟩) ·
+    scale`` before rounding."""
     n = Z.shape[1]
     X, T, state = _tiles(scratch, n)
     at = (2 * n + 7) * LANES
@@ -189,7 +189,7 @@ def _softmax_block(Z, Q, C, SQ, d, rho, out, G, lo, scratch, logits, chain_rule)
     for j in range(LANES):
         weighted[j] = -weighted[j]  # g_{N−1} = −mean
     offsets_dots(T, PT, prefix, weighted, state[4])  # g, and ⟨g, p⟩
-    rule_from_lanes(T, PT, state[4], G, lo)  # p ⊙ (g − ⟨g, p⟩), on the way out
+    rule_from_lanes(T, PT, state[4], G, lo, scale)  # p ⊙ (g − ⟨g, p⟩), on the way out
 
 
 @njit(cache=True, inline="always")
@@ -243,7 +243,8 @@ def _lanes_batch(rows, d, rho, out, G, scratch, reads=None):
     if isinstance(reads, Softmax):
         P, Q, C, _, SQ = rows
         threads.run(_softmax_runs, n_blocks,
-                    (P, Q, C, SQ, d, rho, out, G, scratch, reads.logits, reads.chain_rule),
+                    (P, Q, C, SQ, d, rho, out, G, scratch, reads.logits, reads.chain_rule,
+                     reads.scale),
                     slots=scratch.shape[0], min_items=each, parallel=_softmax_parallel)
         return
     stats = reads.stats if isinstance(reads, RowSums) else None
@@ -277,17 +278,18 @@ def _lanes_parallel(P, Q, C, SP, SQ, d, rho, out, G, scratch, stats, R, fixing, 
 
 
 @njit(cache=True, nogil=True)
-def _softmax_runs(Z, Q, C, SQ, d, rho, out, G, scratch, logits, chain_rule, first, last,
-                  slot):
+def _softmax_runs(Z, Q, C, SQ, d, rho, out, G, scratch, logits, chain_rule, scale, first,
+                  last, slot):
     """Blocks ``first … last−1`` under a softmax (:func:`_softmax_block`, scratch row
     ``slot``)."""
     for blk in range(first, last):
         _softmax_block(Z, Q, C, SQ, d, rho, out, G, blk * LANES, scratch[slot], logits,
-                       chain_rule)
+                       chain_rule, scale)
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _softmax_parallel(Z, Q, C, SQ, d, rho, out, G, scratch, logits, chain_rule, n, parts):
+def _softmax_parallel(Z, Q, C, SQ, d, rho, out, G, scratch, logits, chain_rule, scale, n,
+                      parts):
     for k in prange(parts):
-        _softmax_runs(Z, Q, C, SQ, d, rho, out, G, scratch, logits, chain_rule,
+        _softmax_runs(Z, Q, C, SQ, d, rho, out, G, scratch, logits, chain_rule, scale,
                       k * n // parts, (k + 1) * n // parts, k)

@@ -246,12 +246,12 @@ def _block_out_sub(typingctx, X, x0, base, A, r0):
 
 
 @intrinsic
-def _block_out_rule(typingctx, X, PT, dots, x0, A, r0):
-    """``A[r0 + r, x0 + k] = PT[x0 + k, j] · (X[x0 + k, j] − dots[j])``, j = r0 % LANES + r
-    (cast to A's dtype) for r, k < 8: the softmax's chain rule on the way out."""
+def _block_out_rule(typingctx, X, PT, dots, x0, A, r0, scale):
+    """``A[r0 + r, x0 + k] = PT[x0 + k, j] · (X[x0 + k, j] − dots[j]) · scale``, j = r0 %
+    LANES + r (cast to A's dtype) for r, k < 8: the softmax's chain rule on the way out."""
     if not (check_tiles(A, X, PT) and X.dtype == PT.dtype == types.float64):
         return None
-    sig = types.none(X, PT, dots, types.intp, A, types.intp)
+    sig = types.none(X, PT, dots, types.intp, A, types.intp, types.float64)
 
     def codegen(context, builder, signature, args):
         x = context.make_array(X)(context, builder, args[0])
@@ -261,12 +261,13 @@ def _block_out_rule(typingctx, X, PT, dots, x0, A, r0):
         x0, r0 = args[3], args[5]
         lane = builder.srem(r0, r0.type(LANES))
         dv = _lane_vector(context, builder, dots, dv_ary, [lane])
+        sv = splat(builder, args[6])
         cols = []
         for k in range(_W):
             row = builder.add(x0, x0.type(k))
             g = builder.load(_row_pointer(context, builder, X, x, row, lane), align=8)
             p = builder.load(_row_pointer(context, builder, PT, pt, row, lane), align=8)
-            cols.append(builder.fmul(p, builder.fsub(g, dv)))
+            cols.append(builder.fmul(builder.fmul(p, builder.fsub(g, dv)), sv))
         store_rows(context, builder, A, a, cols, r0, x0)
         return context.get_dummy_value()
 
@@ -306,19 +307,19 @@ def gradient_from_lanes(T, base, A, lo):
 
 
 @njit(cache=True, inline="always")
-def rule_from_lanes(GT, PT, dots, A, lo):
-    """Rows lo … lo+LANES−1 of A (B, N) ← ``PT[i, j] · (GT[i, j] − dots[j])`` transposed,
-    in A's dtype: the softmax's chain rule ``p ⊙ (g − ⟨g, p⟩)`` with g = GT, p = PT and
-    dots = ⟨g, p⟩ (:func:`.softmax.offsets_dots`, :func:`.softmax.gather_dots`), computed
-    on the way out."""
+def rule_from_lanes(GT, PT, dots, A, lo, scale):
+    """Rows lo … lo+LANES−1 of A (B, N) ← ``PT[i, j] · (GT[i, j] − dots[j]) · scale``
+    transposed, in A's dtype: the softmax's chain rule ``p ⊙ (g − ⟨g, p⟩)`` with g = GT,
+    p = PT and dots = ⟨g, p⟩ (:func:`.softmax.offsets_dots`, :func:`.softmax.gather_dots`),
+    computed on the way out, times a loss's scale (a mean's 1/B; 1.0 leaves the bits)."""
     n = A.shape[1]
     full = n - n % _W
     for r in range(0, LANES, _W):
         for c0 in range(0, full, _W):
-            _block_out_rule(GT, PT, dots, c0, A, lo + r)
+            _block_out_rule(GT, PT, dots, c0, A, lo + r, scale)
     for i in range(full, n):
         for j in range(LANES):
-            A[lo + j, i] = PT[i, j] * (GT[i, j] - dots[j])
+            A[lo + j, i] = PT[i, j] * (GT[i, j] - dots[j]) * scale
 
 
 @njit(cache=True, inline="always")

@@ -311,11 +311,11 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
 
 
 @njit(cache=True, inline="always")
-def _softmax_block(Z, Q, c, SQ, tree, rho, out, G, lo, scratch, logits, chain_rule):
+def _softmax_block(Z, Q, c, SQ, tree, rho, out, G, lo, scratch, logits, chain_rule, scale):
     """Rows ``lo … lo+LANES−1`` of Z, ``logits`` (``p = softmax(z)`` in the tile T, which
     :func:`_block` uses only for scales) or a softmax's output p: its pass on p and the
-    gradient with respect to p, or with ``chain_rule`` to z: ``p ⊙ (g − ⟨g, p⟩)`` before
-    rounding."""
+    gradient with respect to p, or with ``chain_rule`` to z: ``p ⊙ (g − ⟨g, p⟩) · scale``
+    before rounding."""
     parent, weight, bin_node, count, depth, first, has_bin = tree
     n = Z.shape[1]
     X, PT, A, state = _tiles(scratch, n, parent.shape[0])
@@ -349,7 +349,7 @@ def _softmax_block(Z, Q, c, SQ, tree, rho, out, G, lo, scratch, logits, chain_ru
         from_lanes(X, G, lo)
         return
     gather_dots(X, A, bin_node, mean, PT, state[2])  # g, and ⟨g, p⟩
-    rule_from_lanes(X, PT, state[2], G, lo)  # p ⊙ (g − ⟨g, p⟩), on the way out
+    rule_from_lanes(X, PT, state[2], G, lo, scale)  # p ⊙ (g − ⟨g, p⟩), on the way out
 
 
 _NO_STATS = np.empty((2, 0), dtype=np.float64)
@@ -369,7 +369,7 @@ def _lanes_batch(rows, tree, rho, out, G, scratch, F, reads=None):
         P, Q, c, _, SQ = rows
         threads.run(_softmax_runs, P.shape[0] // LANES,
                     (P, Q, c, SQ, flat, rho, out, G, scratch, reads.logits,
-                     reads.chain_rule),
+                     reads.chain_rule, reads.scale),
                     slots=scratch.shape[0], min_items=each, parallel=_softmax_parallel)
         return
     stats = reads.stats if isinstance(reads, RowSums) else _NO_STATS
@@ -442,17 +442,18 @@ def tree_lanes(rows, arrays, rho, out, G, scratch, F=None, reads=None):
 
 
 @njit(cache=True, nogil=True)
-def _softmax_runs(Z, Q, c, SQ, tree, rho, out, G, scratch, logits, chain_rule, first,
-                  last, slot):
+def _softmax_runs(Z, Q, c, SQ, tree, rho, out, G, scratch, logits, chain_rule, scale,
+                  first, last, slot):
     """Blocks ``first … last−1`` under a softmax (:func:`_softmax_block`, scratch row
     ``slot``)."""
     for blk in range(first, last):
         _softmax_block(Z, Q, c, SQ, tree, rho, out, G, blk * LANES, scratch[slot], logits,
-                       chain_rule)
+                       chain_rule, scale)
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _softmax_parallel(Z, Q, c, SQ, tree, rho, out, G, scratch, logits, chain_rule, n, parts):
+def _softmax_parallel(Z, Q, c, SQ, tree, rho, out, G, scratch, logits, chain_rule, scale, n,
+                      parts):
     for k in prange(parts):
-        _softmax_runs(Z, Q, c, SQ, tree, rho, out, G, scratch, logits, chain_rule,
+        _softmax_runs(Z, Q, c, SQ, tree, rho, out, G, scratch, logits, chain_rule, scale,
                       k * n // parts, (k + 1) * n // parts, k)

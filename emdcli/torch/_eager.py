@@ -7,9 +7,10 @@ reduction applied::
     mean  Σ_b keep_b v_b / Σ_b keep_b      sum  Σ_b keep_b v_b      none  keep_b v_b
 
 and backward ``∂L/∂input_b = s_b · g_b`` with ``s_b = keep_b · grad_output (/ Σ keep)``.
-On the CPU with no row ignored and a scalar loss, the forward scales g by ``1/B``
-(``mean``) in place while it is in cache, and a backward with ``grad_output = 1`` (a
-plain ``loss.backward()``) returns it as it is: no (B, N) pass and no fresh buffer there;
+On the CPU with no row ignored and a scalar loss, the forward's g comes scaled by
+``1/B`` (``mean``: in the lanes kernels' write, else in place while it is in cache), and a
+backward with ``grad_output = 1`` (a plain ``loss.backward()``) returns it as it is: no
+(B, N) pass and no fresh buffer there;
 the reduction is a float64 sum of the values on the host.
 The same values and gradients as the custom operators (:mod:`._ops`) and the torch ops
 around them, which graphs traced by ``torch.compile`` keep; in eager mode their Python
@@ -42,15 +43,13 @@ class ReducedEMD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, target, keep, op, reduction):
-        values, g = space_value_grad(input, target, *op)
+        ctx.count = (keep.sum() if keep is not None else input.shape[0]) \
+            if reduction == "mean" else None
+        ctx.scaled = keep is None and reduction != "none" and input.device.type == "cpu"
+        scale = 1.0 / ctx.count if ctx.scaled and ctx.count else 1.0  # g / B, as backward's
+        values, g = space_value_grad(input, target, *op, grad_scale=scale)  # g · (1 / B)
         if keep is not None:
             values = torch.where(keep, values, 0.0)
-        ctx.count = (keep.sum() if keep is not None else values.shape[0]) \
-            if reduction == "mean" else None
-        ctx.scaled = keep is None and reduction != "none" and g.device.type == "cpu"
-        if ctx.scaled and ctx.count:  # g ← g / B, as backward's g · (1 / B)
-            a = g.numpy()
-            np.multiply(a, a.dtype.type(1.0) / a.dtype.type(ctx.count), out=a)
         ctx.save_for_backward(g, keep, input)
         if ctx.scaled:  # (B,) float values on the host: summed there, in float64
             total = float(values.numpy().sum(dtype=np.float64))

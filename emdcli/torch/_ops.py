@@ -56,16 +56,17 @@ def _smoothed_classes(c, n, smoothing, dtype):
     return q
 
 
-def _cpu_value_grad(x, t, sp, rho, normalize, smoothing):
+def _cpu_value_grad(x, t, sp, rho, normalize, smoothing, scale=1.0):
     """:func:`emdcli.emd` on zero-copy views of CPU tensors; values and the input gradient
-    come back as new tensors of x's dtype. Validates (one pass): bad rows raise."""
+    (times ``scale``) come back as new tensors of x's dtype. Validates (one pass): bad
+    rows raise."""
     from .. import api, rows
 
     xa = x.detach().numpy()
     ta = t.detach().numpy()
     dtype = "float32" if xa.dtype == np.float32 else "float64"
     if normalize == "softmax" and ta.ndim == 1 and smoothing == 0.0:
-        return _softmax_classes(x, ta, sp, rho, dtype)
+        return _softmax_classes(x, ta, sp, (rho, scale), dtype)
     try:
         if ta.ndim == 1 and smoothing > 0.0:
             c = rows.prepare_classes(ta, xa.shape[0], xa.shape[1], check=True)
@@ -74,7 +75,14 @@ def _cpu_value_grad(x, t, sp, rho, normalize, smoothing):
                             gradient=True, grad_wrt="input", check=True, out=_outputs(x))
     except EMDInputError as e:
         raise _renamed(e) from None
-    return torch.from_numpy(values), torch.from_numpy(g)
+    return torch.from_numpy(values), torch.from_numpy(_times(g, scale))
+
+
+def _times(g, scale):
+    """g ← g · scale in place, in g's dtype (where no kernel has fused it)."""
+    if scale != 1.0:
+        np.multiply(g, g.dtype.type(scale), out=g)
+    return g
 
 
 def _outputs(x):
@@ -106,16 +114,18 @@ def _step(sp, rho, shape, logits):
     return step
 
 
-def _softmax_classes(x, c, sp, rho, dtype):
+def _softmax_classes(x, c, sp, rho_scale, dtype):
     """The common training case, logits against class indices: one kernel pass computes
-    the values and the gradient through the softmax, ``p ⊙ (g − ⟨g, p⟩)``, in the lanes
-    kernels' tiles where they run. float32: the softmax in torch (:func:`api.emd_softmax`;
-    torch's float32 exp is the faster), float64: in the kernels (:func:`api.emd` with
+    the values and the gradient through the softmax, ``p ⊙ (g − ⟨g, p⟩)``, times scale
+    (``rho_scale`` = (rho, scale)), in the lanes kernels' tiles where they run. float32:
+    the softmax in torch (:func:`api.emd_softmax`; torch's float32 exp is the faster),
+    float64: in the kernels (:func:`api.emd` with
     ``normalize="softmax"``; torch's float64 softmax of narrow rows is slow: 20 ms for
     100 000 × 32 on one core). Validates the classes, and the logits through the values: a
     NaN or +inf logit makes its row's value NaN (−inf is a masked logit, as in torch)."""
     from .. import api, rows
 
+    rho, scale = rho_scale
     try:
         c = rows.prepare_classes(c, x.shape[0], x.shape[1], check=True)
     except EMDInputError as e:
@@ -126,17 +136,19 @@ def _softmax_classes(x, c, sp, rho, dtype):
         values, g = _buffers.empty((x.shape[0],), np.float32), p
         step = _step(sp, rho, x.shape, False)
         if step is not None:
-            step(p, c, values, g)
+            step(p, c, values, g, scale)
         else:
             api.emd_softmax(p, c, space=sp, rho=rho, dtype=dtype, out=(values, g))
+            _times(g, scale)
     else:
         values, g = _outputs(x)
         step = _step(sp, rho, x.shape, True)
         if step is not None:
-            step(x.detach().numpy(), c, values, g)
+            step(x.detach().numpy(), c, values, g, scale)
         else:
             api.emd(x.detach().numpy(), c, space=sp, rho=rho, normalize="softmax", dtype=dtype,
                     gradient=True, grad_wrt="input", check=False, out=(values, g))
+            _times(g, scale)
     if not math.isfinite(values.sum(dtype=np.float64)) and not np.isfinite(values).all():
         _raise_bad_logits(x, values)  # (one pass, the sum, when all is well)
     return torch.from_numpy(values), torch.from_numpy(g)
@@ -165,11 +177,14 @@ def value_grad(input, target, space, kind, rho, normalize, smoothing):
     return space_value_grad(input, target, space_from(kind, space), rho, normalize, smoothing)
 
 
-def space_value_grad(input, target, sp, rho, normalize, smoothing):
+def space_value_grad(input, target, sp, rho, normalize, smoothing, *, grad_scale=1.0):
     """:func:`value_grad` on ``sp``, the :class:`Chain`, :class:`Tree` or :class:`Ground`
-    itself (what eager callers pass: ``emdcli.torch._eager``, made once per space)."""
+    itself (what eager callers pass: ``emdcli.torch._eager``, made once per space); on the
+    CPU the gradient comes times ``grad_scale`` (fused into the kernel where it can be)."""
     if input.device.type == "cpu":
-        return _cpu_value_grad(input, target, sp, rho, normalize, smoothing)
+        return _cpu_value_grad(input, target, sp, rho, normalize, smoothing, grad_scale)
+    if grad_scale != 1.0:
+        raise ValueError("grad_scale is taken on the CPU only")
     if input.device.type == "cuda":
         from ._device import cuda_value_grad
 
