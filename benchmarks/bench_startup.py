@@ -6,7 +6,10 @@ Give each installation's Python (a venv where emdcli is installed, as a user ins
 ``.pth`` redirector, add about 60 ms to every start of that interpreter). Runs are
 interleaved (each command with each interpreter, then again), from a folder of its own so
 that no checkout shadows the installed package; the table shows medians, the middle
-half's mean and the CPU time (user + system) of the child. Run:
+half's mean and the CPU time (user + system) of the child. Help runs twice: as a user
+gets it after the first time, from the help cache (``emdcli/cli/helpcache.py``; its
+folder in the temporary one, filled by the warm-up round), and "(rendered)" by Typer with
+the cache off (``EMD_NO_HELP_CACHE=1``). Run:
 
     python benchmarks/bench_startup.py [--runs 40] PYTHON [PYTHON ...]
 
@@ -26,19 +29,30 @@ import time
 import numpy as np
 
 
+RENDER = {"EMD_NO_HELP_CACHE": "1"}  # help rendered by Typer each time, not the kept copy
+
+
 def commands(python, folder):
+    """name → (command, extra environment)."""
     pred, labels, out = (os.path.join(folder, f) for f in ("pred.npy", "labels.npy", "out.csv"))
     emd = [python, "-m", "emdcli"]
-    return {"emd --help": [*emd, "--help"], "emd compute --help": [*emd, "compute", "--help"],
-            "emd compute 1000 x 32 -> csv": [*emd, "compute", pred, labels, "-o", out]}
+    return {"emd --help": ([*emd, "--help"], {}),
+            "emd --help (rendered)": ([*emd, "--help"], RENDER),
+            "emd compute --help": ([*emd, "compute", "--help"], {}),
+            "emd compute --help (rendered)": ([*emd, "compute", "--help"], RENDER),
+            "emd compute 1000 x 32 -> csv": ([*emd, "compute", pred, labels, "-o", out], {})}
 
 
 def timed(cmd, folder):
-    """(wall seconds, child CPU seconds) of one run."""
+    """(wall seconds, child CPU seconds) of one run of ``cmd`` = (argv, extra environment),
+    its help cache in ``folder``."""
+    argv, extra = cmd
+    env = {k: v for k, v in os.environ.items() if k != "EMD_NO_HELP_CACHE"}
+    env.update(XDG_CACHE_HOME=os.path.join(folder, "cache"), **extra)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   check=True)
+    subprocess.run(argv, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=True, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

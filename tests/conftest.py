@@ -6,9 +6,15 @@ a kernel for every small input's dtypes and layouts. The twins give the kernels'
 (``tests/test_small.py``, which also tests the switch itself, in a subprocess).
 """
 
+import os
+
 import pytest
 
 from emdcli import rows
+
+# `emd … --help` in the suite's subprocesses renders afresh and keeps nothing in the user's
+# cache (tests/test_help_cache.py turns the help cache on, in folders of its own)
+os.environ.setdefault("EMD_NO_HELP_CACHE", "1")
 
 
 @pytest.fixture(autouse=True)

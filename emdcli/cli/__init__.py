@@ -8,9 +8,22 @@ runs (all of them for help or a group); ``app`` here has every command. Heavy mo
 (numpy, Numba, pyarrow) are imported inside the commands, so that ``emd --help`` stays fast.
 """
 
-from .root import main, version_line
+import sys
 
 __all__ = ["app", "main", "version_line"]
+
+
+def main():
+    """Console-script entry point: kept help (:mod:`.helpcache`) when there is some, else
+    :func:`.root.main` (which keeps a help request's output)."""
+    from . import helpcache
+
+    words = sys.argv[1:]
+    if helpcache.serve(words):
+        return
+    from . import root
+
+    helpcache.run_and_keep(words, root.main)
 
 
 def __getattr__(name):
@@ -19,4 +32,8 @@ def __getattr__(name):
 
         register_all()
         return app
+    if name == "version_line":
+        from .root import version_line
+
+        return version_line
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,8 @@ from enum import Enum
 import typer
 from typer.core import TyperCommand
 
+from .stdout import silence_stdout  # noqa: F401 (the commands' import of it)
+
 EXIT_BAD_INPUT = 2
 
 
@@ -258,17 +260,6 @@ def fail(message):
     """One line on stderr, exit code 2, no traceback."""
     typer.echo(f"emd: error: {message}", err=True)
     raise typer.Exit(EXIT_BAD_INPUT)
-
-
-def silence_stdout():
-    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # no real file descriptor (e.g. under a test runner)
-        pass
 
 
 def say_summary(text_full, text_short):
