@@ -17,7 +17,8 @@ import pytest
 from emdcli.cli import helpcache
 
 EMD = [sys.executable, "-m", "emdcli"]
-MODULES = ("import sys; sys.argv = ['emd', *sys.argv[1:]]; from emdcli.cli import main; main(); "
+MODULES = ("import os, sys; sys.argv = ['emd', *sys.argv[1:]]; sys.path[0] = os.getcwd(); "
+           "from emdcli.cli import main; main(); "  # (sys.path as under python -m emdcli)
            "print(sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'rich', 'click'}),"
            " file=sys.stderr)")
 
@@ -190,3 +191,12 @@ def test_a_reader_that_went_away_keeps_nothing_and_gets_no_traceback(tmp_path):
     assert len(entries(tmp_path)) == 1
     assert _into_a_closed_pipe(["compute", "--help"], env) == (1, b"")  # served, cut short
     assert emd(["compute", "--help"], env).stdout == good
+
+
+def test_only_the_latest_entries_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(helpcache, "KEEP", 3)
+    for k in range(5):
+        helpcache._store(f"{k:040x}", f"help {k}\n")
+        os.utime(tmp_path / "emdcli" / "help" / f"{k:040x}", ns=(k * 10**9, k * 10**9))
+    assert entries(tmp_path) == [f"{k:040x}" for k in (2, 3, 4)]

@@ -3,17 +3,17 @@ the last time for the same request, without importing Typer or Rich (about 0.15 
 on a 2-core machine: importing Typer alone is 0.06 s, Rich's rendering as much again).
 
 A request is a help request when its last word is ``--help`` or ``-h`` and every word
-before it is a command's name. Its key hashes what the rendering reads: the words, the
-Python, the environment variables Typer, Click and Rich consult (``ENV``: colours, widths,
-terminal kinds), whether stdin, stdout and stderr are terminals and their sizes, and
-stdout's encoding. An entry also lists every source file the rendering process had loaded
+before it is a command's name. Its key hashes what the rendering reads: the words, this
+emdcli's location, the Python and its module path, the environment variables Typer,
+Click and Rich consult (``ENV``: colours, widths, terminal kinds), whether stdin, stdout
+and stderr are terminals and their sizes, and stdout's encoding. An entry also lists every source file the rendering process had loaded
 (emdcli, Typer, Rich, the standard library) with its modification time and size, which
 Python's own bytecode cache trusts too: it is served only while all of them are unchanged,
 so an upgrade or an edit renders afresh. Entries are written only after a help run that
 exited 0, whole (a temporary file renamed), under ``$XDG_CACHE_HOME/emdcli/help``
-(``~/.cache``); ``EMD_NO_HELP_CACHE=1`` turns the cache off, and a folder that cannot be
-written leaves every run rendering as before. Never imports anything heavier than
-:mod:`hashlib` and :mod:`marshal`.
+(``~/.cache``), the :data:`KEEP` latest of them; ``EMD_NO_HELP_CACHE=1`` turns the cache
+off, and a folder that cannot be written leaves every run rendering as before. Never
+imports anything heavier than :mod:`hashlib` and :mod:`marshal`.
 """
 
 import os
@@ -28,6 +28,7 @@ ENV = ("TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "PY_COLORS", "TTY_COMPATI
        "LC_CTYPE")
 COMPLETION = ("_EMD_COMPLETE", "_TYPER_COMPLETE", "COMP_WORDS", "COMP_CWORD")
 FORMAT = 1  # of an entry: (FORMAT, ((path, mtime_ns, size), ...), text)
+KEEP = 64  # entries kept (each terminal size has its own); older ones go as one is added
 
 
 def _folder():
@@ -57,7 +58,8 @@ def key(words):
         return None
     import hashlib
 
-    what = (tuple(words), sys.executable, sys.version, tuple(os.environ.get(v) for v in ENV),
+    what = (tuple(words), __file__, sys.executable, sys.version, tuple(sys.path),  # (what
+            tuple(os.environ.get(v) for v in ENV),  # imports what, from where)
             tuple(_terminal(fd) for fd in (0, 1, 2)), getattr(stdout, "encoding", None),
             getattr(stdout, "errors", None))
     return hashlib.sha1(repr(what).encode("utf-8", "surrogatepass")).hexdigest()
@@ -160,6 +162,19 @@ def _store(k, text):
             os.unlink(tmp)
         except OSError:
             pass
+        return
+    _prune(folder)
+
+
+def _prune(folder):
+    """Remove all but the :data:`KEEP` most recently written entries."""
+    try:
+        kept = sorted((e for e in os.scandir(folder) if not e.name.startswith(".")),
+                      key=lambda e: e.stat().st_mtime_ns, reverse=True)
+        for entry in kept[KEEP:]:
+            os.unlink(entry.path)
+    except OSError:
+        pass
 
 
 def run_and_keep(words, run):
