@@ -240,15 +240,14 @@ class LanesStep(NamedTuple):
     width: int  # of a scratch row
     runs: int  # blocks of rows
 
-    def run(self, lane_rows, values, g):
+    def run(self, lane_rows, values, g, scale=1.0):
+        reads = self.reads if scale == 1.0 else self.reads._replace(scale=float(scale))
         self.kernel(lane_rows, self.geometry, self.rho, values, g,
-                    _chunk_scratch(self.width, self.runs), reads=self.reads)
+                    _chunk_scratch(self.width, self.runs), reads=reads)
 
     def __call__(self, z, c, values, g, scale=1.0):
         one = rows.unit_scale()
-        reads = self.reads if scale == 1.0 else self.reads._replace(scale=float(scale))
-        self.kernel((z, z, c, one, one), self.geometry, self.rho, values, g,
-                    _chunk_scratch(self.width, self.runs), reads=reads)
+        self.run((z, z, c, one, one), values, g, scale)
 
 
 def _lanes_step(sp, shape, rho, reads):
