@@ -120,13 +120,17 @@ def test_a_changed_source_file_renders_afresh(tmp_path, monkeypatch):
     assert not helpcache.serve(words)
 
 
-@pytest.mark.parametrize("damage", [b"", b"\x00garbage", None])
+@pytest.mark.parametrize("damage", [b"", b"\x00garbage", None, "wrong shape"])
 def test_a_damaged_entry_renders_afresh_and_is_replaced(tmp_path, damage):
     env = env_for(tmp_path)
     good = emd(["--help"], env).stdout
     (entry,) = entries(tmp_path)
     path = tmp_path / "emdcli" / "help" / entry
     data = path.read_bytes()
+    if damage == "wrong shape":  # marshal data, but not an entry's
+        import marshal
+
+        damage = marshal.dumps((helpcache.FORMAT, 5, "x"))
     path.write_bytes(data[:len(data) // 2] if damage is None else damage)
     again = emd(["--help"], env)
     assert (again.returncode, again.stdout, again.stderr) == (0, good, b"")

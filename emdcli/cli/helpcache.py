@@ -83,15 +83,14 @@ def serve(words):
 
     try:
         with open(os.path.join(_folder(), k), "rb") as f:
-            entry = marshal.loads(f.read())
-        fmt, files, text = entry
-    except (OSError, EOFError, ValueError, TypeError):
-        return False
-    if fmt != FORMAT or not isinstance(text, str):
-        return False
-    for path, mtime, size in files:
-        if _stat(path) != (path, mtime, size):
+            fmt, files, text = marshal.loads(f.read())
+        if fmt != FORMAT or not isinstance(text, str):
             return False
+        for path, mtime, size in files:
+            if _stat(path) != (path, mtime, size):
+                return False
+    except (OSError, EOFError, ValueError, TypeError):  # (a damaged entry: rendered afresh)
+        return False
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
