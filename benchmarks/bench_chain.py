@@ -38,6 +38,7 @@ import sys
 import numba
 import numpy as np
 
+from emdcli.rows import aligned_empty
 from emdcli.timing import format_seconds, format_table, measure
 
 CASES = [(100_000, 32), (512, 1000)]
@@ -95,7 +96,7 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
     scratch = np.empty((4 * numba.get_num_threads(), n))
     lanes = CL.use_lanes(b, n, RHO, np.dtype(dt).itemsize)
     kernel = CL.chain_lanes if lanes else K.chain_batch  # the same arguments
-    k_scratch = np.empty((4 * numba.get_num_threads(), CL.lanes_width(n))) if lanes else scratch
+    k_scratch = aligned_empty((4 * numba.get_num_threads(), CL.lanes_width(n))) if lanes else scratch
     G_rows = np.empty((b, n), dt)
     no_class = np.empty(0, np.int64)
     unit = np.empty(0)  # row scales 1: the rows are distributions

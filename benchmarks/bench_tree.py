@@ -30,6 +30,7 @@ import numpy as np
 import emdcli
 from emdcli.kernels import tree as kernels
 from emdcli.kernels import tree_lanes
+from emdcli.rows import aligned_empty
 from emdcli.timing import format_seconds, format_table, measure
 from emdcli.treefiles import load_tree, read_bins
 
@@ -80,7 +81,7 @@ def main(argv=None):
     D = tree.ground_matrix()
     out, G = np.empty(B), np.empty((B, N))
     scratch = np.empty((4 * numba.get_num_threads(), tree.n_nodes))
-    lane_scratch = np.empty((4 * numba.get_num_threads(), tree_lanes.lanes_width(N, tree.n_nodes)))
+    lane_scratch = aligned_empty((4 * numba.get_num_threads(), tree_lanes.lanes_width(N, tree.n_nodes)))
     G_rows = np.empty((B, N))
     no_class = np.full(B, -1, dtype=np.int64)
     unit = np.empty(0)  # row scales 1: the rows are distributions

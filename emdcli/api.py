@@ -296,9 +296,10 @@ _SCRATCH = threading.local()
 
 
 def _chunk_scratch(width, runs=None):
-    """(chunks, width) float64 scratch, uninitialised: a few contiguous runs of rows per
-    Numba thread (at most ``runs``). The calling thread's last one is reused when it has
-    this shape (a fresh one is fresh pages: 0.1 ms a call at 512 × 1000 on a chain)."""
+    """(chunks, width) float64 scratch, uninitialised, on a cache line
+    (:func:`.rows.aligned_empty`): a few contiguous runs of rows per Numba thread (at most
+    ``runs``). The calling thread's last one is reused when it has this shape (a fresh one
+    is fresh pages: 0.1 ms a call at 512 × 1000 on a chain)."""
     import numba
 
     chunks = 4 * numba.get_num_threads()
@@ -306,7 +307,7 @@ def _chunk_scratch(width, runs=None):
     kept = getattr(_SCRATCH, "array", None)
     if kept is not None and kept.shape == shape:
         return kept
-    scratch = np.empty(shape, dtype=np.float64)
+    scratch = rows.aligned_empty(shape)
     if scratch.nbytes <= SCRATCH_KEPT:
         _SCRATCH.array = scratch
     return scratch

@@ -386,3 +386,18 @@ def input_gradient(g, x, scale, normalize):
     if normalize == "l1":
         return centred * scale.astype(g.dtype)[:, None]
     return x * centred
+
+
+SCRATCH_ALIGN = 64  # bytes: a cache line, and the lanes kernels' <8 x double> vectors
+
+
+def aligned_empty(shape, dtype=np.float64):
+    """An uninitialised array whose first element starts a 64-byte cache line (its rows
+    too when a row's bytes are a multiple of 64, as the lanes kernels' tiles are). A large
+    ``np.empty`` starts 16 bytes past a page, so every vector of a tile row straddled two
+    lines: WordNet's tree lanes kernel, 512 × 1000, one thread, 1.13-1.26 -> 0.82-0.84 ms."""
+    dt = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    buf = np.empty(count * dt.itemsize + SCRATCH_ALIGN, dtype=np.uint8)
+    skip = -buf.ctypes.data % SCRATCH_ALIGN
+    return buf[skip:skip + count * dt.itemsize].view(dt).reshape(shape)

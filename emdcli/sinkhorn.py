@@ -149,9 +149,9 @@ def _structured(p, q, sp, run, dt):
     lane_bytes = threads * N_SCRATCH * width * LANES * np.dtype(dt).itemsize
     with np.errstate(all="ignore"):
         if log_form or dense or b < LANES or lane_bytes > LANES_SCRATCH_BYTES:
-            scratch = np.empty((chunks, N_SCRATCH, width), dtype=dt)
+            scratch = rows.aligned_empty((chunks, N_SCRATCH, width), dt)
             sinkhorn_batch(p, q, g, run, (values, its, errors, G), scratch)
         else:
-            scratch = np.empty((threads, N_SCRATCH, width, LANES), dtype=dt)
+            scratch = rows.aligned_empty((threads, N_SCRATCH, width, LANES), dt)
             sinkhorn_lanes(p, q, g, run, (values, its, errors, G), scratch)
     return values, its, errors, (G if gradient else None)

@@ -293,3 +293,52 @@ def test_the_l1_check_read_in_the_lanes_kernel_names_the_bad_element(row, space)
         assert e.value.row == row and words in str(e.value), e.value
         if value != 0.0:
             assert e.value.column == 7
+
+
+def offset_scratch(shape, skip):
+    """A float64 scratch starting ``skip`` doubles past a cache line."""
+    from emdcli.rows import aligned_empty
+
+    flat = aligned_empty(int(np.prod(shape)) + 8)
+    return flat[skip:skip + int(np.prod(shape))].reshape(shape)
+
+
+@pytest.mark.parametrize("shape", [(8, 108064), (3,), (2, 3, 4), (0, 5)])
+def test_aligned_empty_starts_on_a_cache_line_and_the_api_scratch_is_one(shape):
+    from emdcli.api import _chunk_scratch
+    from emdcli.rows import aligned_empty
+
+    a = aligned_empty(shape)
+    assert a.shape == shape and a.dtype == np.float64 and a.flags.c_contiguous
+    assert a.flags.writeable and (a.size == 0 or a.ctypes.data % 64 == 0)
+    assert aligned_empty((5, 7), np.float32).ctypes.data % 64 == 0
+    s = _chunk_scratch(108064)
+    assert s.ctypes.data % 64 == 0 and all(row.ctypes.data % 64 == 0 for row in s)
+
+
+@pytest.mark.parametrize("classes", [False, True])
+@pytest.mark.parametrize("skip", [1, 2, 4])
+def test_lanes_kernels_give_the_same_bits_on_a_scratch_off_its_cache_line(classes, skip):
+    from emdcli.kernels.tree_lanes import lanes_width as tree_width
+    from emdcli.kernels.tree_lanes import tree_lanes
+
+    rng = np.random.default_rng(skip)
+    b, n = 70, 45
+    x = rng.random((b, n)) ** 3
+    x /= x.sum(axis=1, keepdims=True)
+    t = rng.random((b, n))
+    t /= t.sum(axis=1, keepdims=True)
+    c = rng.integers(0, n, b) if classes else np.full(b, -1, dtype=np.int64)
+    rows = LaneRows(x, x if classes else t, c, np.empty(0), np.empty(0))
+    tree = random_tree(skip, n)
+    arrays = (tree.parent, tree.weight, tree.bin_node, tree.count)
+    got = []
+    for off in (0, skip):
+        out, G = np.full(b, np.nan), np.full((b, n), np.nan)
+        tree_lanes(rows, arrays, 2.0, out, G, offset_scratch((3, tree_width(n, tree.n_nodes)), off))
+        cout, cG = np.full(b, np.nan), np.full((b, n), np.nan)
+        chain_lanes(rows, np.ones(n - 1), 2.0, cout, cG, offset_scratch((3, lanes_width(n)), off))
+        got.append((out, G, cout, cG))
+    for a, z in zip(*got):
+        np.testing.assert_array_equal(a, z)
+        assert np.isfinite(a).all()
