@@ -4,6 +4,8 @@ rows and class indices, with and without row scales, rho 1, 2 and a general rho,
 whose residual takes the second pass, and batch/width remainders (B mod LANES, N mod 8).
 """
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 from numba import njit
@@ -107,17 +109,43 @@ def test_tiles_transpose_exactly(dtype, n):
 # ---------------------------------------------------------------------------- trees
 
 
-def random_tree(seed, n_nodes):
-    """Parents before children not required (Tree sorts); bins on all nodes in a shuffled
-    order: internal nodes carry bins too."""
+def random_tree(seed, n_nodes, bins="all"):
+    """Parents before children not required (Tree sorts); bins in a shuffled order on all
+    nodes (internal nodes carry bins too) or, ``bins="some"``, on about two thirds of them
+    (the others start at 0 in the node tile)."""
     from emdcli.spaces import Tree
 
     rng = np.random.default_rng(seed)
     names = [f"n{i}" for i in range(n_nodes)]
     parents = [""] + [names[int(rng.integers(0, i))] for i in range(1, n_nodes)]
     weights = [0.0] + [float(rng.uniform(0.05, 3.0)) for _ in range(1, n_nodes)]
-    bins = [names[i] for i in rng.permutation(n_nodes)]
-    return Tree.from_edges(names, parents, weights, bins=bins)
+    order = rng.permutation(n_nodes)
+    if bins == "some":
+        order = order[:max(2, 2 * n_nodes // 3)]
+    return Tree.from_edges(names, parents, weights, bins=[names[i] for i in order])
+
+
+class SharedBins(NamedTuple):
+    """A tree's kernel arrays with some nodes holding two or three bins (no ``Tree`` makes
+    one: the kernels' contract allows it, and the lanes kernel scatters those through a
+    tile of its own)."""
+
+    parent: np.ndarray
+    weight: np.ndarray
+    bin_node: np.ndarray
+    count: np.ndarray
+    n_nodes: int
+    n: int
+
+
+def shared_bins(tree, seed):
+    rng = np.random.default_rng(seed)
+    bin_node = np.concatenate([tree.bin_node, rng.choice(tree.bin_node, tree.n // 2 + 1)])
+    rng.shuffle(bin_node)
+    count = np.bincount(bin_node, minlength=tree.n_nodes).astype(np.int64)
+    for v in range(tree.n_nodes - 1, 0, -1):
+        count[tree.parent[v]] += count[v]
+    return SharedBins(tree.parent, tree.weight, bin_node, count, tree.n_nodes, len(bin_node))
 
 
 def tree_run(tree, x, t, c, sp, sq, rho, want_grad, lanes):
@@ -146,8 +174,11 @@ def tree_run(tree, x, t, c, sp, sq, rho, want_grad, lanes):
 @pytest.mark.parametrize("rho", [1.0, 2.0])
 @pytest.mark.parametrize("classes", [False, True])
 @pytest.mark.parametrize("b,nodes", [(32, 2), (70, 13), (64, 40), (5, 9)])
-def test_tree_lanes_give_the_row_kernels_bits(dtype, rho, classes, b, nodes):
-    tree = random_tree(b * 100 + nodes, nodes)
+@pytest.mark.parametrize("bins", ["all", "some", "shared"])
+def test_tree_lanes_give_the_row_kernels_bits(dtype, rho, classes, b, nodes, bins):
+    tree = random_tree(b * 100 + nodes, nodes, "all" if bins == "shared" else bins)
+    if bins == "shared":
+        tree = shared_bins(tree, nodes)
     x, t, c, sp, sq, _ = case(b * 1000 + nodes, b, tree.n, dtype, near=True)
     empty = np.empty(0)
     for scaled in (True, False):
@@ -163,15 +194,18 @@ def test_tree_lanes_give_the_row_kernels_bits(dtype, rho, classes, b, nodes):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rho", [1.0, 2.0])
 @pytest.mark.parametrize("classes", [False, True])
+@pytest.mark.parametrize("bins", ["some", "shared"])
 def test_tree_lanes_redo_marked_rows_in_their_block_with_the_row_kernels_bits(
-        dtype, rho, classes, monkeypatch):
+        dtype, rho, classes, bins, monkeypatch):
     """Most rows nearly on their targets (soft: within 1e-9; classes: 1e-12 of mass off the
     class), so that most blocks hold rows the residual pass takes, and some blocks only
     unmarked ones: the lanes kernel redoes a block at once, the row kernel each marked row
     (counted: the case must mark rows)."""
     from emdcli.kernels import tree as K
 
-    tree = random_tree(7, 60)
+    tree = random_tree(7, 60, bins)
+    if bins == "shared":
+        tree = shared_bins(tree, 3)
     b, n = 77, tree.n
     rng = np.random.default_rng(5)
     c = rng.integers(0, n, b)

@@ -39,8 +39,8 @@ from .rowstats import RowSums, sums_mins_lanes
 from .scalars import needs_residual_fix, unit_diff
 from .softmax import Softmax, gather_dots, gather_tile, softmax_lanes, target_differences
 from .tiles import (LANES, LaneRows, _row_pointer, check_tiles, differences_to_lanes,  # noqa: F401
-                    from_lanes, row_pointers, rule_from_lanes, sign_bits, splat, store_rows,
-                    tail_block, to_lanes)
+                    differences_to_rows, from_lanes, row_pointers, rule_from_lanes, sign_bits,
+                    splat, store_rows, tail_block, to_lanes)
 from .tree import path_lengths
 
 _STATE = 6  # rows of the state tile: total, mean, m, sp, sq, rsp
@@ -201,12 +201,18 @@ def _scatter(A, X, bin_node, first, has_bin):
     LANES) added in bin order into 0: 0 at the nodes without bins, ``0.0 + s`` for a
     node's first bin (the same bits, −0 included). The lane loop reads its width at run
     time, so LLVM vectorises it (a constant LANES it unrolls into scalar code)."""
+    _zero_rows(A, has_bin)
+    for k in range(X.shape[0]):
+        _add_row(A, bin_node[k], X, k, first[k])
+
+
+@njit(cache=True, inline="always")
+def _zero_rows(A, has_bin):
+    """A[v] ← 0 at the nodes v without bins (a run-time width: see :func:`_scatter`)."""
     for v in range(A.shape[0]):
         if not has_bin[v]:
             for j in range(A.shape[1]):
                 A[v, j] = 0.0
-    for k in range(X.shape[0]):
-        _add_row(A, bin_node[k], X, k, first[k])
 
 
 @njit(cache=True, inline="always")
@@ -230,11 +236,13 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
     """Rows ``lo … lo+LANES−1`` of ``kernels.tree.tree_value(_grad)``, rho 1 or 2, the
     residual pass included (but with flows: those rows marked ``out = −1``); tree:
     (parent, weight, bin_node, count, depth, first: a node's first bin (N,), has_bin
-    (nodes,)). F (B, nodes−1) with columns (and G without): the flows ``phi_v``,
-    which the post-order pass leaves in the node tile, transposed out. stats (2, B), or
+    (nodes,), one_bin: no node holds two bins, so the differences go straight to the
+    node tile, ``0.0 + s``: the scatter's bits, with no tile of their own). F (B,
+    nodes−1) with columns (and G without): the flows ``phi_v``, which the post-order pass
+    leaves in the node tile, transposed out. stats (2, B), or
     (2, 0): SP filled from the rows' sums first (:class:`.rowstats.RowSums`). G or F None
     (or without columns): no gradients, no flows (None: their code not compiled)."""
-    parent, weight, bin_node, count, depth, first, has_bin = tree
+    parent, weight, bin_node, count, depth, first, has_bin, one_bin = tree
     n = P.shape[1]
     nodes = parent.shape[0]
     X, T, A, state = _tiles(scratch, n, nodes)
@@ -264,9 +272,13 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
                 x, t = X[k], T[k]
                 for j in range(X.shape[1]):  # (a run-time width: see _scatter)
                     x[j] -= rsp[j] * t[j]
+            _scatter(A, X, bin_node, first, has_bin)
+        elif one_bin:
+            _zero_rows(A, has_bin)
+            differences_to_rows(P, Q, lo, A, scales, not classes, bin_node)
         else:
             differences_to_lanes(P, Q, lo, X, scales, not classes)
-        _scatter(A, X, bin_node, first, has_bin)
+            _scatter(A, X, bin_node, first, has_bin)
         if classes:
             for j in range(LANES):
                 cj = c[lo + j]
@@ -294,6 +306,8 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
             out[lo + j] = value
         if not marked or flows:
             break
+        if one_bin:  # the differences, as the scatter would have read them (rsp 0)
+            differences_to_lanes(P, Q, lo, X, scales, not classes)
         _residual_shifts(X, P, c, lo, classes, scales, out)
     if G is not None and G.shape[1] > 0:  # (G None, values only: not compiled)
         for j in range(LANES):
@@ -316,7 +330,7 @@ def _softmax_block(Z, Q, c, SQ, tree, rho, out, G, lo, scratch, logits, chain_ru
     :func:`_block` uses only for scales) or a softmax's output p: its pass on p and the
     gradient with respect to p, or with ``chain_rule`` to z: ``p ⊙ (g − ⟨g, p⟩) · scale``
     before rounding."""
-    parent, weight, bin_node, count, depth, first, has_bin = tree
+    parent, weight, bin_node, count, depth, first, has_bin, _ = tree
     n = Z.shape[1]
     X, PT, A, state = _tiles(scratch, n, parent.shape[0])
     total, mean = state[0], state[1]
@@ -363,7 +377,7 @@ def _lanes_batch(rows, tree, rho, out, G, scratch, F, reads=None):
     has_bin[bin_node] = True
     first = np.zeros(bin_node.shape[0], dtype=np.bool_)  # a node's first bin
     first[np.unique(bin_node, return_index=True)[1]] = True
-    flat = (parent, weight, bin_node, count, depth, first, has_bin)
+    flat = (parent, weight, bin_node, count, depth, first, has_bin, bool(first.all()))
     each = max(1, 8192 // (LANES * max(1, parent.shape[0])))
     if isinstance(reads, Softmax):
         P, Q, c, _, SQ = rows
