@@ -18,6 +18,10 @@ For each batch shape and dtype, measured in one run:
   (c) copy  the memory floor: numpy moving the kernel's bytes once — G = P − Q reads p
             and q and writes one (B, N) array, exactly the kernel's traffic
             (class targets: np.copyto(G, P)). numpy is single-threaded.
+  (d) moves where the lanes kernel runs: its data movement alone, on its threads — each
+            block of 32 rows of P (and Q) transposed into a float64 tile and the tile
+            transposed out to G (kernels.tiles), no arithmetic: what the lanes design
+            costs before it computes anything
 
 and the same for class-index (int) targets. Values (and gradients) are checked against
 the numpy version before anything is timed. Run:
@@ -38,6 +42,7 @@ import sys
 import numba
 import numpy as np
 
+from emdcli.kernels.tiles import LANES, from_lanes, to_lanes
 from emdcli.rows import aligned_empty
 from emdcli.timing import format_seconds, format_table, measure
 
@@ -152,6 +157,10 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
             if pot is not None:
                 methods.append(("(b) POT w1d p=2", pot, 0))
         methods.append(("(c) copy floor", floor, 1))
+        if lanes:
+            both = target == "rows"
+            methods.append(("(d) lanes moves",
+                            lambda both=both: lane_moves(P, Q, G, k_scratch, both), 1))
 
         res = {}
         for name, fn, warmup in methods:
@@ -191,6 +200,7 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
                 "ours/(a) numpy": o / st["(a) numpy"],
                 "ours/(b) POT": o / pot_t if pot_t else None,
                 "ours/(c) copy": o / st["(c) copy floor"],
+                "(d) moves/(c)": st["(d) lanes moves"] / st["(c) copy floor"] if lanes else None,
                 "lanes": "yes" if lanes else "no",
                 "row at a time/(c)": st["ours, row at a time"] / st["(c) copy floor"],
                 "ours 1thr/(c)": st["ours, 1 thread"] / st["(c) copy floor"],
@@ -198,6 +208,23 @@ def bench_case(b, n, dtype, args, rng, timings, ratios, notes):
                 "emd2 nocheck/ours": st["emd2 check=False"] / o,
             }
         )
+
+
+@numba.njit(parallel=True, cache=True)
+def _lane_moves(P, Q, G, scratch, both):
+    n_blocks, n, parts = P.shape[0] // LANES, P.shape[1], scratch.shape[0]
+    for k in numba.prange(parts):
+        X = scratch[k, :n * LANES].reshape((n, LANES))
+        for blk in range(k * n_blocks // parts, (k + 1) * n_blocks // parts):
+            to_lanes(P, blk * LANES, X)
+            if both:
+                to_lanes(Q, blk * LANES, X)
+            from_lanes(X, G, blk * LANES)
+
+
+def lane_moves(P, Q, G, scratch, both):
+    """(d): the lanes kernel's transposes alone, one run of blocks per thread."""
+    _lane_moves(P, Q, G, scratch[:numba.get_num_threads()], both)
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ command once per round, in an order rotated each round. Wall time is time.perf_c
 the fork of the child to its reaping; peak RSS is the child's ru_maxrss from os.wait4. Both
 are taken in a small launcher process, so that this harness's memory does not leak into
 the children's ru_maxrss (see LAUNCHER). RSS includes the pages of a memory-mapped input
-that a process touched (page cache, shared): emd and the numpy script map the NPY files,
-the floor reads them. Targets, on the medians:
+that a process touched (page cache, shared): the numpy script maps the NPY files, emd and
+the floor read them into buffers. Targets, on the medians:
 
   each large job (a, b)   ≤ 1.3 × its floor
   chain job (a)           ≥ 2.5 × faster than the numpy script

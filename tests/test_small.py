@@ -88,6 +88,31 @@ def test_row_sums_twin(dtype):
     np.testing.assert_array_equal(m, m2)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("b,n", [(1, 1), (3, 5), (4, 1), (7, 32), (13, 9), (4099, 3)])
+def test_row_sums_are_each_rows_sum_in_order(dtype, b, n):
+    """The kernel sums four rows side by side: each row's sum is still the in-order sum
+    from 0.0 and its minimum the first smallest element (a NaN never replaces it), for
+    every row count (the rows past a multiple of four too) and runs on threads."""
+    from emdcli.kernels.rowstats import row_sums_min
+
+    rng = np.random.default_rng(b * 100 + n)
+    x = (rng.random((b, n)) * 10.0 ** rng.integers(-8, 9, (b, n))).astype(dtype)
+    x[rng.random((b, n)) < 0.05] = -0.0
+    x[rng.random((b, n)) < 0.02] = np.nan
+    x[rng.random((b, n)) < 0.02] = np.inf
+    s, m = np.empty(b), np.empty(b)
+    row_sums_min(x, s, m)
+    for r in range(b):
+        want, low = 0.0, float(x[r, 0])
+        for v in map(float, x[r]):
+            want += v
+            low = v if v < low else low
+        np.testing.assert_array_equal(s[r], want)
+        np.testing.assert_array_equal(m[r], low)
+        assert np.signbit(m[r]) == np.signbit(low)
+
+
 @pytest.mark.parametrize("chunk", [1, 50, 333])
 @pytest.mark.parametrize("classes", [True, False])
 def test_the_twin_taken_in_chunks_of_rows_gives_the_same_bits(monkeypatch, chunk, classes):
