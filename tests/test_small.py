@@ -6,6 +6,7 @@ scales, rows whose scale residual triggers the kernel's second pass — and requ
 values and gradients, exactly.
 """
 
+import os
 import subprocess
 import sys
 
@@ -195,14 +196,17 @@ def test_mixed_storage_dtypes(b):
 
 
 def test_kernels_skip_numbas_blas_probe_only():
-    """Loading a kernel answers Numba's start-up BLAS probe without importing scipy.linalg
-    (``kernels.jit``), with the answer Numba would give; SciPy itself and np.dot in
-    compiled code still work in that process."""
+    """Loading a kernel (compiled or from the cache) answers Numba's BLAS probe without
+    importing scipy.linalg (``kernels.jit``), and so does a later compile's refresh, with
+    the answer Numba would give; SciPy itself and np.dot in compiled code still work in
+    that process."""
     pytest.importorskip("scipy")
     code = (
         "import sys\n"
         "import numpy as np, numba, emdcli\n"
         "emdcli.emd2(np.ones((4096, 40)), np.zeros(4096, dtype=np.int64))\n"
+        "print('scipy.linalg' in sys.modules)\n"
+        "numba.njit(lambda a: a.sum())(np.ones(3))\n"
         "import numba.np.arraymath as am\n"
         "print('scipy.linalg' in sys.modules, am._HAVE_BLAS)\n"
         "f = numba.njit(lambda a, b: np.dot(a, b))\n"
@@ -212,7 +216,43 @@ def test_kernels_skip_numbas_blas_probe_only():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:3] == ["False True", "[2.0, 2.0]", "[1.0, 1.0]"], r.stdout
+    assert r.stdout.split("\n")[:4] == ["False", "False True", "[2.0, 2.0]", "[1.0, 1.0]"], r.stdout
+
+
+def test_a_cached_kernel_loads_without_numbas_registries_and_other_functions_as_ever(
+        tmp_path):
+    """A kernel from the cache loads with Numba's runtime alone: none of the registries
+    a compile needs is imported (``kernels.jit.light_cache_loads``), and the values are
+    the kernels'. In that process a user's own cached function (another module: Numba's
+    own load, with the refresh) and a fresh compile work as ever."""
+    (tmp_path / "mine.py").write_text(
+        "import numba, numpy as np\n"
+        "@numba.njit(cache=True)\n"
+        "def norm(a):\n"
+        "    return np.linalg.norm(a) + np.sort(a)[0]\n")
+    code = (
+        "import sys\n"
+        "import numpy as np, numba, emdcli\n"
+        "rng = np.random.default_rng(0)\n"
+        "p, c = rng.random((4096, 40)), rng.integers(0, 40, 4096)\n"
+        "v = emdcli.emd2(p, c)\n"
+        "print(sorted(m for m in ('numba.np.linalg', 'numba.np.arraymath', 'numba.typed.typeddict')"
+        " if m in sys.modules))\n"
+        "from emdcli.kernels.small import chain_small\n"
+        "e = np.empty(0)\n"
+        "w, _ = chain_small(p, None, c, 1 / np.cumsum(p, axis=1)[:, -1], e, np.ones(39), 2.0,"
+        " False)\n"
+        "print(np.array_equal(v, w))\n"
+        "import mine\n"
+        "print(mine.norm(np.array([3.0, 4.0])))\n"
+        "print(numba.njit(lambda a: np.cumsum(a)[-1])(np.ones(4)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    for _ in range(2):  # the first run may compile (and caches); the second loads
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == ["[]", "True", "8.0", "4.0"], r.stdout
 
 
 def test_every_cpu_kernel_module_loads_numba_through_the_light_first_load():
