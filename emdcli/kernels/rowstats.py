@@ -38,7 +38,7 @@ def row_sums_min(x, sums, mins):
 def _sums_mins(x, sums, mins, lo, hi, slot):
     """:func:`row_sums_min` for rows lo … hi−1: four rows side by side, each summed in
     order from 0.0 (a row's sum is a chain of dependent additions; four chains at once
-    keep the adder busy: 2.5-3× faster on rows of 32 float32)."""
+    keep the adder busy: 1.3× faster on 65 536 × 32 float32 rows, 1.9× on 4096 × 1000)."""
     n = x.shape[1]
     top = lo + (hi - lo) // 4 * 4
     for b in range(lo, top, 4):

@@ -239,9 +239,9 @@ def _block(P, Q, c, SP, SQ, tree, rho, out, G, F, lo, scratch, stats):
     (nodes,), one_bin: no node holds two bins, so the differences go straight to the
     node tile, ``0.0 + s``: the scatter's bits, with no tile of their own). F (B,
     nodes−1) with columns (and G without): the flows ``phi_v``, which the post-order pass
-    leaves in the node tile, transposed out. stats (2, B), or
-    (2, 0): SP filled from the rows' sums first (:class:`.rowstats.RowSums`). G or F None
-    (or without columns): no gradients, no flows (None: their code not compiled)."""
+    leaves in the node tile, transposed out. stats (2, B), or (2, 0): SP filled from the
+    rows' sums first (:class:`.rowstats.RowSums`). G or F None (or without columns): no
+    gradients, no flows (None: their code not compiled)."""
     parent, weight, bin_node, count, depth, first, has_bin, one_bin = tree
     n = P.shape[1]
     nodes = parent.shape[0]
