@@ -170,26 +170,31 @@ def _load_block(context, builder, aty, ary, r0, c0):
 
 
 @intrinsic
-def _block_in_diff(typingctx, P, Q, r0, c0, X, scales, rows, at):
-    """``X[c0 + k, r] = s`` for rows r0 + r, columns c0 + k (r, k < 8) of the differences
+def _block_in_diff(typingctx, P, Q, corner, X, scales, rows, at):
+    """``X[c0 + k, r] = s`` for rows r0 + r, columns c0 + k (r, k < 8), ``corner = (r0,
+    c0)``, of the differences
     ``s = diff(p, q, sp, sq) − rsp·p`` (target rows) or ``sp·p − rsp·p`` (class targets,
     Q unused): ``kernels.chain._differences``, the same operations vectorised; scales
     (3, LANES) float64 the block's sp, sq, rsp (X's columns r0 % LANES …). ``at`` None,
     or an int array: ``X[at[c0 + k], r] = 0.0 + s`` instead (scattered to rows of X)."""
-    if not (check_tiles(P, Q, X) and X.dtype == types.float64):
+    if not (check_tiles(P, Q, X) and X.dtype == types.float64
+            and isinstance(corner, types.UniTuple) and corner.count == 2
+            and isinstance(corner.dtype, types.Integer)):
         return None
     scattered = not isinstance(at, types.NoneType)
     if scattered and not (isinstance(at, types.Array) and at.ndim == 1
                           and isinstance(at.dtype, types.Integer)):
         return None
-    sig = types.none(P, Q, types.intp, types.intp, X, scales, types.boolean, at)
+    sig = types.none(P, Q, corner, X, scales, types.boolean, at)
 
     def codegen(context, builder, signature, args):
         p = context.make_array(P)(context, builder, args[0])
         q = context.make_array(Q)(context, builder, args[1])
-        x = context.make_array(X)(context, builder, args[4])
-        sc = context.make_array(scales)(context, builder, args[5])
-        r0, c0, rows = args[2], args[3], args[6]
+        x = context.make_array(X)(context, builder, args[3])
+        sc = context.make_array(scales)(context, builder, args[4])
+        r0, c0 = (context.cast(builder, v, corner.dtype, types.intp)
+                  for v in cgutils.unpack_tuple(builder, args[2], 2))
+        rows = args[5]
         lane = builder.srem(r0, r0.type(LANES))
         spv, sqv, rspv = (_lane_vector(context, builder, scales, sc, [lane.type(k), lane])
                           for k in range(3))
@@ -198,7 +203,7 @@ def _block_in_diff(typingctx, P, Q, r0, c0, X, scales, rows, at):
             builder.module, ir.FunctionType(spv.type, [spv.type] * 3), "llvm.fma.v8f64")
 
         if scattered:
-            at_ary = context.make_array(at)(context, builder, args[7])
+            at_ary = context.make_array(at)(context, builder, args[6])
             zero = ir.Constant(spv.type, None)
 
         def store(k, s):
@@ -292,7 +297,7 @@ def differences_to_lanes(P, Q, lo, X, scales, rows):
     full = n - n % _W
     for r in range(0, LANES, _W):
         for c0 in range(0, full, _W):
-            _block_in_diff(P, Q, lo + r, c0, X, scales, rows, None)
+            _block_in_diff(P, Q, (lo + r, c0), X, scales, rows, None)
     for i in range(full, n):
         _difference_column(P, Q, lo, i, X[i], scales, rows)
 
@@ -306,7 +311,7 @@ def differences_to_rows(P, Q, lo, X, scales, rows, at):
     full = n - n % _W
     for r in range(0, LANES, _W):
         for c0 in range(0, full, _W):
-            _block_in_diff(P, Q, lo + r, c0, X, scales, rows, at)
+            _block_in_diff(P, Q, (lo + r, c0), X, scales, rows, at)
     for i in range(full, n):
         x = X[at[i]]
         _difference_column(P, Q, lo, i, x, scales, rows)
