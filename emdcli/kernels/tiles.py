@@ -293,12 +293,7 @@ def _block_out_rule(typingctx, X, PT, dots, x0, A, r0, scale):
 def differences_to_lanes(P, Q, lo, X, scales, rows):
     """X (N, LANES) ← the differences s of rows lo … lo+LANES−1 (see
     :func:`_block_in_diff`; scales (3, LANES): sp, sq, rsp), transposed."""
-    n = P.shape[1]
-    full = n - n % _W
-    for r in range(0, LANES, _W):
-        for c0 in range(0, full, _W):
-            _block_in_diff(P, Q, (lo + r, c0), X, scales, rows, None)
-    for i in range(full, n):
+    for i in range(_difference_blocks(P, Q, lo, X, scales, rows, None), P.shape[1]):
         _difference_column(P, Q, lo, i, X[i], scales, rows)
 
 
@@ -307,16 +302,22 @@ def differences_to_rows(P, Q, lo, X, scales, rows, at):
     """:func:`differences_to_lanes` with bin i's differences in row ``at[i]`` of X (plus
     0.0): a scatter of the differences to tree nodes, each row of X given one bin at most
     (the others not written)."""
-    n = P.shape[1]
-    full = n - n % _W
-    for r in range(0, LANES, _W):
-        for c0 in range(0, full, _W):
-            _block_in_diff(P, Q, (lo + r, c0), X, scales, rows, at)
-    for i in range(full, n):
+    for i in range(_difference_blocks(P, Q, lo, X, scales, rows, at), P.shape[1]):
         x = X[at[i]]
         _difference_column(P, Q, lo, i, x, scales, rows)
         for j in range(LANES):
             x[j] = 0.0 + x[j]
+
+
+@njit(cache=True, inline="always")
+def _difference_blocks(P, Q, lo, X, scales, rows, at):
+    """The 8 × 8 blocks of :func:`differences_to_lanes` (``at`` None) or
+    :func:`differences_to_rows`; returns the first column left (N − N mod 8)."""
+    full = P.shape[1] - P.shape[1] % _W
+    for r in range(0, LANES, _W):
+        for c0 in range(0, full, _W):
+            _block_in_diff(P, Q, (lo + r, c0), X, scales, rows, at)
+    return full
 
 
 @njit(cache=True, inline="always")
